@@ -1,0 +1,38 @@
+# `make` sets up a virtualenv in .venv and the system tools the tests use;
+# `make test` runs the whole suite (lint included).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TOOLS := socat sshd tmux
+
+.PHONY: all deps test lint unit e2e bench clean
+
+all: $(VENV)/.installed deps
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+# Debian packages, installed only when a tool is missing.
+deps:
+	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null 2>&1 || [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing (apt-get install socat openssh-server tmux)" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat openssh-server openssh-client tmux >/dev/null; \
+	fi
+
+lint: all
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+test: all lint
+	$(PY) -m pytest -q
+
+bench: all
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

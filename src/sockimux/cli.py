@@ -1,0 +1,223 @@
+"""Command line: ``sockimux [options] SOCKET``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+from .core.errors import LocalError
+from .core.session import Outcome, Session, SessionConfig
+from .runtime.listener import Listener
+from .runtime.runner import Runner
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_SOCKET = 3
+EXIT_OUTPUT_CLOSED = 4
+EXIT_PEER_ABORTED = 5
+EXIT_NO_SUBFLOWS = 6
+
+EXIT_CODES = {
+    Outcome.DONE: EXIT_OK,
+    Outcome.OUTPUT_CLOSED: EXIT_OUTPUT_CLOSED,
+    Outcome.PEER_ABORTED: EXIT_PEER_ABORTED,
+    Outcome.NO_SUBFLOWS: EXIT_NO_SUBFLOWS,
+}
+
+DESCRIPTION = """\
+Carry STDIN/STDOUT over many connections ("subflows") to a peer sockimux.
+
+sockimux listens on the UNIX socket SOCKET.  Every connection made to it is
+one subflow; join two sockimux processes by connecting their sockets, e.g.
+with socat, once per subflow.  The peer puts the stream back together: no
+byte is lost, repeated or reordered while subflows join, die or stall, and
+the session waits (as long as it takes, by default) when all are gone.
+"""
+
+EPILOG = """\
+examples:
+  sockimux /tmp/sockA > /tmp/out.txt &
+  echo hello world | sockimux /tmp/sockB &
+  socat UNIX-CONNECT:/tmp/sockA UNIX-CONNECT:/tmp/sockB &   # one subflow; repeat for more
+
+  one ssh session over 4 ssh connections (see README):
+  ssh -o "ProxyCommand sockimux /tmp/sockA" user@host
+  ssh host "socat EXEC:'sockimux /tmp/sockB' TCP:127.0.0.1:22" &
+  socat UNIX-CONNECT:/tmp/sockA EXEC:"ssh host socat STDIO UNIX-CONNECT\\:/tmp/sockB" &  # x4
+
+exit codes:
+  0  both streams delivered: ours written out by the peer, the peer's by us
+  1  internal error (a bug: please report it)
+  2  bad usage
+  3  the socket cannot be used (exists and is not a socket, in use, no permission)
+  4  our STDOUT was closed before the peer's stream ended (e.g. | head)
+  5  the peer ended the session with an error (its STDOUT closed, or it was interrupted)
+  6  no subflow for longer than --no-subflow-timeout
+  128+N  stopped by signal N (SIGHUP 129, SIGINT 130, SIGTERM 143)
+"""
+
+
+def _size(text: str) -> int:
+    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    try:
+        value = int(float(num) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 16M, 512K)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
+    return value
+
+
+def _mode(text: str) -> int:
+    try:
+        value = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r} (e.g. 0600)") from None
+    if not 0 <= value <= 0o777:
+        raise argparse.ArgumentTypeError(f"mode out of range: {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"sockimux: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = SessionConfig()
+    p = _Parser(prog="sockimux", description=DESCRIPTION, epilog=EPILOG,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("socket", metavar="SOCKET", help="path of the UNIX socket to listen on")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="log more on stderr (-v: subflows joining and leaving; -vv: debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="log only errors")
+    p.add_argument("--version", action="version", version=f"sockimux {__version__}")
+    t = p.add_argument_group("reliability and flow control")
+    t.add_argument("--window", type=_size, default=d.window, metavar="SIZE",
+                   help="receive window: how far the peer may send ahead of what we have "
+                        "written out; also the send buffer (default %(default)s bytes)")
+    t.add_argument("--stall-timeout", type=_seconds, default=d.stall_timeout, metavar="SEC",
+                   help="drop a subflow that moves nothing and answers no keepalive for this "
+                        "long, re-sending its data on others (default %(default)s)")
+    t.add_argument("--no-subflow-timeout", type=_seconds, default=None, metavar="SEC",
+                   help="give up (exit 6) after this long with no subflow; default: wait "
+                        "forever, warning every 10 s")
+    t.add_argument("--handshake-timeout", type=_seconds, default=d.handshake_timeout,
+                   metavar="SEC", help="close a connection that sends no hello in this long "
+                                        "(default %(default)s)")
+    t.add_argument("--max-subflows", type=_count, default=d.max_subflows, metavar="N",
+                   help="refuse connections beyond N at once (default %(default)s)")
+    s = p.add_argument_group("socket")
+    s.add_argument("--socket-mode", type=_mode, default=0o600, metavar="MODE",
+                   help="permissions of the socket file, octal (default 0600)")
+    return p
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"sockimux[{os.getpid()}]: %(message)s"))
+    root = logging.getLogger("sockimux")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _private_stdio() -> tuple[int, int]:
+    """Take STDIN and STDOUT for ourselves.
+
+    STDOUT is duplicated and fd 1 pointed at /dev/null, so closing our copy
+    really ends the stream for the consumer (no stray reference keeps it open).
+    """
+    try:
+        out_fd = os.dup(1)
+    except OSError:
+        out_fd = os.open(os.devnull, os.O_WRONLY)
+    try:
+        in_fd = os.dup(0)
+    except OSError:
+        in_fd = os.open(os.devnull, os.O_RDONLY)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    sys.stdout = None  # type: ignore[assignment]
+    return in_fd, out_fd
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose, args.quiet)
+    log = logging.getLogger("sockimux")
+    config = SessionConfig(window=args.window, stall_timeout=args.stall_timeout,
+                           handshake_timeout=args.handshake_timeout,
+                           max_subflows=args.max_subflows, alone_timeout=args.no_subflow_timeout)
+    # A background job must not be stopped for touching the terminal: reading
+    # it then fails with EIO, which counts as an empty input.
+    signal.signal(signal.SIGTTIN, signal.SIG_IGN)
+    signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        listener = Listener(args.socket, mode=args.socket_mode)
+    except LocalError as exc:
+        log.error("%s", exc)
+        return EXIT_SOCKET
+    in_fd, out_fd = _private_stdio()
+    loop = _new_loop()
+    runner: Runner | None = None
+
+    async def run() -> Outcome:
+        nonlocal runner
+        session = Session(os.urandom(16), loop.time(), config)
+        runner = Runner(session, listener, in_fd, out_fd)
+        return await runner.run()
+
+    try:
+        outcome = loop.run_until_complete(run())
+    except Exception as exc:  # a bug: report it in one line, details with -vv
+        log.error("internal error: %s: %s", type(exc).__name__, exc)
+        log.debug("traceback", exc_info=True)
+        listener.close()
+        return EXIT_INTERNAL
+    finally:
+        loop.close()
+    listener.close()
+    if outcome is Outcome.INTERRUPTED and runner is not None and runner.signal is not None:
+        return 128 + runner.signal
+    return EXIT_CODES.get(outcome, EXIT_INTERNAL)

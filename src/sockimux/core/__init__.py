@@ -1,0 +1,16 @@
+"""The sans-I/O protocol core: no sockets, no asyncio, no clock (``now`` is passed in)."""
+
+from .errors import CloseCode, LocalError, ProtocolError, SockimuxError
+from .session import CloseSubflow, Log, Outcome, Session, SessionConfig
+
+__all__ = [
+    "CloseCode",
+    "CloseSubflow",
+    "LocalError",
+    "Log",
+    "Outcome",
+    "ProtocolError",
+    "Session",
+    "SessionConfig",
+    "SockimuxError",
+]

@@ -1,0 +1,463 @@
+"""The session: one stream in each direction, carried by any number of subflows.
+
+Theory of operation
+-------------------
+This is a sans-I/O state machine.  The runtime feeds it events, each with
+the current time ``now`` (seconds, any monotonic origin):
+
+* ``open_subflow`` / ``receive`` / ``subflow_lost``: a connection appeared,
+  delivered bytes, or went away;
+* ``write_stdin`` / ``stdin_eof``: bytes (and the end) of our input;
+* ``output_written`` / ``output_closed``: what the runtime wrote to STDOUT;
+* ``handle_timer`` at ``next_deadline()``.
+
+and collects what the session wants done:
+
+* ``pull(sid, now)``: buffers to write on that subflow now.  Call it after
+  every event for every subflow that has room in its transport; it is where
+  the pull scheduler hands out data;
+* ``take_output()``: in-order bytes for STDOUT; close STDOUT once
+  ``output_eof`` is true and everything taken has been written;
+* ``take_events()``: subflows to close (``CloseSubflow``) and log lines;
+* ``outcome``: set once the session is over.
+
+Reliability rests on three rules.  The sender retains every byte until the
+peer acknowledges having *written* it.  Every subflow records the stream
+ranges it carried, and when it dies or stalls those ranges are queued to be
+re-sent on the others.  The receiver keeps exactly-once, in-order delivery
+whatever arrives twice or out of order.  So a subflow may vanish at any
+moment, all of them may vanish for a while, and the stream still resumes
+exactly where it stopped once a subflow (from the same peer process) joins.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from . import frames
+from .errors import CloseCode, ProtocolError
+from .frames import Frame, FrameType, Hello
+from .receiver import StreamReceiver
+from .sender import StreamSender
+from .subflow import ACCEPTS, Subflow, SubflowState
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    window: int = 16 * 1024 * 1024  # receive window (credit) and send buffer, bytes
+    chunk: int = 256 * 1024  # largest DATA payload we send
+    stall_timeout: float = 2.5  # seconds without progress or keepalive before a subflow is dropped
+    handshake_timeout: float = 10.0  # seconds for a new connection to send its hello
+    ack_delay: float = 0.02  # longest we sit on received data before acknowledging it
+    ack_every: int = 16 * 1024  # DATA bytes on a subflow that trigger an ACK on it
+    max_subflows: int = 1024  # open subflows (including handshakes) at once
+    alone_timeout: float | None = None  # give up after this long with no subflow (None: never)
+    alone_warning: float = 10.0  # seconds between "no subflow" warnings
+
+    @property
+    def keepalive(self) -> float:
+        """Idle time after which a subflow sends a PING (several per stall timeout)."""
+        return self.stall_timeout / 4
+
+
+class Outcome(enum.Enum):
+    DONE = "done"  # both streams delivered and acknowledged
+    OUTPUT_CLOSED = "output closed"  # our STDOUT went away before the stream ended
+    PEER_ABORTED = "peer aborted"
+    NO_SUBFLOWS = "no subflows"  # alone_timeout expired
+    INTERRUPTED = "interrupted"  # the runtime shut us down (signal)
+
+
+@dataclass(frozen=True)
+class CloseSubflow:
+    """Close this subflow's connection, after writing ``final`` if ``flush``."""
+
+    sid: int
+    code: CloseCode
+    reason: str
+    final: list[bytes | memoryview]
+    flush: bool
+
+
+@dataclass(frozen=True)
+class Log:
+    level: str  # "debug", "info", "warning", "error"
+    message: str
+
+
+Event = CloseSubflow | Log
+
+
+class Session:
+    def __init__(self, instance: bytes, now: float, config: SessionConfig | None = None) -> None:
+        self.instance = instance
+        self.config = config or SessionConfig()
+        self.sender = StreamSender(self.config.window)
+        self.receiver = StreamReceiver(self.config.window)
+        self.subflows: dict[int, Subflow] = {}
+        self.peer_instance: bytes | None = None
+        self.outcome: Outcome | None = None
+        self.outcome_reason = ""
+        self.subflows_joined = 0
+        self._next_id = 1
+        self._events: list[Event] = []
+        self._output: list[bytes | memoryview] = []
+        self._acked_written = 0  # receiver.written as of the last ACK we sent
+        self._written_at: float | None = None  # when written first moved past that
+        self._fin_done_announced = False
+        self._alone_since: float | None = now
+        self._alone_warned_at = now
+
+    # -- subflows ------------------------------------------------------------
+
+    def open_subflow(self, now: float, nonce: bytes) -> int:
+        """A connection was made.  Returns its id; pull() yields our HELLO first."""
+        sid = self._next_id
+        self._next_id += 1
+        sub = Subflow(sid, opened_at=now, nonce=nonce, last_heard=now, last_sent=now)
+        sub.out.append(frames.encode_hello(Hello(self.instance, nonce)))
+        self.subflows[sid] = sub
+        if len(self.subflows) > self.config.max_subflows:
+            self._refuse(sub, CloseCode.TOO_MANY_SUBFLOWS,
+                         f"already {self.config.max_subflows} subflows", now)
+        return sid
+
+    def receive(self, sid: int, data: bytes | bytearray | memoryview, now: float) -> None:
+        sub = self.subflows.get(sid)
+        if sub is None or sub.state is SubflowState.CLOSED:
+            return
+        sub.last_heard = now
+        sub.reader.feed(data)
+        try:
+            if sub.state is SubflowState.HANDSHAKE:
+                hello = sub.reader.take_hello()
+                if hello is None:
+                    return
+                self._on_hello(sub, hello, now)
+            while sub.state is SubflowState.OPEN:
+                frame = sub.reader.next_frame()
+                if frame is None:
+                    break
+                self._on_frame(sub, frame, now)
+        except ProtocolError as exc:
+            self._refuse(sub, exc.code, str(exc), now)
+
+    def subflow_lost(self, sid: int, now: float, reason: str = "connection closed") -> None:
+        """The runtime saw the connection end (EOF or error)."""
+        sub = self.subflows.get(sid)
+        if sub is not None:
+            self._close(sub, CloseCode.NORMAL, reason, now, notify=False)
+
+    # -- the local stream ------------------------------------------------------
+
+    @property
+    def stdin_room(self) -> int:
+        """Bytes of STDIN the session will take now (0: stop reading)."""
+        return 0 if self.outcome else self.sender.room
+
+    def write_stdin(self, data: bytes, now: float) -> None:
+        self.sender.push(data)
+
+    def stdin_eof(self, now: float) -> None:
+        self.sender.close()
+        self._log("debug", f"input ended after {self.sender.end} bytes")
+
+    def take_output(self) -> list[bytes | memoryview]:
+        """In-order bytes for STDOUT; report them with output_written() once written."""
+        out, self._output = self._output, []
+        return out
+
+    @property
+    def output_eof(self) -> bool:
+        """The peer's stream is complete: close STDOUT after writing what was taken."""
+        return self.receiver.eof
+
+    def output_written(self, count: int, now: float) -> None:
+        rx = self.receiver
+        rx.on_written(count)
+        if rx.written > self._acked_written and self._written_at is None:
+            self._written_at = now
+        if rx.credit.update_due(rx.written):
+            self._ack_on_best_subflow()
+
+    def output_closed(self, now: float) -> None:
+        """STDOUT was closed after the last byte of the peer's stream."""
+        self.receiver.output_closed = True
+        self._announce_fin_done()
+        self._check_done()
+
+    def abort(self, outcome: Outcome, reason: str, now: float) -> None:
+        """End the session from this side; tell the peer on every subflow."""
+        if self.outcome is not None:
+            return
+        code = CloseCode.OUTPUT_CLOSED if outcome is Outcome.OUTPUT_CLOSED else CloseCode.SHUTDOWN
+        for sub in self.subflows.values():
+            if sub.state is SubflowState.OPEN:
+                sub.out.append(frames.encode_reason(FrameType.ABORT, code, reason))
+        self._end(outcome, reason)
+
+    # -- output to subflows -------------------------------------------------
+
+    def pull(self, sid: int, now: float) -> list[bytes | memoryview]:
+        """Buffers to write on subflow ``sid`` now (header and payload separate).
+
+        Write all of them, in order.  The data part is bounded by the subflow's
+        in-flight allowance, so call again after the peer acknowledges (any
+        receive()) or after your transport drains."""
+        sub = self.subflows.get(sid)
+        if sub is None:
+            return []
+        out, sub.out = sub.out, []
+        if sub.state is SubflowState.OPEN:
+            if sub.ack_due:
+                out.append(self._ack(sub))
+            if self.outcome is None:
+                self._fill(sub, out, now)
+        if out:
+            sub.last_sent = now
+        return out
+
+    def _fill(self, sub: Subflow, out: list[bytes | memoryview], now: float) -> None:
+        sender = self.sender
+        allowance = sub.path.cap() - sub.in_flight
+        while allowance > frames.HEADER_SIZE:
+            piece = sender.take(min(self.config.chunk, allowance - frames.HEADER_SIZE))
+            if piece is None:
+                break
+            offset, view = piece
+            size = frames.HEADER_SIZE + len(view)
+            if sub.in_flight == 0:
+                sub.last_progress = now
+            out.append(frames.data_header(offset, len(view)))
+            out.append(view)
+            sub.data_out += size
+            allowance -= size
+            end = offset + len(view)
+            if sub.ranges and sub.ranges[-1][1] == offset:
+                sub.ranges[-1] = (sub.ranges[-1][0], end)
+            else:
+                sub.ranges.append((offset, end))
+        if sender.fin_due:
+            out.append(frames.encode_control(FrameType.FIN, sender.end))
+            sender.fin_in_flight = True
+            sub.carries_fin = True
+
+    def take_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    # -- timers --------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        cfg = self.config
+        times: list[float] = []
+        live = False
+        for sub in self.subflows.values():
+            if sub.state is SubflowState.HANDSHAKE:
+                times.append(sub.opened_at + cfg.handshake_timeout)
+                continue
+            live = True
+            times.append(sub.last_heard + cfg.stall_timeout)
+            if not sub.out:
+                times.append(sub.last_sent + cfg.keepalive)
+            if sub.in_flight > 0:
+                times.append(sub.last_progress + cfg.stall_timeout)
+            if sub.unreported_since is not None and not sub.ack_due:
+                times.append(sub.unreported_since + cfg.ack_delay)
+        if self._written_at is not None and live:
+            times.append(self._written_at + cfg.ack_delay)
+        if self._alone_since is not None and self.outcome is None:
+            times.append(self._alone_warned_at + cfg.alone_warning)
+            if cfg.alone_timeout is not None:
+                times.append(self._alone_since + cfg.alone_timeout)
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> None:
+        cfg = self.config
+        for sub in list(self.subflows.values()):
+            if sub.state is SubflowState.HANDSHAKE:
+                if now - sub.opened_at >= cfg.handshake_timeout:
+                    self._refuse(sub, CloseCode.HANDSHAKE_TIMEOUT,
+                                 f"no hello within {cfg.handshake_timeout:g} s", now)
+                continue
+            if now - sub.last_heard >= cfg.stall_timeout:
+                self._stalled(sub, f"nothing heard for {now - sub.last_heard:.1f} s", now)
+                continue
+            if sub.in_flight > 0 and now - sub.last_progress >= cfg.stall_timeout:
+                self._stalled(sub, f"{sub.in_flight} bytes in flight, none delivered for "
+                                   f"{now - sub.last_progress:.1f} s", now)
+                continue
+            if sub.unreported_since is not None and now - sub.unreported_since >= cfg.ack_delay:
+                sub.ack_due = True
+            if now - sub.last_sent >= cfg.keepalive and not sub.out:
+                sub.ping_token += 1
+                sub.ping_sent_at = now
+                sub.out.append(frames.encode_control(FrameType.PING, sub.ping_token))
+        if self._written_at is not None and now - self._written_at >= cfg.ack_delay:
+            self._ack_on_best_subflow()
+        if self._alone_since is not None and self.outcome is None:
+            alone = now - self._alone_since
+            if cfg.alone_timeout is not None and alone >= cfg.alone_timeout:
+                self._end(Outcome.NO_SUBFLOWS, f"no subflow for {alone:.0f} s")
+            elif now - self._alone_warned_at >= cfg.alone_warning:
+                self._alone_warned_at = now
+                self._log("warning", f"no subflow for {alone:.0f} s; waiting for one to join "
+                                     f"({self.sender.end - self.sender.acked} bytes unacknowledged)")
+
+    # -- internals -------------------------------------------------------------
+
+    def _on_hello(self, sub: Subflow, hello: Hello, now: float) -> None:
+        if hello.instance == self.instance:
+            raise ProtocolError("subflow leads back to this same process", CloseCode.SELF_CONNECT)
+        if self.peer_instance is None:
+            self.peer_instance = hello.instance
+            self._log("debug", f"peer instance {hello.instance.hex()}")
+        elif hello.instance != self.peer_instance:
+            raise ProtocolError(
+                f"hello from instance {hello.instance.hex()[:12]}, but this session's peer is "
+                f"{self.peer_instance.hex()[:12]} (was the peer restarted?)",
+                CloseCode.FOREIGN_INSTANCE,
+            )
+        sub.peer = hello
+        sub.state = SubflowState.OPEN
+        sub.ack_due = True  # grant credit / report state on the new subflow at once
+        self.subflows_joined += 1
+        if self._alone_since is not None:
+            if self.subflows_joined > 1:
+                self._log("info", f"subflow {sub.id} joined after {now - self._alone_since:.1f} s "
+                                  "without any; resuming")
+            self._alone_since = None
+        self._log("info", f"subflow {sub.id} joined ({self._live_count()} open)")
+
+    def _on_frame(self, sub: Subflow, frame: Frame, now: float) -> None:
+        ftype = frame.type
+        if ftype not in ACCEPTS[sub.state]:
+            raise ProtocolError(f"{ftype.name} frame not allowed in state {sub.state.value}")
+        if ftype is FrameType.DATA:
+            sub.data_in += frames.HEADER_SIZE + len(frame.body)
+            if sub.unreported_since is None:
+                sub.unreported_since = now
+            if sub.data_in - sub.data_in_reported >= self.config.ack_every:
+                sub.ack_due = True
+            pieces = self.receiver.receive(frame.value, bytes(frame.body))
+            if pieces:
+                self._output.extend(pieces)
+        elif ftype is FrameType.ACK:
+            limit, peer_in = frames.decode_ack_body(frame.body)
+            if peer_in > sub.data_out:
+                raise ProtocolError(f"peer reports {peer_in} bytes received, {sub.data_out} sent")
+            if peer_in > sub.peer_in:
+                saturated = sub.in_flight * 2 >= sub.path.cap()
+                sub.peer_in = peer_in
+                sub.last_progress = now
+                sub.path.on_delivered(peer_in, now, saturated)
+            self.sender.on_ack(frame.value, limit, bool(frame.flags & frames.ACK_FIN_DONE))
+            self._trim_ranges(sub)
+            self._check_done()
+        elif ftype is FrameType.FIN:
+            self.receiver.on_fin(frame.value)
+        elif ftype is FrameType.PING:
+            sub.out.append(frames.encode_control(FrameType.PONG, frame.value))
+        elif ftype is FrameType.PONG:
+            if sub.ping_sent_at is not None and frame.value == sub.ping_token:
+                sub.path.on_rtt(now - sub.ping_sent_at)
+                sub.ping_sent_at = None
+        elif ftype is FrameType.ABORT:
+            reason = bytes(frame.body).decode("utf-8", "replace")
+            self._end(Outcome.PEER_ABORTED, f"peer ended the session: {reason}")
+        elif ftype is FrameType.REFUSE:
+            reason = bytes(frame.body).decode("utf-8", "replace")
+            self._log("warning", f"subflow {sub.id}: peer refused it: {reason}")
+            self._close(sub, CloseCode(frame.value) if frame.value in CloseCode._value2member_map_
+                        else CloseCode.PROTOCOL_ERROR, reason, now)
+
+    def _ack(self, sub: Subflow) -> bytes:
+        rx = self.receiver
+        limit = rx.credit.advertise(rx.written)
+        sub.data_in_reported = sub.data_in
+        sub.unreported_since = None
+        sub.ack_due = False
+        if rx.written >= self._acked_written:
+            self._acked_written = rx.written
+            self._written_at = None
+        return frames.encode_ack(rx.written, limit, sub.data_in, rx.done)
+
+    def _ack_on_best_subflow(self) -> None:
+        """Queue a stream-level ACK on the open subflow with the least queued."""
+        best: Subflow | None = None
+        for sub in self.subflows.values():
+            if sub.state is SubflowState.OPEN and (
+                best is None or sub.in_flight * best.path.cap() < best.in_flight * sub.path.cap()
+            ):
+                best = sub
+        if best is not None:
+            best.ack_due = True
+            self._written_at = None
+
+    def _announce_fin_done(self) -> None:
+        # The last ACK matters most: send it on every subflow, so one lost
+        # subflow cannot leave the peer waiting for it.
+        if not self._fin_done_announced:
+            self._fin_done_announced = True
+            for sub in self.subflows.values():
+                if sub.state is SubflowState.OPEN:
+                    sub.ack_due = True
+
+    def _trim_ranges(self, sub: Subflow) -> None:
+        acked = self.sender.acked
+        ranges = sub.ranges
+        i = 0
+        while i < len(ranges) and ranges[i][1] <= acked:
+            i += 1
+        if i:
+            del ranges[:i]
+
+    def _check_done(self) -> None:
+        if self.outcome is None and self.sender.done and self.receiver.done:
+            self._end(Outcome.DONE, "both streams delivered")
+
+    def _stalled(self, sub: Subflow, why: str, now: float) -> None:
+        self._log("warning", f"subflow {sub.id} stalled ({why}); dropping it")
+        self._close(sub, CloseCode.STALLED, why, now, flush=False)
+
+    def _refuse(self, sub: Subflow, code: CloseCode, reason: str, now: float) -> None:
+        self._log("warning", f"subflow {sub.id} refused: {reason}")
+        sub.out.append(frames.encode_reason(FrameType.REFUSE, code, reason))
+        self._close(sub, code, reason, now)
+
+    def _close(self, sub: Subflow, code: CloseCode, reason: str, now: float,
+               notify: bool = True, flush: bool = True) -> None:
+        was_open = sub.state is SubflowState.OPEN
+        sub.state = SubflowState.CLOSED
+        del self.subflows[sub.id]
+        resend = 0
+        for start, end in sub.ranges:
+            before = self.sender.resent_bytes
+            self.sender.requeue(start, end)
+            resend += self.sender.resent_bytes - before
+        sub.ranges.clear()
+        sub.retransmitted = resend
+        if sub.carries_fin and not self.sender.fin_done:
+            self.sender.fin_in_flight = False
+        if notify:
+            self._events.append(CloseSubflow(sub.id, code, reason, sub.out, flush))
+            sub.out = []
+        if was_open:
+            tail = f"; re-sending {resend} bytes on other subflows" if resend else ""
+            self._log("info", f"subflow {sub.id} closed ({reason}){tail}; {self._live_count()} open")
+        if self._live_count() == 0 and self._alone_since is None:
+            self._alone_since = now
+            self._alone_warned_at = now
+
+    def _live_count(self) -> int:
+        return sum(1 for s in self.subflows.values() if s.state is SubflowState.OPEN)
+
+    def _end(self, outcome: Outcome, reason: str) -> None:
+        if self.outcome is None:
+            self.outcome = outcome
+            self.outcome_reason = reason
+            self._log("debug" if outcome is Outcome.DONE else "warning", f"session over: {reason}")
+
+    def _log(self, level: str, message: str) -> None:
+        self._events.append(Log(level, message))

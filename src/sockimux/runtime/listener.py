@@ -1,0 +1,82 @@
+"""The UNIX socket that subflows connect to: created safely, removed on exit."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import stat
+
+from ..core.errors import LocalError
+
+MAX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
+
+
+class Listener:
+    """A listening UNIX socket at ``path``.
+
+    We never remove a file that is not a socket, never take over a socket
+    another live process listens on, and replace a stale one (nobody
+    accepts on it).  The socket file is created with ``mode`` whatever the
+    umask, and on close we remove it only if it is still the one we made.
+    """
+
+    def __init__(self, path: str, mode: int = 0o600, backlog: int = 512) -> None:
+        self.path = path
+        if len(os.fsencode(path)) > MAX_PATH:
+            raise LocalError(f"socket path is too long ({len(os.fsencode(path))} bytes, max {MAX_PATH}): {path}")
+        self._clear_stale(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o777)  # bind creates the file with no permissions...
+        try:
+            sock.bind(path)
+        except OSError as exc:
+            sock.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise LocalError(f"{path}: another process created it at the same moment") from None
+            raise LocalError(f"cannot listen on {path}: {exc.strerror}") from None
+        finally:
+            os.umask(old_umask)
+        try:
+            os.chmod(path, mode)  # ...and only then gets the mode asked for
+            self._ino = os.lstat(path).st_ino
+            sock.listen(backlog)
+        except OSError as exc:
+            sock.close()
+            raise LocalError(f"cannot listen on {path}: {exc.strerror}") from None
+        sock.setblocking(False)
+        self.sock = sock
+
+    @staticmethod
+    def _clear_stale(path: str) -> None:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise LocalError(f"cannot use {path}: {exc.strerror}") from None
+        if not stat.S_ISSOCK(st.st_mode):
+            raise LocalError(f"{path} exists and is not a socket; refusing to touch it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)  # stale: left behind by a process that is gone
+            return
+        except OSError as exc:
+            raise LocalError(f"cannot use {path}: {exc.strerror}") from None
+        finally:
+            probe.close()
+        raise LocalError(f"another process is listening on {path}")
+
+    def remove(self) -> None:
+        """Remove the socket file if it is still ours."""
+        try:
+            if os.lstat(self.path).st_ino == self._ino:
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+        self.remove()

@@ -1,0 +1,236 @@
+"""The asyncio driver: connects the sans-I/O session to sockets, STDIO and the clock.
+
+All protocol decisions are the session's.  This module only moves bytes:
+connections in and out, STDIN to the session, the session's output to
+STDOUT, and it calls ``handle_timer`` when the session's deadline comes.
+After any event it runs one coalesced ``_flush`` that pulls what the session
+wants written and acts on its events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Any, cast
+
+from ..core.session import CloseSubflow, Log, Outcome, Session
+from .listener import Listener
+from .stdio import InputReader, OutputWriter
+
+log = logging.getLogger("sockimux")
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+CLOSE_GRACE = 2.0  # seconds to let final frames drain before we exit
+
+
+class SubflowConnection(asyncio.Protocol):
+    """One accepted connection: forwards bytes and loss to the runner."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.sid = 0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.sid = self.runner.subflow_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.runner.subflow_data(self.sid, data)
+
+    def eof_received(self) -> bool:
+        self.runner.subflow_lost(self.sid, "closed by the other end")
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.runner.subflow_lost(self.sid, f"error: {exc}" if exc else "connection closed")
+
+
+class Runner:
+    def __init__(self, session: Session, listener: Listener, in_fd: int, out_fd: int) -> None:
+        self.session = session
+        self.listener = listener
+        self.loop = asyncio.get_running_loop()
+        self.connections: dict[int, SubflowConnection] = {}
+        self.reader = InputReader(self.loop, in_fd, self._stdin_data, self._stdin_eof)
+        self.writer = OutputWriter(self.loop, out_fd, self._output_written, self._output_error,
+                                   self._output_closed)
+        self.signal: int | None = None
+        self._output_pending = 0  # bytes handed to the writer, not yet written
+        self._output_closing = False
+        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._finished = self.loop.create_future()
+
+    # -- events in ---------------------------------------------------------------
+
+    def subflow_opened(self, conn: SubflowConnection) -> int:
+        sid = self.session.open_subflow(self.loop.time(), os.urandom(16))
+        self.connections[sid] = conn
+        self._kick()
+        return sid
+
+    def subflow_data(self, sid: int, data: bytes) -> None:
+        self.session.receive(sid, data, self.loop.time())
+        self._kick()
+
+    def subflow_lost(self, sid: int, reason: str) -> None:
+        conn = self.connections.pop(sid, None)
+        if conn is None:
+            return
+        self.session.subflow_lost(sid, self.loop.time(), reason)
+        if conn.transport is not None:
+            conn.transport.close()
+        self._kick()
+
+    def _stdin_data(self, data: bytes) -> None:
+        if self.session.outcome is None:
+            self.session.write_stdin(data, self.loop.time())
+            self._kick()
+
+    def _stdin_eof(self, error: str | None) -> None:
+        if error:
+            log.warning("reading STDIN failed (%s); treating it as ended", error)
+        self.session.stdin_eof(self.loop.time())
+        self._kick()
+
+    def _output_written(self, count: int) -> None:
+        self._output_pending -= count
+        self.session.output_written(count, self.loop.time())
+        self._kick()
+
+    def _output_error(self, message: str) -> None:
+        self.session.abort(Outcome.OUTPUT_CLOSED, f"STDOUT closed before the stream ended ({message})",
+                           self.loop.time())
+        self._kick()
+
+    def _output_closed(self) -> None:
+        self.session.output_closed(self.loop.time())
+        self._kick()
+
+    def _on_signal(self, signo: int) -> None:
+        if self.signal is None:
+            self.signal = signo
+        self.session.abort(Outcome.INTERRUPTED, f"interrupted by {signal.Signals(signo).name}",
+                           self.loop.time())
+        self._kick()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.session.handle_timer(self.loop.time())
+        self._flush()
+
+    # -- acting on the session ---------------------------------------------------
+
+    def _kick(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        session = self.session
+        now = self.loop.time()
+        for sid, conn in self.connections.items():
+            buffers = session.pull(sid, now)
+            if buffers and conn.transport is not None:
+                conn.transport.writelines(buffers)
+        for event in session.take_events():
+            if isinstance(event, Log):
+                log.log(_LEVELS[event.level], "%s", event.message)
+            elif isinstance(event, CloseSubflow):
+                self._close_subflow(event)
+        if session.outcome is not None:
+            self._finish()
+            return
+        output = session.take_output()
+        if output:
+            self._output_pending += sum(len(b) for b in output)
+            self.writer.write(output)
+        if session.output_eof and self._output_pending == 0 and not self._output_closing:
+            self._output_closing = True
+            self.writer.close()
+        self.reader.set_room(session.stdin_room)
+        self._arm_timer()
+
+    def _close_subflow(self, event: CloseSubflow) -> None:
+        conn = self.connections.pop(event.sid, None)
+        if conn is None or conn.transport is None:
+            return
+        if event.flush:
+            if event.final:
+                conn.transport.writelines(event.final)
+            conn.transport.close()
+        else:
+            conn.transport.abort()
+
+    def _arm_timer(self) -> None:
+        deadline = self.session.next_deadline()
+        if deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+
+    def _on_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        # A bug in a callback: end the session with one clear line, not a traceback.
+        exc = context.get("exception")
+        if not self._finished.done():
+            self._finished.set_exception(exc if isinstance(exc, BaseException)
+                                         else RuntimeError(str(context.get("message"))))
+
+    def _finish(self) -> None:
+        if not self._finished.done():
+            self._finished.set_result(None)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def run(self) -> Outcome:
+        loop = self.loop
+        loop.set_exception_handler(self._on_exception)
+        server = await loop.create_unix_server(lambda: SubflowConnection(self), sock=self.listener.sock)
+        for signo in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(signo, self._on_signal, signo)
+        self.reader.start()
+        self.writer.start()
+        self._kick()
+        try:
+            await self._finished
+        finally:
+            server.close()
+            self.listener.remove()
+            if self._timer is not None:
+                self._timer.cancel()
+            await self._drain_and_close()
+        outcome = self.session.outcome
+        assert outcome is not None
+        return outcome
+
+    async def _drain_and_close(self) -> None:
+        """Write every subflow's last frames (final ACKs, ABORT), then half-close
+        and wait for the peer to close too, so neither side's last frames meet
+        a connection already torn down."""
+        now = self.loop.time()
+        for sid, conn in list(self.connections.items()):
+            transport = conn.transport
+            if transport is None or transport.is_closing():
+                continue
+            buffers = self.session.pull(sid, now)
+            if buffers:
+                transport.writelines(buffers)
+            if transport.can_write_eof():
+                transport.write_eof()
+            else:
+                transport.close()
+        deadline = self.loop.time() + CLOSE_GRACE
+        while self.connections and self.loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in self.connections.values():
+            if conn.transport is not None:
+                conn.transport.abort()
