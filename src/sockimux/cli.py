@@ -170,7 +170,7 @@ def _private_stdio() -> tuple[int, int]:
     os.dup2(null, 0)
     os.dup2(null, 1)
     os.close(null)
-    sys.stdout = None  # type: ignore[assignment]
+    sys.stdout = None
     return in_fd, out_fd
 
 
@@ -179,7 +179,7 @@ def _new_loop() -> asyncio.AbstractEventLoop:
         import uvloop
     except ImportError:
         return asyncio.new_event_loop()
-    return uvloop.new_event_loop()  # type: ignore[no-any-return]
+    return uvloop.new_event_loop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,8 +23,9 @@ class Listener:
 
     def __init__(self, path: str, mode: int = 0o600, backlog: int = 512) -> None:
         self.path = path
-        if len(os.fsencode(path)) > MAX_PATH:
-            raise LocalError(f"socket path is too long ({len(os.fsencode(path))} bytes, max {MAX_PATH}): {path}")
+        size = len(os.fsencode(path))
+        if size > MAX_PATH:
+            raise LocalError(f"socket path is too long ({size} bytes, max {MAX_PATH}): {path}")
         self._clear_stale(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o777)  # bind creates the file with no permissions...
