@@ -9,8 +9,10 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 from . import __version__
+from .core.auth import MIN_KEY_SIZE
 from .core.errors import LocalError
 from .core.session import Outcome, Session, SessionConfig
 from .runtime.listener import Listener
@@ -60,7 +62,8 @@ exit codes:
   4  our STDOUT was closed before the peer's stream ended (e.g. | head)
   5  the peer ended the session with an error (its STDOUT closed, or it was interrupted)
   6  no subflow for longer than --no-subflow-timeout
-  128+N  stopped by signal N (SIGHUP 129, SIGINT 130, SIGTERM 143)
+  128+N  stopped by signal N (SIGINT 130, SIGTERM 143; SIGHUP 129 if the
+         session did not finish within 5 s of it, as when ssh ends a ProxyCommand)
 """
 
 
@@ -136,10 +139,35 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(default %(default)s)")
     t.add_argument("--max-subflows", type=_count, default=d.max_subflows, metavar="N",
                    help="refuse connections beyond N at once (default %(default)s)")
-    s = p.add_argument_group("socket")
+    t.add_argument("--max-handshakes", type=_count, default=d.max_handshakes, metavar="N",
+                   help="refuse connections beyond N that have not finished their hello "
+                        "(default %(default)s)")
+    s = p.add_argument_group("security")
     s.add_argument("--socket-mode", type=_mode, default=0o600, metavar="MODE",
-                   help="permissions of the socket file, octal (default 0600)")
+                   help="permissions of the socket file, octal, whatever the umask (default 0600)")
+    s.add_argument("--allow-uid", type=int, action="append", default=[], metavar="UID",
+                   help="also accept connections from this user id (default: only our own "
+                        "user and root, checked with SO_PEERCRED); repeatable")
+    s.add_argument("--allow-any-user", action="store_true",
+                   help="accept connections from any user the socket mode lets in")
+    s.add_argument("--psk-file", metavar="FILE",
+                   help="shared key (at least 16 bytes) both sides must prove in every subflow's "
+                        "hello; authenticates subflows, does not encrypt them")
     return p
+
+
+def _read_psk(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            key = f.read(4097).strip()
+    except OSError as exc:
+        raise LocalError(f"cannot read the key file {path}: {exc.strerror}") from None
+    if len(key) < MIN_KEY_SIZE:
+        raise LocalError(f"the key in {path} is too short ({len(key)} bytes, need {MIN_KEY_SIZE}; "
+                         "e.g. head -c 32 /dev/urandom | base64 > FILE)")
+    if len(key) > 4096:
+        raise LocalError(f"the key in {path} is too long (max 4096 bytes)")
+    return key
 
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
@@ -189,6 +217,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = SessionConfig(window=args.window, stall_timeout=args.stall_timeout,
                            handshake_timeout=args.handshake_timeout,
                            max_subflows=args.max_subflows, alone_timeout=args.no_subflow_timeout)
+    psk = None
+    if args.psk_file is not None:
+        try:
+            psk = _read_psk(args.psk_file)
+        except LocalError as exc:
+            log.error("%s", exc)
+            return EXIT_USAGE
+    config = replace(config, psk=psk, max_handshakes=args.max_handshakes)
+    allowed = None if args.allow_any_user else frozenset({os.getuid(), 0, *args.allow_uid})
     # A background job must not be stopped for touching the terminal: reading
     # it then fails with EIO, which counts as an empty input.
     signal.signal(signal.SIGTTIN, signal.SIG_IGN)
@@ -205,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def run() -> Outcome:
         nonlocal runner
         session = Session(os.urandom(16), loop.time(), config)
-        runner = Runner(session, listener, in_fd, out_fd)
+        runner = Runner(session, listener, in_fd, out_fd, allowed)
         return await runner.run()
 
     try:

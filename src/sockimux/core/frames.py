@@ -45,8 +45,10 @@ class FrameType(enum.IntEnum):
     PONG = 5  # value = the echoed token
     ABORT = 6  # session ends in error; value = CloseCode, body = reason
     REFUSE = 7  # this subflow is refused; value = CloseCode, body = reason
+    AUTH = 8  # proof of the pre-shared key; body = HMAC-SHA256 (see auth.py)
 
 
+HELLO_AUTH = 0x0001  # HELLO flag: this side requires a shared-key proof (AUTH frame)
 ACK_FIN_DONE = 0x01  # ACK flag: the acknowledged stream ended and its output is closed
 
 # The body length each frame type may have: (min, max).
@@ -58,6 +60,7 @@ _BODY_LIMITS = {
     FrameType.PONG: (0, 0),
     FrameType.ABORT: (0, MAX_REASON),
     FrameType.REFUSE: (0, MAX_REASON),
+    FrameType.AUTH: (32, 32),
 }
 
 
@@ -114,6 +117,10 @@ def encode_reason(ftype: FrameType, code: int, reason: str) -> bytes:
     """ABORT or REFUSE with a human-readable reason (truncated to the limit)."""
     text = reason.encode("utf-8", "replace")[:MAX_REASON]
     return HEADER.pack(ftype, 0, 0, len(text), code) + text
+
+
+def encode_auth(proof: bytes) -> bytes:
+    return HEADER.pack(FrameType.AUTH, 0, 0, len(proof), 0) + proof
 
 
 def decode_ack_body(body: bytes | memoryview) -> tuple[int, int]:

@@ -33,9 +33,9 @@ exactly where it stopped once a subflow (from the same peer process) joins.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from . import frames
+from . import auth, frames
 from .errors import CloseCode, ProtocolError
 from .frames import Frame, FrameType, Hello
 from .receiver import StreamReceiver
@@ -54,6 +54,8 @@ class SessionConfig:
     max_subflows: int = 1024  # open subflows (including handshakes) at once
     alone_timeout: float | None = None  # give up after this long with no subflow (None: never)
     alone_warning: float = 10.0  # seconds between "no subflow" warnings
+    max_handshakes: int = 64  # connections still in HANDSHAKE or AUTH at once
+    psk: bytes | None = field(default=None, repr=False)  # shared key: subflows must prove it
 
     @property
     def keepalive(self) -> float:
@@ -116,11 +118,17 @@ class Session:
         sid = self._next_id
         self._next_id += 1
         sub = Subflow(sid, opened_at=now, nonce=nonce, last_heard=now, last_sent=now)
-        sub.out.append(frames.encode_hello(Hello(self.instance, nonce)))
+        flags = frames.HELLO_AUTH if self.config.psk is not None else 0
+        sub.hello = Hello(self.instance, nonce, flags)
+        sub.out.append(frames.encode_hello(sub.hello))
         self.subflows[sid] = sub
+        pending = sum(1 for s in self.subflows.values() if s.state is not SubflowState.OPEN)
         if len(self.subflows) > self.config.max_subflows:
             self._refuse(sub, CloseCode.TOO_MANY_SUBFLOWS,
                          f"already {self.config.max_subflows} subflows", now)
+        elif pending > self.config.max_handshakes:
+            self._refuse(sub, CloseCode.TOO_MANY_SUBFLOWS,
+                         f"already {self.config.max_handshakes} connections in handshake", now)
         return sid
 
     def receive(self, sid: int, data: bytes | bytearray | memoryview, now: float) -> None:
@@ -135,7 +143,7 @@ class Session:
                 if hello is None:
                     return
                 self._on_hello(sub, hello, now)
-            while sub.state is SubflowState.OPEN:
+            while sub.state is SubflowState.OPEN or sub.state is SubflowState.AUTH:
                 frame = sub.reader.next_frame()
                 if frame is None:
                     break
@@ -254,7 +262,7 @@ class Session:
         times: list[float] = []
         live = False
         for sub in self.subflows.values():
-            if sub.state is SubflowState.HANDSHAKE:
+            if sub.state is not SubflowState.OPEN:
                 times.append(sub.opened_at + cfg.handshake_timeout)
                 continue
             live = True
@@ -276,10 +284,10 @@ class Session:
     def handle_timer(self, now: float) -> None:
         cfg = self.config
         for sub in list(self.subflows.values()):
-            if sub.state is SubflowState.HANDSHAKE:
+            if sub.state is not SubflowState.OPEN:
                 if now - sub.opened_at >= cfg.handshake_timeout:
                     self._refuse(sub, CloseCode.HANDSHAKE_TIMEOUT,
-                                 f"no hello within {cfg.handshake_timeout:g} s", now)
+                                 f"handshake not completed within {cfg.handshake_timeout:g} s", now)
                 continue
             if now - sub.last_heard >= cfg.stall_timeout:
                 self._stalled(sub, f"nothing heard for {now - sub.last_heard:.1f} s", now)
@@ -310,6 +318,29 @@ class Session:
     def _on_hello(self, sub: Subflow, hello: Hello, now: float) -> None:
         if hello.instance == self.instance:
             raise ProtocolError("subflow leads back to this same process", CloseCode.SELF_CONNECT)
+        sub.peer = hello
+        key = self.config.psk
+        if key is None:
+            if hello.flags & frames.HELLO_AUTH:
+                raise ProtocolError("peer requires a shared key (--psk-file) and we have none",
+                                    CloseCode.AUTH_FAILED)
+            self._establish(sub, now)
+            return
+        # Prove we know the key, then wait for the peer's proof before anything
+        # else: no state of the session changes for an unauthenticated subflow.
+        assert sub.hello is not None
+        sub.out.append(frames.encode_auth(auth.proof(key, sub.hello, hello)))
+        sub.state = SubflowState.AUTH
+
+    def _on_auth(self, sub: Subflow, proof: bytes, now: float) -> None:
+        assert self.config.psk is not None and sub.hello is not None and sub.peer is not None
+        if not auth.verify(self.config.psk, sub.hello, sub.peer, proof):
+            raise ProtocolError("wrong proof of the shared key", CloseCode.AUTH_FAILED)
+        self._establish(sub, now)
+
+    def _establish(self, sub: Subflow, now: float) -> None:
+        hello = sub.peer
+        assert hello is not None
         if self.peer_instance is None:
             self.peer_instance = hello.instance
             self._log("debug", f"peer instance {hello.instance.hex()}")
@@ -319,7 +350,6 @@ class Session:
                 f"{self.peer_instance.hex()[:12]} (was the peer restarted?)",
                 CloseCode.FOREIGN_INSTANCE,
             )
-        sub.peer = hello
         sub.state = SubflowState.OPEN
         sub.ack_due = True  # grant credit / report state on the new subflow at once
         self.subflows_joined += 1
@@ -366,6 +396,8 @@ class Session:
         elif ftype is FrameType.ABORT:
             reason = bytes(frame.body).decode("utf-8", "replace")
             self._end(Outcome.PEER_ABORTED, f"peer ended the session: {reason}")
+        elif ftype is FrameType.AUTH:
+            self._on_auth(sub, bytes(frame.body), now)
         elif ftype is FrameType.REFUSE:
             reason = bytes(frame.body).decode("utf-8", "replace")
             self._log("warning", f"subflow {sub.id}: peer refused it: {reason}")

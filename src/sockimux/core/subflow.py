@@ -2,8 +2,9 @@
 
 A subflow is one connection between the two processes.  Its life::
 
-    HANDSHAKE --(peer's HELLO accepted)--> OPEN --(closed/refused/stalled)--> CLOSED
-        \\------------(refused, timeout, lost)---------------------------------/
+    HANDSHAKE --(HELLO ok, no key)------------------> OPEN --(lost/refused/stalled)--> CLOSED
+        \\--(HELLO ok, key)--> AUTH --(valid AUTH)--/
+         \\------------------------\\---(refused, timeout, lost)------------------------/
 
 ``ACCEPTS`` is the table of which frames each state takes; any other frame
 is a protocol error that closes just this subflow.  In HANDSHAKE only a HELLO
@@ -21,13 +22,15 @@ from .scheduler import PathEstimate
 
 class SubflowState(enum.Enum):
     HANDSHAKE = "handshake"
+    AUTH = "auth"  # hellos exchanged, waiting for the peer's proof of the shared key
     OPEN = "open"
     CLOSED = "closed"
 
 
 ACCEPTS: dict[SubflowState, frozenset[FrameType]] = {
     SubflowState.HANDSHAKE: frozenset(),
-    SubflowState.OPEN: frozenset(FrameType),
+    SubflowState.AUTH: frozenset({FrameType.AUTH, FrameType.REFUSE}),
+    SubflowState.OPEN: frozenset(FrameType) - {FrameType.AUTH},
     SubflowState.CLOSED: frozenset(),
 }
 
@@ -39,7 +42,8 @@ class Subflow:
     nonce: bytes
     state: SubflowState = SubflowState.HANDSHAKE
     reader: FrameReader = field(default_factory=FrameReader)
-    peer: Hello | None = None
+    hello: Hello | None = None  # the hello we sent
+    peer: Hello | None = None  # the hello we received
     out: list[bytes | memoryview] = field(default_factory=list)  # frames waiting for pull()
     last_heard: float = 0.0  # any bytes arrived
     last_sent: float = 0.0  # any bytes handed out for writing

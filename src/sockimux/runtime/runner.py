@@ -13,6 +13,8 @@ import asyncio
 import logging
 import os
 import signal
+import socket
+import struct
 from typing import Any, cast
 
 from ..core.session import CloseSubflow, Log, Outcome, Session
@@ -20,10 +22,12 @@ from .listener import Listener
 from .stdio import InputReader, OutputWriter
 
 log = logging.getLogger("sockimux")
+PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 CLOSE_GRACE = 2.0  # seconds to let final frames drain before we exit
+HANGUP_GRACE = 5.0  # seconds a session may take to finish after SIGHUP
 
 
 class SubflowConnection(asyncio.Protocol):
@@ -36,10 +40,16 @@ class SubflowConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        refusal = self.runner.check_peer(self.transport)
+        if refusal:
+            log.warning("%s", refusal)
+            self.transport.abort()
+            return
         self.sid = self.runner.subflow_opened(self)
 
     def data_received(self, data: bytes) -> None:
-        self.runner.subflow_data(self.sid, data)
+        if self.sid:
+            self.runner.subflow_data(self.sid, data)
 
     def eof_received(self) -> bool:
         self.runner.subflow_lost(self.sid, "closed by the other end")
@@ -50,8 +60,10 @@ class SubflowConnection(asyncio.Protocol):
 
 
 class Runner:
-    def __init__(self, session: Session, listener: Listener, in_fd: int, out_fd: int) -> None:
+    def __init__(self, session: Session, listener: Listener, in_fd: int, out_fd: int,
+                 allowed_uids: frozenset[int] | None = None) -> None:
         self.session = session
+        self.allowed_uids = allowed_uids  # None: any user may connect
         self.listener = listener
         self.loop = asyncio.get_running_loop()
         self.connections: dict[int, SubflowConnection] = {}
@@ -64,9 +76,25 @@ class Runner:
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
+        self._hangup_timer: asyncio.TimerHandle | None = None
         self._finished = self.loop.create_future()
 
     # -- events in ---------------------------------------------------------------
+
+    def check_peer(self, transport: asyncio.Transport) -> str | None:
+        """Why a new connection must be refused (its user is not allowed), or None."""
+        if self.allowed_uids is None:
+            return None
+        sock = transport.get_extra_info("socket")
+        try:
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size)
+        except (OSError, AttributeError) as exc:
+            return f"refused a connection: cannot tell its user ({exc})"
+        pid, uid, _gid = PEERCRED.unpack(creds)
+        if uid in self.allowed_uids:
+            return None
+        return (f"refused a connection from uid {uid} (pid {pid}): only uids "
+                f"{', '.join(map(str, sorted(self.allowed_uids)))} may connect (see --allow-uid)")
 
     def subflow_opened(self, conn: SubflowConnection) -> int:
         sid = self.session.open_subflow(self.loop.time(), os.urandom(16))
@@ -111,6 +139,14 @@ class Runner:
     def _output_closed(self) -> None:
         self.session.output_closed(self.loop.time())
         self._kick()
+
+    def _on_hangup(self) -> None:
+        # SIGHUP says whoever holds our STDIO hung up (ssh sends it to its
+        # ProxyCommand once it is done).  The session may well be complete but
+        # for the last frames in flight: let it finish, within a grace period.
+        if self._hangup_timer is None and self.signal is None:
+            log.info("SIGHUP: finishing the session (at most %g s)", HANGUP_GRACE)
+            self._hangup_timer = self.loop.call_later(HANGUP_GRACE, self._on_signal, signal.SIGHUP)
 
     def _on_signal(self, signo: int) -> None:
         if self.signal is None:
@@ -195,8 +231,9 @@ class Runner:
         loop = self.loop
         loop.set_exception_handler(self._on_exception)
         server = await loop.create_unix_server(lambda: SubflowConnection(self), sock=self.listener.sock)
-        for signo in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for signo in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signo, self._on_signal, signo)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         self.reader.start()
         self.writer.start()
         self._kick()
@@ -205,8 +242,9 @@ class Runner:
         finally:
             server.close()
             self.listener.remove()
-            if self._timer is not None:
-                self._timer.cancel()
+            for timer in (self._timer, self._hangup_timer):
+                if timer is not None:
+                    timer.cancel()
             await self._drain_and_close()
         outcome = self.session.outcome
         assert outcome is not None
