@@ -25,7 +25,7 @@ deps:
 	fi
 
 lint: all
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests $(wildcard bench fuzz)
 	$(VENV)/bin/mypy
 
 test: all lint

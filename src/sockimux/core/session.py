@@ -240,6 +240,7 @@ class Session:
             out.append(frames.data_header(offset, len(view)))
             out.append(view)
             sub.data_out += size
+            sub.path.on_sent(sub.data_out, now)
             allowance -= size
             end = offset + len(view)
             if sub.ranges and sub.ranges[-1][1] == offset:
