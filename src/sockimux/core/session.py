@@ -43,6 +43,9 @@ from .sender import StreamSender
 from .subflow import ACCEPTS, Subflow, SubflowState
 
 
+MIN_PIECE = 8 * 1024  # smallest DATA payload we cut for a subflow of unknown or low rate
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     window: int = 16 * 1024 * 1024  # receive window (credit) and send buffer, bytes
@@ -228,9 +231,13 @@ class Session:
 
     def _fill(self, sub: Subflow, out: list[bytes | memoryview], now: float) -> None:
         sender = self.sender
-        allowance = sub.path.cap() - sub.in_flight
+        cap = sub.path.cap()
+        allowance = cap - sub.in_flight
+        # Pieces of at most an eighth of the cap: on a slow subflow a whole
+        # frame must arrive before it counts as progress (see the stall rule).
+        chunk = min(self.config.chunk, max(MIN_PIECE, cap // 8))
         while allowance > frames.HEADER_SIZE:
-            piece = sender.take(min(self.config.chunk, allowance - frames.HEADER_SIZE))
+            piece = sender.take(min(chunk, allowance - frames.HEADER_SIZE))
             if piece is None:
                 break
             offset, view = piece
@@ -303,6 +310,9 @@ class Session:
                 sub.ping_token += 1
                 sub.ping_sent_at = now
                 sub.out.append(frames.encode_control(FrameType.PING, sub.ping_token))
+                # ACKs are never acknowledged; repeating our state with every
+                # keepalive means one lost on a dying subflow cannot freeze the peer.
+                sub.ack_due = True
         if self._written_at is not None and now - self._written_at >= cfg.ack_delay:
             self._ack_on_best_subflow()
         if self._alone_since is not None and self.outcome is None:
@@ -477,6 +487,9 @@ class Session:
             self._events.append(CloseSubflow(sub.id, code, reason, sub.out, flush))
             sub.out = []
         if was_open:
+            # The ACK that freed the peer's sender may have died with this
+            # subflow: repeat our state at once on the best one left.
+            self._ack_on_best_subflow()
             tail = f"; re-sending {resend} bytes on other subflows" if resend else ""
             self._log("info", f"subflow {sub.id} closed ({reason}){tail}; {self._live_count()} open")
         if self._live_count() == 0 and self._alone_since is None:
