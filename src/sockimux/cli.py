@@ -26,6 +26,8 @@ EXIT_OUTPUT_CLOSED = 4
 EXIT_PEER_ABORTED = 5
 EXIT_NO_SUBFLOWS = 6
 
+HANDLED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
 EXIT_CODES = {
     Outcome.DONE: EXIT_OK,
     Outcome.OUTPUT_CLOSED: EXIT_OUTPUT_CLOSED,
@@ -230,6 +232,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # it then fails with EIO, which counts as an empty input.
     signal.signal(signal.SIGTTIN, signal.SIG_IGN)
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    # Hold SIGINT/SIGTERM/SIGHUP from before the socket exists until the
+    # runner handles them, so an early signal cannot leave the socket behind.
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     try:
         listener = Listener(args.socket, mode=args.socket_mode)
     except LocalError as exc:
@@ -247,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         outcome = loop.run_until_complete(run())
-    except Exception as exc:  # a bug: report it in one line, details with -vv
+    except BaseException as exc:  # a bug: report it in one line, details with -vv
         log.error("internal error: %s: %s", type(exc).__name__, exc)
         log.debug("traceback", exc_info=True)
         listener.close()

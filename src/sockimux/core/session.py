@@ -43,6 +43,12 @@ from .sender import StreamSender
 from .subflow import ACCEPTS, Subflow, SubflowState
 
 
+def _printable(raw: bytes | memoryview) -> str:
+    """A peer-supplied reason, safe to log: no newlines or terminal escapes."""
+    text = bytes(raw).decode("utf-8", "replace")
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 MIN_PIECE = 8 * 1024  # smallest DATA payload we cut for a subflow of unknown or low rate
 
 
@@ -405,12 +411,12 @@ class Session:
                 sub.path.on_rtt(now - sub.ping_sent_at)
                 sub.ping_sent_at = None
         elif ftype is FrameType.ABORT:
-            reason = bytes(frame.body).decode("utf-8", "replace")
+            reason = _printable(frame.body)
             self._end(Outcome.PEER_ABORTED, f"peer ended the session: {reason}")
         elif ftype is FrameType.AUTH:
             self._on_auth(sub, bytes(frame.body), now)
         elif ftype is FrameType.REFUSE:
-            reason = bytes(frame.body).decode("utf-8", "replace")
+            reason = _printable(frame.body)
             self._log("warning", f"subflow {sub.id}: peer refused it: {reason}")
             self._close(sub, CloseCode(frame.value) if frame.value in CloseCode._value2member_map_
                         else CloseCode.PROTOCOL_ERROR, reason, now)

@@ -234,6 +234,8 @@ class Runner:
         for signo in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signo, self._on_signal, signo)
         loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+        # The CLI blocked these until now; any that arrived are delivered here.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
         self.reader.start()
         self.writer.start()
         self._kick()

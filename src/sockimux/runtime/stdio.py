@@ -19,6 +19,20 @@ READ_SIZE = 256 * 1024
 IOV_MAX = 1024
 
 
+def _poster(loop: asyncio.AbstractEventLoop) -> Callable[..., bool]:
+    """call_soon_threadsafe that reports, instead of raising, a loop already closed
+    (the process is exiting; the thread just stops)."""
+
+    def post(callback: Callable[..., object], *args: object) -> bool:
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            return False
+        return True
+
+    return post
+
+
 class InputReader:
     """Reads ``fd`` in a thread while the session has room, handing bytes to the loop.
 
@@ -49,7 +63,7 @@ class InputReader:
                     self._cond.notify()
 
     def _run(self) -> None:
-        call = self._loop.call_soon_threadsafe
+        call = _poster(self._loop)
         while True:
             with self._cond:
                 while self._room <= 0:
@@ -67,7 +81,8 @@ class InputReader:
             if not data:
                 call(self._on_eof, None)
                 return
-            call(self._on_data, data)
+            if not call(self._on_data, data):
+                return
             if len(data) < size:
                 with self._cond:
                     self._room += size - len(data)
@@ -108,7 +123,7 @@ class OutputWriter:
             self._cond.notify()
 
     def _run(self) -> None:
-        call = self._loop.call_soon_threadsafe
+        call = _poster(self._loop)
         queue = self._queue
         while True:
             with self._cond:
@@ -123,7 +138,8 @@ class OutputWriter:
             except OSError as exc:
                 call(self._on_error, exc.strerror or str(exc))
                 return
-            call(self._on_written, total)
+            if not call(self._on_written, total):
+                return
         try:
             os.close(self._fd)
         except OSError as exc:
