@@ -63,7 +63,7 @@ class SessionConfig:
     max_subflows: int = 1024  # open subflows (including handshakes) at once
     alone_timeout: float | None = None  # give up after this long with no subflow (None: never)
     alone_warning: float = 10.0  # seconds between "no subflow" warnings
-    max_handshakes: int = 64  # connections still in HANDSHAKE or AUTH at once
+    max_handshakes: int = 256  # connections still in HANDSHAKE or AUTH at once
     psk: bytes | None = field(default=None, repr=False)  # shared key: subflows must prove it
 
     @property

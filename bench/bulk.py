@@ -1,0 +1,222 @@
+"""Bulk: one file through sockimux with K subflows, and through socat alone.
+
+sockimux (the original README's topology)::
+
+    sockimux A.sock < payload            (A's STDOUT: /dev/null; B sends nothing)
+    sockimux B.sock < /dev/null | sink
+    K x  socat -b BLOCK UNIX-CONNECT:A.sock UNIX-CONNECT:B.sock
+
+reference, socat alone: the same two endpoints joined by one relay::
+
+    socat -b BLOCK -u OPEN:payload UNIX-LISTEN:a.sock
+    socat -b BLOCK -u UNIX-LISTEN:b.sock STDOUT | sink
+    socat -b BLOCK UNIX-CONNECT:a.sock UNIX-CONNECT:b.sock
+
+Both endpoints listen before the clock starts.  t0 is just before the
+bench spawns the first relay; it then spawns the K relays one after the
+other (as a shell loop would, ~2 ms each), and the time runs from t0 to
+the sink reading EOF.  Data flows as soon as the first subflow is up, so
+with K=128 the later subflows join during the transfer, and their start-up
+(fork, exec, connect, handshake) is inside the time, as it is in real use.
+The JSON gives when all K were connected at both ends (/proc/net/unix) and
+how many subflows sockimux refused (its stderr).  sockimux A may have read
+up to its window (16 MiB) of the file before t0; the socat sender reads
+only once connected.
+
+(Releasing 128 pre-forked relays at once was tried and rejected: the burst
+of simultaneous connections trips sockimux's cap of 64 connections in
+handshake, and about half the subflows are refused, which no shell loop
+does.)  The sink (``sink.py``) is
+the same process for both, reading a 1 MiB pipe; in timed runs it only
+counts bytes (hashing at ~1.7 GB/s would take a core's worth of CPU from a
+socat pipeline moving ~1.2 GB/s on 2 vCPUs, and flatter the ratio).  With
+``--verify sha256`` (default) one untimed sockimux run per K first checks
+the sha256 of the output against the payload's; it doubles as a warm-up.
+sockimux must exit 0 on both sides after every run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from procs import (
+    PIPE_SIZE,
+    BenchError,
+    Child,
+    Payload,
+    Procs,
+    Sink,
+    close_fds,
+    connections,
+    pipe,
+    sockimux_argv,
+    wait_exit,
+    wait_listening,
+)
+
+REFUSED = re.compile(r"subflow \d+ refused:")
+
+
+def describe(block: int) -> dict[str, str]:
+    return {
+        "sockimux": (f"sockimux A.sock < payload; sockimux B.sock < /dev/null > sink; "
+                     f"K x socat -b{block} UNIX-CONNECT:A.sock UNIX-CONNECT:B.sock"),
+        "reference": (f"socat -b{block} -u OPEN:payload UNIX-LISTEN:a.sock; "
+                      f"socat -b{block} -u UNIX-LISTEN:b.sock STDOUT > sink; "
+                      f"socat -b{block} UNIX-CONNECT:a.sock UNIX-CONNECT:b.sock"),
+    }
+
+
+def _check(report: dict[str, Any], payload: Payload, what: str, t0: float,
+           timeout: float, blame: list[Child]) -> float:
+    """Seconds from t0 to EOF, after checking the bytes; BenchError otherwise."""
+    if report["timed_out"]:
+        raise BenchError(f"{what}: no EOF within {timeout:g} s ({report['bytes']} of {payload.size} "
+                         f"bytes arrived)\n" + "\n".join(c.describe() for c in blame))
+    if report["bytes"] != payload.size:
+        raise BenchError(f"{what}: EOF after {report['bytes']} of {payload.size} bytes\n"
+                         + "\n".join(c.describe() for c in blame))
+    if report["sha256"] is not None and report["sha256"] != payload.sha256:
+        raise BenchError(f"{what}: output differs from the payload (sha256)")
+    return float(report["t_eof"] - t0)
+
+
+def _all_connected(a_sock: str, b_sock: str, count: int, t0: float, timeout: float) -> float | None:
+    """Seconds from t0 until /proc/net/unix shows ``count`` connections on both sockets
+    (None if the transfer ended, or too long passed, before that)."""
+    deadline = t0 + min(timeout, 60.0)
+    while time.monotonic() < deadline:
+        try:
+            if connections(a_sock) >= count and connections(b_sock) >= count:
+                return time.monotonic() - t0
+        except OSError:
+            return None
+        if not os.path.exists(a_sock):  # sockimux is done: it removes its socket
+            return None
+        time.sleep(0.01)
+    return None
+
+
+def run_sockimux(tmp: Path, payload: Payload, subflows: int, block: int, verify: bool,
+                 timeout: float) -> dict[str, Any]:
+    what = f"bulk sockimux, {subflows} subflow(s)"
+    with Procs(tmp) as procs:
+        a_sock, b_sock = str(tmp / "A.sock"), str(tmp / "B.sock")
+        r, w = pipe(PIPE_SIZE)
+        try:
+            sink = Sink(procs, "sink", r, sha256=verify)
+            b = procs.spawn("sockimux-B", sockimux_argv(b_sock), stdout=w)
+        finally:
+            close_fds(r, w)
+        with open(payload.path, "rb") as src:
+            a = procs.spawn("sockimux-A", sockimux_argv(a_sock), stdin=src)
+        wait_listening([(a, a_sock), (b, b_sock)])
+        relay_err = procs.shared_stderr("relays")
+        argv = ["socat", f"-b{block}", f"UNIX-CONNECT:{a_sock}", f"UNIX-CONNECT:{b_sock}"]
+        t0 = time.monotonic()
+        for i in range(subflows):
+            procs.spawn(f"relay{i}", argv, stderr_file=relay_err)
+        t_spawned = time.monotonic()
+        connected_s = _all_connected(a_sock, b_sock, subflows, t0, timeout)
+        report = sink.result(max(1.0, timeout - (time.monotonic() - t0)))
+        seconds = _check(report, payload, what, t0, timeout, [a, b])
+        exits = {}
+        for side in (a, b):
+            rc = wait_exit(side, 30)
+            if rc != 0:
+                raise BenchError(f"{what}: all bytes arrived but {side.name} "
+                                 f"{'did not exit within 30 s' if rc is None else f'exited {rc}'}: "
+                                 f"{side.describe()}")
+            exits[side.name] = round(time.monotonic() - report["t_eof"], 3)
+        logs = {side.name: side.stderr_tail(1 << 20) for side in (a, b)}
+        # A refusal is logged as "subflow N refused: why" by the side that refused it.
+        refused = sum(len(REFUSED.findall(text)) for text in logs.values())
+        return {"seconds": seconds, "first_byte_s": report["t_first"] - t0,
+                "spawned_s": t_spawned - t0, "all_connected_s": connected_s, "subflows_refused": refused,
+                "exited_after_eof_s": exits,
+                "stderr_lines": {n: text.splitlines()[:5] for n, text in logs.items() if text}}
+
+
+def run_socat(tmp: Path, payload: Payload, block: int, verify: bool, timeout: float) -> dict[str, Any]:
+    what = "bulk socat reference"
+    with Procs(tmp) as procs:
+        a_sock, b_sock = str(tmp / "a.sock"), str(tmp / "b.sock")
+        r, w = pipe(PIPE_SIZE)
+        try:
+            sink = Sink(procs, "sink", r, sha256=verify)
+            b = procs.spawn("socat-b", ["socat", f"-b{block}", "-u", f"UNIX-LISTEN:{b_sock}", "STDOUT"],
+                            stdout=w)
+        finally:
+            close_fds(r, w)
+        a = procs.spawn("socat-a", ["socat", f"-b{block}", "-u", f"OPEN:{payload.path}",
+                                    f"UNIX-LISTEN:{a_sock}"])
+        wait_listening([(a, a_sock), (b, b_sock)])
+        t0 = time.monotonic()
+        relay = procs.spawn("relay", ["socat", f"-b{block}", f"UNIX-CONNECT:{a_sock}",
+                                      f"UNIX-CONNECT:{b_sock}"])
+        report = sink.result(timeout)
+        seconds = _check(report, payload, what, t0, timeout, [a, b, relay])
+        return {"seconds": seconds, "first_byte_s": report["t_first"] - t0}
+
+
+def measure(tmp: Path, payload: Payload, subflow_counts: list[int], repeat: int, block: int,
+            verify: bool, timeout: float, progress: Any) -> dict[str, Any]:
+    """Alternate sockimux and socat runs; medians and ratios per subflow count."""
+    runs: dict[int, dict[str, list[dict[str, Any]]]] = {
+        k: {"sockimux": [], "socat": []} for k in subflow_counts}
+    mb = payload.size / 1e6
+    verified: dict[str, Any] = {}
+    if verify:  # untimed: the timed runs' sink only counts, so hashing costs neither kind CPU
+        for k in subflow_counts:
+            sub = tmp / f"bulk-verify-{k}"
+            sub.mkdir()
+            run = run_sockimux(sub, payload, k, block, True, timeout)
+            verified[str(k)] = {"sha256_ok": True, "seconds": run["seconds"],
+                                "subflows_refused": run["subflows_refused"]}
+            progress(f"bulk verify sockimux K={k:<3} sha256 ok ({run['seconds']:.2f} s, untimed)")
+    for rep in range(repeat):
+        for k in subflow_counts:
+            for kind in ("sockimux", "socat"):
+                sub = tmp / f"bulk-{rep}-{k}-{kind}"
+                sub.mkdir()
+                if kind == "sockimux":
+                    run = run_sockimux(sub, payload, k, block, False, timeout)
+                else:
+                    run = run_socat(sub, payload, block, False, timeout)
+                run["mb_per_s"] = mb / run["seconds"]
+                runs[k][kind].append(run)
+                progress(f"bulk {rep + 1}/{repeat} {kind:8} K={k:<3} {run['seconds']:.2f} s")
+    per_k: dict[str, Any] = {}
+    for k in subflow_counts:
+        imux = [r["mb_per_s"] for r in runs[k]["sockimux"]]
+        ref = [r["mb_per_s"] for r in runs[k]["socat"]]
+        pairs = [i / s for i, s in zip(imux, ref, strict=True)]
+        joined = [r["all_connected_s"] / r["seconds"] for r in runs[k]["sockimux"]
+                  if r["all_connected_s"] is not None]
+        per_k[str(k)] = {
+            "ratio": statistics.median(imux) / statistics.median(ref),
+            "subflows_refused": sum(r["subflows_refused"] for r in runs[k]["sockimux"]),
+            "all_joined_fraction_of_run_median": statistics.median(joined) if joined else None,
+            "runs_where_not_all_joined": len(runs[k]["sockimux"]) - len(joined),
+            "ratio_min": min(pairs),
+            "ratio_max": max(pairs),
+            "sockimux_mb_per_s_median": statistics.median(imux),
+            "socat_mb_per_s_median": statistics.median(ref),
+            "runs": runs[k],
+        }
+    result: dict[str, Any] = {"subflows": per_k, "verified": verified}
+    if "1" in per_k and "128" in per_k:
+        result["ratio_128_to_1"] = (per_k["128"]["sockimux_mb_per_s_median"]
+                                    / per_k["1"]["sockimux_mb_per_s_median"])
+    lo, hi = min(subflow_counts), max(subflow_counts)
+    if lo != hi:
+        result["ratio_max_to_min_subflows"] = {
+            "from": lo, "to": hi,
+            "ratio": per_k[str(hi)]["sockimux_mb_per_s_median"] / per_k[str(lo)]["sockimux_mb_per_s_median"],
+        }
+    return result

@@ -1,0 +1,190 @@
+"""Latency: 1-byte echo round trips, sockimux pair vs socat alone.
+
+The bench writes one byte into the near end's STDIN pipe and blocks until
+it reads it back from the near end's STDOUT pipe; the far end hands the
+stream to ``cat``, which sends it straight back.
+
+sockimux::
+
+    bench -> pipe -> sockimux A.sock -> pipe -> bench
+                     N x socat -b BLOCK UNIX-CONNECT:A.sock UNIX-CONNECT:B.sock
+                     sockimux B.sock: STDOUT -> pipe -> cat -> pipe -> STDIN
+
+reference, socat alone::
+
+    bench -> pipe -> socat -b BLOCK STDIO UNIX-LISTEN:a.sock -> pipe -> bench
+                     socat -b BLOCK UNIX-CONNECT:a.sock UNIX-CONNECT:b.sock
+                     socat -b BLOCK UNIX-LISTEN:b.sock EXEC:cat
+
+Round trips are timed with ``perf_counter_ns`` from before the write to
+after the read, after a warm-up whose samples are dropped.  Runs alternate
+(sockimux, socat, ...); percentiles are over all samples of a kind.
+After the last round trip the bench closes sockimux A's STDIN: both
+sockimux processes must then end the session and exit 0.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import select
+import time
+from pathlib import Path
+from typing import Any
+
+from procs import (
+    BenchError,
+    Child,
+    Procs,
+    Watchdog,
+    close_fds,
+    pipe,
+    sockimux_argv,
+    wait_exit,
+    wait_listening,
+)
+
+
+def describe(subflows: int, block: int) -> dict[str, str]:
+    return {
+        "sockimux": (f"bench <-> sockimux A.sock; {subflows} x socat -b{block} UNIX-CONNECT:A.sock "
+                     f"UNIX-CONNECT:B.sock; sockimux B.sock <-> cat (pipes)"),
+        "reference": (f"bench <-> socat -b{block} STDIO UNIX-LISTEN:a.sock; socat -b{block} "
+                      f"UNIX-CONNECT:a.sock UNIX-CONNECT:b.sock; "
+                      f"socat -b{block} UNIX-LISTEN:b.sock EXEC:cat"),
+    }
+
+
+def _round_trips(procs: Procs, to_near: int, from_near: int, count: int, warmup: int,
+                 what: str, blame: list[Child], timeout: float) -> list[int]:
+    """Nanoseconds per round trip (warm-up dropped).  A stuck echo is cut by a watchdog
+    that stops the children, so the blocking read sees EOF."""
+    dog = Watchdog(timeout, procs.close)
+    samples: list[int] = []
+    write, read, clock = os.write, os.read, time.perf_counter_ns
+    try:
+        for i in range(warmup + count):
+            byte = bytes((i & 0xFF,))
+            t = clock()
+            write(to_near, byte)
+            got = read(from_near, 1)
+            dt = clock() - t
+            if got != byte:
+                why = f"no echo within {timeout:g} s" if dog.expired else (
+                    "echo ended (EOF)" if not got else f"echo returned {got!r}, expected {byte!r}")
+                raise BenchError(f"{what}: round trip {i}: {why}\n"
+                                 + "\n".join(c.describe() for c in blame))
+            if i >= warmup:
+                samples.append(dt)
+    except OSError as exc:
+        raise BenchError(f"{what}: {exc}\n" + "\n".join(c.describe() for c in blame)) from None
+    finally:
+        dog.cancel()
+    return samples
+
+
+def _drain_to_eof(fd: int, seconds: float) -> bool:
+    """Read ``fd`` until EOF; False if that takes longer than ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if ready and not os.read(fd, 65536):
+            return True
+    return False
+
+
+def run_sockimux(tmp: Path, subflows: int, block: int, count: int, warmup: int,
+                 timeout: float) -> list[int]:
+    what = f"latency sockimux, {subflows} subflow(s)"
+    with Procs(tmp) as procs:
+        a_sock, b_sock = str(tmp / "A.sock"), str(tmp / "B.sock")
+        to_a_r, to_a_w = pipe()
+        from_a_r, from_a_w = pipe()
+        b_to_cat_r, b_to_cat_w = pipe()
+        cat_to_b_r, cat_to_b_w = pipe()
+        try:
+            try:
+                a = procs.spawn("sockimux-A", sockimux_argv(a_sock), stdin=to_a_r, stdout=from_a_w)
+                b = procs.spawn("sockimux-B", sockimux_argv(b_sock), stdin=cat_to_b_r, stdout=b_to_cat_w)
+                procs.spawn("cat", ["cat"], stdin=b_to_cat_r, stdout=cat_to_b_w)
+            finally:
+                close_fds(to_a_r, from_a_w, b_to_cat_r, b_to_cat_w, cat_to_b_r, cat_to_b_w)
+            wait_listening([(a, a_sock), (b, b_sock)])
+            relay_err = procs.shared_stderr("relays")
+            argv = ["socat", f"-b{block}", f"UNIX-CONNECT:{a_sock}", f"UNIX-CONNECT:{b_sock}"]
+            for i in range(subflows):
+                procs.spawn(f"relay{i}", argv, stderr_file=relay_err)
+            samples = _round_trips(procs, to_a_w, from_a_r, count, warmup, what, [a, b], timeout)
+            # End the session: both sides must deliver and exit 0.
+            close_fds(to_a_w)
+            if not _drain_to_eof(from_a_r, 20):
+                raise BenchError(f"{what}: A's STDOUT did not end within 20 s after its STDIN did\n"
+                                 + "\n".join(c.describe() for c in (a, b)))
+            for side in (a, b):
+                rc = wait_exit(side, 20)
+                if rc != 0:
+                    raise BenchError(f"{what}: {side.name} "
+                                     f"{'did not exit within 20 s' if rc is None else f'exited {rc}'} "
+                                     f"after the session ended: {side.describe()}")
+            return samples
+        finally:
+            close_fds(to_a_w, from_a_r)
+
+
+def run_socat(tmp: Path, block: int, count: int, warmup: int, timeout: float) -> list[int]:
+    what = "latency socat reference"
+    with Procs(tmp) as procs:
+        a_sock, b_sock = str(tmp / "a.sock"), str(tmp / "b.sock")
+        to_a_r, to_a_w = pipe()
+        from_a_r, from_a_w = pipe()
+        try:
+            try:
+                a = procs.spawn("socat-a", ["socat", f"-b{block}", "STDIO", f"UNIX-LISTEN:{a_sock}"],
+                                stdin=to_a_r, stdout=from_a_w)
+            finally:
+                close_fds(to_a_r, from_a_w)
+            b = procs.spawn("socat-b", ["socat", f"-b{block}", f"UNIX-LISTEN:{b_sock}", "EXEC:cat"])
+            wait_listening([(a, a_sock), (b, b_sock)])
+            relay = procs.spawn("relay", ["socat", f"-b{block}", f"UNIX-CONNECT:{a_sock}",
+                                          f"UNIX-CONNECT:{b_sock}"])
+            return _round_trips(procs, to_a_w, from_a_r, count, warmup, what, [a, b, relay], timeout)
+        finally:
+            close_fds(to_a_w, from_a_r)
+
+
+def percentile(sorted_values: list[int], q: float) -> int:
+    """Nearest-rank percentile of an ascending list."""
+    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
+
+
+def measure(tmp: Path, subflows: int, repeat: int, block: int, count: int, warmup: int,
+            progress: Any) -> dict[str, Any]:
+    timeout = 60.0 + count * 0.05
+    samples: dict[str, list[int]] = {"sockimux": [], "socat": []}
+    for rep in range(repeat):
+        for kind in ("sockimux", "socat"):
+            sub = tmp / f"latency-{rep}-{kind}"
+            sub.mkdir()
+            if kind == "sockimux":
+                got = run_sockimux(sub, subflows, block, count, warmup, timeout)
+            else:
+                got = run_socat(sub, block, count, warmup, timeout)
+            samples[kind].extend(got)
+            s = sorted(got)
+            progress(f"latency {rep + 1}/{repeat} {kind:8} p50 {percentile(s, 0.5) / 1e3:.0f} us "
+                     f"p99 {percentile(s, 0.99) / 1e3:.0f} us")
+    stats: dict[str, Any] = {}
+    for kind, values in samples.items():
+        s = sorted(values)
+        stats[kind] = {"samples": len(s), "p50_us": percentile(s, 0.5) / 1e3,
+                       "p99_us": percentile(s, 0.99) / 1e3, "max_us": s[-1] / 1e3,
+                       "min_us": s[0] / 1e3}
+    return {
+        "subflows": subflows,
+        "round_trips_per_run": count,
+        "warmup_per_run": warmup,
+        "runs_per_kind": repeat,
+        **stats,
+        "ratio_p50": stats["sockimux"]["p50_us"] / stats["socat"]["p50_us"],
+        "ratio_p99": stats["sockimux"]["p99_us"] / stats["socat"]["p99_us"],
+    }

@@ -1,0 +1,453 @@
+"""sockimux benchmarks: figures as ratios against socat (or MPTCP) measured in the same run.
+
+    .venv/bin/python bench/run.py                     # everything (links only as root)
+    .venv/bin/python bench/run.py --quick --skip-links
+    .venv/bin/python bench/run.py --only links --json
+
+Sections (``--only bulk,latency,memory,links``):
+
+bulk
+    N bytes (``--bytes``, default 1 GiB; ``--quick`` 128 MiB) of random data
+    from a file in /dev/shm, through ``sockimux A.sock < payload`` and
+    ``sockimux B.sock > sink`` joined by K relays
+    ``socat -b BLOCK UNIX-CONNECT:A.sock UNIX-CONNECT:B.sock`` for K in 1, 4,
+    128; against the reference, the same topology with socat alone:
+    endpoint A ``socat -b BLOCK -u OPEN:payload UNIX-LISTEN:a.sock``,
+    endpoint B ``socat -b BLOCK -u UNIX-LISTEN:b.sock STDOUT > sink`` and one
+    relay ``socat -b BLOCK UNIX-CONNECT:a.sock UNIX-CONNECT:b.sock``.  BLOCK
+    (``--socat-block``) is the same for every socat in both topologies.
+    Both endpoints listen before the clock starts; the time runs from just
+    before the bench spawns the first relay (it spawns the K one after the
+    other, as a shell loop would, so late subflows join while data flows)
+    to EOF at the sink, a separate process reading a 1 MiB pipe that counts
+    the bytes.  ``--verify sha256`` (default): one untimed sockimux run per
+    K first checks the output's sha256 (hashing during timed runs would eat
+    CPU that the faster socat pipeline needs more).  Runs alternate
+    sockimux/socat, ``--repeat`` times.  Reported: the ratio of median
+    throughputs sockimux/socat per K (the range of the per-pair ratios
+    beside it), how far into the run all K subflows were connected, how
+    many subflows sockimux refused, and sockimux's 128-subflow /
+    1-subflow throughput ratio.  See bulk.py for the details.
+
+latency
+    1-byte echo round trips (``--round-trips`` after ``--warmup``) written
+    by this process into the near end's STDIN pipe and read back from its
+    STDOUT pipe; the far end's stream goes through ``cat`` and back.
+    sockimux pair with 4 subflows vs socat alone (endpoint ``socat STDIO
+    UNIX-LISTEN:a.sock``, relay, endpoint ``socat UNIX-LISTEN:b.sock
+    EXEC:cat``).  Runs alternate, ``--repeat`` times; percentiles over all
+    samples of a kind.  Ratios of p50 and p99 (higher is slower).
+
+memory
+    Peak RSS (VmHWM) of each sockimux while the receiver's consumer reads
+    4 MB/s (4e6 B/s) and the sender has 256 MiB (``--quick``: 64 MiB) ready
+    in tmpfs, 4 subflows, for ``--memory-seconds`` (VmHWM polled every
+    50 ms, and read once more before they are stopped).  MiB per side, and
+    above the baseline: sockimux B's RSS at start-up, holding no data.
+
+links
+    ``netlab compare`` (../shared/lab/netlab, root only) for links
+    40,20,10,5 and 30,30,30,1 Mbit/s: sockimux throughput as a fraction of
+    the sum of the link rates, and as a ratio to Linux MPTCP on the same
+    links in the same run (netlab's ``efficiency_of_link_sum`` and
+    ``ratio_imux_mptcp``).  Without root: "skipped: needs root".
+
+The table holds ratios only; ``--json`` prints one JSON object with every
+figure, absolute ones included.  Progress goes to stderr.  Exit status 0 if
+every section measured, 1 if any failed (its error, with the stderr of the
+sockimux that failed, is in the output), 2 for bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import bulk
+import latency
+import links
+import memory
+import procs
+from procs import ROOT, BenchError, Payload, make_payload, payload_dir
+
+SECTIONS = ("bulk", "latency", "memory", "links")
+GiB = 1 << 30
+MiB = 1 << 20
+LINK_SETS = ("40,20,10,5", "30,30,30,1")
+
+
+def _size(text: str) -> int:
+    units = {"k": 1 << 10, "m": MiB, "g": GiB}
+    t = text.strip().lower().removesuffix("b").removesuffix("i")
+    try:
+        value = int(float(t[:-1]) * units[t[-1]]) if t and t[-1] in units else int(t)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1G, 128M)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return value
+
+
+def _sections(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [n for n in names if n not in SECTIONS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown section(s) {bad}; choose from {','.join(SECTIONS)}")
+    return names
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of counts: {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"counts must be at least 1: {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help="bulk 128 MiB, memory 64 MiB for 8 s (unless given explicitly)")
+    p.add_argument("--only", type=_sections, default=list(SECTIONS), metavar="LIST",
+                   help="sections to run, comma-separated: " + ",".join(SECTIONS))
+    p.add_argument("--skip-links", action="store_true", help="do not run the links section")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--sockimux", default=None, metavar="CMD",
+                   help="command that runs sockimux, split like a shell would; the socket path is "
+                        "appended (default: ./sockimux of this checkout)")
+    p.add_argument("--repeat", type=int, default=3, metavar="R",
+                   help="alternated runs of each kind, bulk and latency (default 3)")
+    g = p.add_argument_group("bulk")
+    g.add_argument("--bytes", type=_size, default=None, metavar="SIZE",
+                   help="payload size (default 1G; --quick 128M)")
+    g.add_argument("--subflows", type=_counts, default=[1, 4, 128], metavar="LIST",
+                   help="subflow counts (default 1,4,128)")
+    g.add_argument("--verify", choices=["sha256", "count"], default="sha256",
+                   help="sha256: one untimed sockimux run per K checks the output's digest "
+                        "before the timed runs (whose sink only counts bytes); default sha256")
+    g.add_argument("--timeout", type=float, default=None, metavar="SEC",
+                   help="per bulk run (default 60 s + 1 s per 5 MB)")
+    g.add_argument("--socat-block", type=_size, default=262144, metavar="SIZE",
+                   help="socat -b for every socat, both kinds (default 262144)")
+    g.add_argument("--payload-dir", default=None, metavar="DIR", help="default /dev/shm")
+    g = p.add_argument_group("latency")
+    g.add_argument("--round-trips", type=int, default=2000, metavar="N", help="per run (default 2000)")
+    g.add_argument("--warmup", type=int, default=200, metavar="N", help="per run, dropped (default 200)")
+    g.add_argument("--latency-subflows", type=int, default=4, metavar="N", help="default 4")
+    g = p.add_argument_group("memory")
+    g.add_argument("--memory-bytes", type=_size, default=None, metavar="SIZE",
+                   help="ready at the sender (default 256M; --quick 64M)")
+    g.add_argument("--memory-rate", type=float, default=4e6, metavar="B/S",
+                   help="consumer read rate, bytes/s (default 4e6)")
+    g.add_argument("--memory-seconds", type=float, default=None, metavar="SEC",
+                   help="length of the run (default 20; --quick 8)")
+    g = p.add_argument_group("links")
+    g.add_argument("--netlab", type=Path, default=links.NETLAB, metavar="PATH",
+                   help=f"default {links.NETLAB}")
+    g.add_argument("--links", dest="link_sets", action="append", default=None, metavar="RATES",
+                   help="a link set in Mbit/s, repeatable (default 40,20,10,5 and 30,30,30,1)")
+    g.add_argument("--links-timeout", type=float, default=900.0, metavar="SEC",
+                   help="per netlab compare (default 900)")
+    return p
+
+
+# -- the machine ------------------------------------------------------------------------
+
+
+def _output(argv: list[str]) -> str:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=ROOT).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine() -> dict[str, Any]:
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    probe = ("import sys\ntry:\n import uvloop; u = uvloop.__version__\nexcept ImportError:\n u = ''\n"
+             "print(sys.version.split()[0], u)")
+    py, _, uv = _output([str(venv_python), "-c", probe]).partition(" ")
+    socat = _output(["socat", "-V"])
+    socat_version = next((line.split()[2] for line in socat.splitlines()
+                          if line.startswith("socat version")), "?")
+    commit = _output(["git", "rev-parse", "--short", "HEAD"])
+    dirty = bool(_output(["git", "status", "--porcelain", "--untracked-files=no", "--", "src"]))
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "python": py or "?",
+        "uvloop": uv or None,
+        "socat": socat_version,
+        "sockimux_commit": commit + ("+dirty src" if dirty else ""),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+# -- rendering ----------------------------------------------------------------------------
+
+
+def table(header: list[str], rows: list[list[str]], indent: str = "  ") -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = [header, *rows]
+    return "\n".join(indent + "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                     for line in lines)
+
+
+def _x(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _failed(error: str) -> str:
+    return "  FAILED: " + error.replace("\n", "\n    ")
+
+
+def render(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    out = [
+        f"sockimux bench  {m['date']}",
+        f"machine: nproc {m['nproc']} ({m['cpus_usable']} usable), Linux {m['kernel']}, "
+        f"Python {m['python']}, uvloop {m['uvloop'] or 'not available'}, socat {m['socat']}, "
+        f"sockimux {m['sockimux_commit']}, load {m['loadavg_at_start'][0]:.2f}",
+        f"mode: {'quick' if result['options']['quick'] else 'full'}, repeat {result['options']['repeat']}, "
+        f"sockimux command: {result['options']['sockimux']}",
+    ]
+    sections = result["sections"]
+    if "bulk" in sections:
+        out += ["", "[bulk] throughput ratio sockimux/socat (higher is better; 1.00 = as fast as socat)"]
+        s = sections["bulk"]
+        if "error" in s:
+            out.append(_failed(s["error"]))
+        else:
+            check = ("byte count (sha256 checked in one untimed run per K first)" if s["verify"] == "sha256"
+                     else "byte count")
+            out += [f"  {s['bytes_mib']:g} MiB from {s['payload_dir']} to a sink that checks the {check}",
+                    f"  time from first relay spawned to EOF at the sink; median of {s['repeat']}, "
+                    f"runs alternated",
+                    f"  sockimux:  {s['describe']['sockimux']}",
+                    f"  reference: {s['describe']['reference']}"]
+            rows = [[k, _x(v["ratio"]), f"{_x(v['ratio_min'])}-{_x(v['ratio_max'])}",
+                     _pct(v["all_joined_fraction_of_run_median"]) if not v["runs_where_not_all_joined"]
+                     else f"{_pct(v['all_joined_fraction_of_run_median'])}, "
+                          f"{v['runs_where_not_all_joined']} run(s) never",
+                     str(v["subflows_refused"])]
+                    for k, v in s["subflows"].items()]
+            out.append(table(["subflows", "sockimux/socat", "per-pair range", "all joined at (of run)",
+                              "refused"], rows))
+            if any(v["subflows_refused"] for v in s["subflows"].values()):
+                out.append("  refused: subflows sockimux turned away, summed over runs (JSON: its stderr)")
+            if "ratio_128_to_1" in s:
+                out.append(f"  sockimux 128 subflows / 1 subflow: {_x(s['ratio_128_to_1'])}")
+            elif "ratio_max_to_min_subflows" in s:
+                r = s["ratio_max_to_min_subflows"]
+                out.append(f"  sockimux {r['to']} subflows / {r['from']}: {_x(r['ratio'])}")
+    if "latency" in sections:
+        out += ["", "[latency] 1-byte echo round trip ratio sockimux/socat (lower is better; 1.00 = as fast)"]
+        s = sections["latency"]
+        if "error" in s:
+            out.append(_failed(s["error"]))
+        else:
+            out += [f"  {s['round_trips_per_run']} round trips after {s['warmup_per_run']} warm-up, "
+                    f"x{s['runs_per_kind']} runs alternated, percentiles over all samples",
+                    f"  sockimux:  {s['describe']['sockimux']}",
+                    f"  reference: {s['describe']['reference']}",
+                    table(["", "sockimux/socat"], [["p50", _x(s["ratio_p50"])],
+                                                   ["p99", _x(s["ratio_p99"])]])]
+    if "memory" in sections:
+        out += ["", "[memory] peak RSS (VmHWM) per sockimux, MiB, while the consumer is slow"]
+        s = sections["memory"]
+        if "error" in s:
+            out.append(_failed(s["error"]))
+        else:
+            out += [f"  {s['payload_mib']:g} MiB ready at the sender, reader {s['reader_rate_mb_per_s']:g} "
+                    f"MB/s, {s['seconds']:g} s, {s['subflows']} subflows",
+                    f"  {s['describe']}"]
+            rows = [[n, _x(v["at_listen_mib"], 1), _x(v["peak_mib"], 1), _x(v["above_baseline_mib"], 1)]
+                    for n, v in s["sides"].items()]
+            out.append(table(["side", "at listen MiB", "peak MiB", "peak - baseline MiB"], rows))
+            out.append(f"  baseline: B at listen ({_x(s['baseline_mib'], 1)} MiB), a sockimux holding "
+                       f"no data; A at listen already holds its window of STDIN")
+    if "links" in sections:
+        out += ["", "[links] netlab compare: sockimux throughput / sum of link rates, and / MPTCP"]
+        s = sections["links"]
+        if "skipped" in s:
+            out.append(f"  skipped: {s['skipped']}")
+        elif "error" in s and not s.get("sets"):
+            out.append(_failed(s["error"]))
+        else:
+            rows = []
+            for r in s["sets"]:
+                if "error" in r:
+                    rows.append([r["links"], "FAILED", "-", "-", "-", "-"])
+                    continue
+                cpu = "/".join(_x(r[k]["cpu_busy_pct"], 0) for k in ("tcp", "mptcp", "imux"))
+                rows.append([r["links"], _pct(r["imux_of_link_sum"]), _pct(r["mptcp_of_link_sum"]),
+                             _x(r["ratio_imux_mptcp"]), r["verdict"] or "-", cpu + "%"])
+            out.append(table(["links Mbit/s", "imux of sum", "mptcp of sum", "imux/mptcp", "verdict",
+                              "cpu tcp/mptcp/imux"], rows))
+            out.append("  (TCP payload ceiling: 95.6% of the link rate; cpu: share of the whole machine "
+                       "during each run, anything else running included)")
+            for r in s["sets"]:
+                if "error" in r:
+                    out.append(_failed(f"{r['links']}: {r['error']}"))
+                elif r["verdict"] != "PASS":
+                    reasons = [x for kind in ("tcp", "mptcp", "imux") for x in r[kind]["reasons"]]
+                    out.append(f"  {r['links']}: {'; '.join(reasons) or r['verdict']}")
+                    for side, tail in (r["imux"].get("stderr_tail") or {}).items():
+                        if tail:
+                            out.append(f"    imux {side} stderr: " + tail.replace("\n", "\n      "))
+    return "\n".join(out)
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def _on_signal(signo: int, frame: object) -> None:
+    raise SystemExit(128 + signo)  # unwinds through every finally: children are stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    sections = [s for s in args.only if not (s == "links" and args.skip_links)]
+    size = args.bytes or (128 * MiB if args.quick else GiB)
+    mem_size = args.memory_bytes or (64 * MiB if args.quick else 256 * MiB)
+    mem_seconds = args.memory_seconds or (8.0 if args.quick else 20.0)
+    if args.repeat < 1:
+        print("bench/run.py: --repeat must be at least 1", file=sys.stderr)
+        return 2
+    if "memory" in sections and mem_seconds * args.memory_rate > 0.9 * mem_size:
+        print(f"bench/run.py: the reader would take {mem_seconds * args.memory_rate / MiB:.0f} MiB in "
+              f"{mem_seconds:g} s: give more --memory-bytes than that", file=sys.stderr)
+        return 2
+    if args.sockimux:
+        procs.SOCKIMUX_CMD[:] = shlex.split(args.sockimux)
+    # Ctrl-C raises KeyboardInterrupt even where SIGINT came in ignored (a background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    if shutil.which("socat") is None and set(sections) & {"bulk", "latency", "memory"}:
+        print("bench/run.py: socat is not installed (run `make`)", file=sys.stderr)
+        return 2
+
+    def progress(msg: str) -> None:
+        print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+    result: dict[str, Any] = {
+        "machine": machine(),
+        "options": {"sockimux": procs.sockimux_command(), "quick": args.quick, "repeat": args.repeat,
+                    "sections": sections, "socat_block": args.socat_block},
+        "sections": {},
+    }
+    failed = False
+    tmp = Path(tempfile.mkdtemp(prefix="sockimux-bench-"))
+    payloads: list[Payload] = []
+
+    def section(name: str, body: Callable[[], dict[str, Any]]) -> None:
+        nonlocal failed
+        t = time.monotonic()
+        try:
+            result["sections"][name] = body()
+        except BenchError as exc:
+            failed = True
+            result["sections"][name] = {"error": str(exc)}
+            progress(f"{name} FAILED: {exc}")
+        result["sections"][name]["wall_s"] = round(time.monotonic() - t, 1)
+
+    try:
+        if "bulk" in sections:
+            def run_bulk() -> dict[str, Any]:
+                pdir = payload_dir(args.payload_dir)
+                progress(f"writing {size / MiB:g} MiB of random payload in {pdir}")
+                payload = make_payload(pdir, f"sockimux-bench-{os.getpid()}-bulk", size)
+                payloads.append(payload)
+                timeout = args.timeout or 60.0 + size / 5e6
+                try:
+                    r = bulk.measure(tmp, payload, args.subflows, args.repeat, args.socat_block,
+                                     args.verify == "sha256", timeout, progress)
+                finally:
+                    payload.path.unlink(missing_ok=True)
+                return {"bytes": size, "bytes_mib": size / MiB, "payload_dir": str(pdir),
+                        "verify": args.verify, "repeat": args.repeat, "timeout_s": timeout,
+                        "describe": bulk.describe(args.socat_block), **r}
+            section("bulk", run_bulk)
+
+        if "latency" in sections:
+            def run_latency() -> dict[str, Any]:
+                r = latency.measure(tmp, args.latency_subflows, args.repeat, args.socat_block,
+                                    args.round_trips, args.warmup, progress)
+                return {"describe": latency.describe(args.latency_subflows, args.socat_block), **r}
+            section("latency", run_latency)
+
+        if "memory" in sections:
+            def run_memory() -> dict[str, Any]:
+                pdir = payload_dir(args.payload_dir)
+                payload = make_payload(pdir, f"sockimux-bench-{os.getpid()}-memory", mem_size)
+                payloads.append(payload)
+                sub = tmp / "memory"
+                sub.mkdir()
+                try:
+                    r = memory.measure(sub, payload, 4, args.socat_block, args.memory_rate, mem_seconds,
+                                       progress)
+                finally:
+                    payload.path.unlink(missing_ok=True)
+                return {"describe": memory.describe(4, args.socat_block, args.memory_rate), **r}
+            section("memory", run_memory)
+
+        if "links" in sections:
+            why = links.available(args.netlab)
+            if why is not None:
+                result["sections"]["links"] = {"skipped": why}
+                progress(f"links skipped: {why}")
+            else:
+                def run_links() -> dict[str, Any]:
+                    nonlocal failed
+                    sets = []
+                    for rates in args.link_sets or LINK_SETS:
+                        try:
+                            r = links.measure(args.netlab, rates, args.links_timeout, progress)
+                            sets.append({"links": rates, **r})
+                            progress(f"links {rates}: imux {_pct(r['imux_of_link_sum'])} of the sum, "
+                                     f"imux/mptcp {_x(r['ratio_imux_mptcp'])}, verdict {r['verdict']}")
+                        except BenchError as exc:
+                            failed = True
+                            sets.append({"links": rates, "error": str(exc)})
+                            progress(f"links {rates} FAILED: {exc}")
+                    return {"sets": sets}
+                section("links", run_links)
+    except KeyboardInterrupt:
+        progress("interrupted; children stopped")
+        return 130
+    finally:
+        for p in payloads:
+            p.path.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(render(result))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
