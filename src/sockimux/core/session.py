@@ -119,6 +119,10 @@ class Session:
         self._fin_done_announced = False
         self._alone_since: float | None = now
         self._alone_warned_at = now
+        # Subflows that may have something to write: pulling only these keeps
+        # the cost of an event independent of the number of subflows.
+        self._ready: set[int] = set()
+        self._ready_all = False
 
     # -- subflows ------------------------------------------------------------
 
@@ -131,6 +135,7 @@ class Session:
         sub.hello = Hello(self.instance, nonce, flags)
         sub.out.append(frames.encode_hello(sub.hello))
         self.subflows[sid] = sub
+        self._ready.add(sid)
         pending = sum(1 for s in self.subflows.values() if s.state is not SubflowState.OPEN)
         if len(self.subflows) > self.config.max_subflows:
             self._refuse(sub, CloseCode.TOO_MANY_SUBFLOWS,
@@ -145,6 +150,7 @@ class Session:
         if sub is None or sub.state is SubflowState.CLOSED:
             return
         sub.last_heard = now
+        self._ready.add(sid)
         sub.reader.feed(data)
         try:
             if sub.state is SubflowState.HANDSHAKE:
@@ -175,9 +181,11 @@ class Session:
 
     def write_stdin(self, data: bytes, now: float) -> None:
         self.sender.push(data)
+        self._ready_all = True
 
     def stdin_eof(self, now: float) -> None:
         self.sender.close()
+        self._ready_all = True
         self._log("debug", f"input ended after {self.sender.end} bytes")
 
     def take_output(self) -> list[bytes | memoryview]:
@@ -265,6 +273,16 @@ class Session:
             sender.fin_in_flight = True
             sub.carries_fin = True
 
+    def take_ready(self) -> list[int]:
+        """Subflows to pull() now: those that may have something to write."""
+        if self._ready_all:
+            ready = list(self.subflows)
+        else:
+            ready = [sid for sid in self._ready if sid in self.subflows]
+        self._ready_all = False
+        self._ready.clear()
+        return ready
+
     def take_events(self) -> list[Event]:
         events, self._events = self._events, []
         return events
@@ -297,6 +315,7 @@ class Session:
 
     def handle_timer(self, now: float) -> None:
         cfg = self.config
+        self._ready_all = True
         for sub in list(self.subflows.values()):
             if sub.state is not SubflowState.OPEN:
                 if now - sub.opened_at >= cfg.handshake_timeout:
@@ -399,7 +418,10 @@ class Session:
                 sub.peer_in = peer_in
                 sub.last_progress = now
                 sub.path.on_delivered(peer_in, now, saturated)
+            credit_blocked = self.sender.next_new >= self.sender.credit
             self.sender.on_ack(frame.value, limit, bool(frame.flags & frames.ACK_FIN_DONE))
+            if credit_blocked and self.sender.credit > self.sender.next_new:
+                self._ready_all = True  # new credit: any subflow may take data
             self._trim_ranges(sub)
             self._check_done()
         elif ftype is FrameType.FIN:
@@ -442,6 +464,7 @@ class Session:
                 best = sub
         if best is not None:
             best.ack_due = True
+            self._ready.add(best.id)
             self._written_at = None
 
     def _announce_fin_done(self) -> None:
@@ -449,6 +472,7 @@ class Session:
         # subflow cannot leave the peer waiting for it.
         if not self._fin_done_announced:
             self._fin_done_announced = True
+            self._ready_all = True
             for sub in self.subflows.values():
                 if sub.state is SubflowState.OPEN:
                     sub.ack_due = True
@@ -487,6 +511,7 @@ class Session:
             resend += self.sender.resent_bytes - before
         sub.ranges.clear()
         sub.retransmitted = resend
+        self._ready_all = True  # re-sends (or a lost FIN) for the others to take
         if sub.carries_fin and not self.sender.fin_done:
             self.sender.fin_in_flight = False
         if notify:

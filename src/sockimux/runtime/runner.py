@@ -172,10 +172,12 @@ class Runner:
         self._flush_scheduled = False
         session = self.session
         now = self.loop.time()
-        for sid, conn in self.connections.items():
-            buffers = session.pull(sid, now)
-            if buffers and conn.transport is not None:
-                conn.transport.writelines(buffers)
+        for sid in session.take_ready():
+            conn = self.connections.get(sid)
+            if conn is not None and conn.transport is not None:
+                buffers = session.pull(sid, now)
+                if buffers:
+                    conn.transport.writelines(buffers)
         for event in session.take_events():
             if isinstance(event, Log):
                 log.log(_LEVELS[event.level], "%s", event.message)
