@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections import deque
 from dataclasses import dataclass
 
 from .errors import CloseCode, ProtocolError
@@ -77,7 +78,7 @@ class Frame:
     type: FrameType
     value: int
     flags: int = 0
-    body: bytes | memoryview = b""
+    body: bytes | bytearray | memoryview = b""
 
 
 def encode_hello(hello: Hello) -> bytes:
@@ -123,7 +124,7 @@ def encode_auth(proof: bytes) -> bytes:
     return HEADER.pack(FrameType.AUTH, 0, 0, len(proof), 0) + proof
 
 
-def decode_ack_body(body: bytes | memoryview) -> tuple[int, int]:
+def decode_ack_body(body: bytes | bytearray | memoryview) -> tuple[int, int]:
     limit, subflow_in = ACK_BODY.unpack(body)
     return limit, subflow_in
 
@@ -132,58 +133,113 @@ class FrameReader:
     """Incremental frame parser for one subflow.
 
     ``feed()`` bytes as they arrive; ``next_frame()`` returns the next complete
-    frame or None when more bytes are needed.  A half-arrived frame costs
-    nothing but the bytes already buffered.  The header is validated as soon
+    frame or None when more bytes are needed.  The header is validated as soon
     as its 16 bytes are in, so an oversize length is rejected before any body
-    is awaited.
+    is awaited or any memory set aside for it.
+
+    Bodies are not copied more than once: a body that lies within one fed
+    buffer is returned as a memoryview of it; one that spans several is
+    assembled into a bytearray of exactly its length (allocated only once the
+    header has passed the limits).
     """
 
-    __slots__ = ("_buf", "_pos")
+    __slots__ = ("_chunks", "_size", "_body", "_filled", "_header")
 
     def __init__(self) -> None:
-        self._buf = bytearray()
-        self._pos = 0
+        self._chunks: deque[memoryview] = deque()  # fed bytes not yet consumed
+        self._size = 0  # total bytes in _chunks
+        self._header: tuple[FrameType, int, int] | None = None  # (type, flags, value) awaiting body
+        self._body: bytearray | None = None  # body being assembled
+        self._filled = 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        if self._pos and self._pos == len(self._buf):
-            self._buf.clear()
-            self._pos = 0
-        elif self._pos > 65536:
-            del self._buf[: self._pos]
-            self._pos = 0
-        self._buf += data
+        if data:
+            self._chunks.append(memoryview(data).cast("B"))
+            self._size += len(data)
 
     @property
     def buffered(self) -> int:
-        return len(self._buf) - self._pos
+        """Bytes held: fed and not consumed, plus a partly assembled body."""
+        return self._size + self._filled
+
+    def _peek(self, count: int) -> bytes:
+        """The next ``count`` bytes (or fewer, if fewer are buffered), not consumed."""
+        out = bytearray()
+        for chunk in self._chunks:
+            out += chunk[: count - len(out)]
+            if len(out) >= count:
+                break
+        return bytes(out)
+
+    def _skip(self, count: int) -> None:
+        self._size -= count
+        chunks = self._chunks
+        while count:
+            first = chunks[0]
+            if len(first) <= count:
+                count -= len(first)
+                chunks.popleft()
+            else:
+                chunks[0] = first[count:]
+                count = 0
 
     def take_hello(self) -> Hello | None:
-        if len(self._buf) - self._pos < HELLO_SIZE:
+        if self._size < HELLO_SIZE:
             # Reject junk early: whatever prefix we have must match the magic.
-            have = bytes(self._buf[self._pos : self._pos + len(MAGIC)])
+            have = self._peek(len(MAGIC))
             if have and not MAGIC.startswith(have):
                 raise ProtocolError("not a sockimux peer (bad magic)", CloseCode.NOT_SOCKIMUX)
             return None
-        hello = decode_hello(memoryview(self._buf)[self._pos : self._pos + HELLO_SIZE])
-        self._pos += HELLO_SIZE
+        hello = decode_hello(self._peek(HELLO_SIZE))
+        self._skip(HELLO_SIZE)
         return hello
 
     def next_frame(self) -> Frame | None:
-        buf = self._buf
-        pos = self._pos
-        if len(buf) - pos < HEADER_SIZE:
+        if self._header is None:
+            if self._size < HEADER_SIZE:
+                return None
+            first = self._chunks[0]
+            raw = first[:HEADER_SIZE] if len(first) >= HEADER_SIZE else self._peek(HEADER_SIZE)
+            ftype, flags, _reserved, length, value = HEADER.unpack(raw)
+            try:
+                kind = FrameType(ftype)
+            except ValueError:
+                raise ProtocolError(f"unknown frame type {ftype}") from None
+            low, high = _BODY_LIMITS[kind]
+            if not low <= length <= high:
+                raise ProtocolError(
+                    f"{kind.name} frame with body length {length} (allowed {low}..{high})")
+            self._skip(HEADER_SIZE)
+            if length == 0:
+                return Frame(kind, value, flags)
+            self._header = (kind, flags, value)
+            first_len = len(self._chunks[0]) if self._chunks else 0
+            if first_len >= length:
+                return self._finish(self._take_view(length))
+            self._body = bytearray(length)
+            self._filled = 0
+        body = self._body
+        assert body is not None
+        chunks = self._chunks
+        while chunks and self._filled < len(body):
+            first = chunks[0]
+            n = min(len(first), len(body) - self._filled)
+            body[self._filled : self._filled + n] = first[:n]
+            self._filled += n
+            self._skip(n)
+        if self._filled < len(body):
             return None
-        ftype, flags, _reserved, length, value = HEADER.unpack_from(buf, pos)
-        try:
-            kind = FrameType(ftype)
-        except ValueError:
-            raise ProtocolError(f"unknown frame type {ftype}") from None
-        low, high = _BODY_LIMITS[kind]
-        if not low <= length <= high:
-            raise ProtocolError(f"{kind.name} frame with body length {length} (allowed {low}..{high})")
-        end = pos + HEADER_SIZE + length
-        if len(buf) < end:
-            return None
-        body = bytes(buf[pos + HEADER_SIZE : end]) if length else b""
-        self._pos = end
+        self._body = None
+        self._filled = 0
+        return self._finish(body)
+
+    def _take_view(self, length: int) -> memoryview:
+        view = self._chunks[0][:length]
+        self._skip(length)
+        return view
+
+    def _finish(self, body: bytes | bytearray | memoryview) -> Frame:
+        assert self._header is not None
+        kind, flags, value = self._header
+        self._header = None
         return Frame(kind, value, flags, body)

@@ -22,6 +22,8 @@ import heapq
 from .errors import CloseCode, ProtocolError
 from .flow import CreditWindow
 
+Buffer = bytes | bytearray | memoryview
+
 
 class StreamReceiver:
     def __init__(self, window: int) -> None:
@@ -32,10 +34,10 @@ class StreamReceiver:
         self.output_closed = False  # the runtime closed our output after the last byte
         self.held_bytes = 0
         self.duplicate_bytes = 0
-        self._held: dict[int, bytes] = {}
+        self._held: dict[int, Buffer] = {}
         self._heap: list[int] = []
 
-    def receive(self, offset: int, data: bytes) -> list[bytes | memoryview]:
+    def receive(self, offset: int, data: Buffer) -> list[Buffer]:
         """Accept one DATA piece; return the in-order bytes it releases."""
         end = offset + len(data)
         if end > self.credit.advertised:
@@ -60,7 +62,7 @@ class StreamReceiver:
             self._held[offset] = data
             self.held_bytes += len(data)
             return []
-        out: list[bytes | memoryview] = [
+        out: list[Buffer] = [
             data if offset == self.delivered else memoryview(data)[self.delivered - offset :]
         ]
         self.delivered = end

@@ -43,7 +43,7 @@ from .sender import StreamSender
 from .subflow import ACCEPTS, Subflow, SubflowState
 
 
-def _printable(raw: bytes | memoryview) -> str:
+def _printable(raw: bytes | bytearray | memoryview) -> str:
     """A peer-supplied reason, safe to log: no newlines or terminal escapes."""
     text = bytes(raw).decode("utf-8", "replace")
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
@@ -87,7 +87,7 @@ class CloseSubflow:
     sid: int
     code: CloseCode
     reason: str
-    final: list[bytes | memoryview]
+    final: list[bytes | bytearray | memoryview]
     flush: bool
 
 
@@ -113,7 +113,7 @@ class Session:
         self.subflows_joined = 0
         self._next_id = 1
         self._events: list[Event] = []
-        self._output: list[bytes | memoryview] = []
+        self._output: list[bytes | bytearray | memoryview] = []
         self._acked_written = 0  # receiver.written as of the last ACK we sent
         self._written_at: float | None = None  # when written first moved past that
         self._fin_done_announced = False
@@ -188,7 +188,7 @@ class Session:
         self._ready_all = True
         self._log("debug", f"input ended after {self.sender.end} bytes")
 
-    def take_output(self) -> list[bytes | memoryview]:
+    def take_output(self) -> list[bytes | bytearray | memoryview]:
         """In-order bytes for STDOUT; report them with output_written() once written."""
         out, self._output = self._output, []
         return out
@@ -224,7 +224,7 @@ class Session:
 
     # -- output to subflows -------------------------------------------------
 
-    def pull(self, sid: int, now: float) -> list[bytes | memoryview]:
+    def pull(self, sid: int, now: float) -> list[bytes | bytearray | memoryview]:
         """Buffers to write on subflow ``sid`` now (header and payload separate).
 
         Write all of them, in order.  The data part is bounded by the subflow's
@@ -243,7 +243,7 @@ class Session:
             sub.last_sent = now
         return out
 
-    def _fill(self, sub: Subflow, out: list[bytes | memoryview], now: float) -> None:
+    def _fill(self, sub: Subflow, out: list[bytes | bytearray | memoryview], now: float) -> None:
         sender = self.sender
         cap = sub.path.cap()
         allowance = cap - sub.in_flight
@@ -406,7 +406,11 @@ class Session:
                 sub.unreported_since = now
             if sub.data_in - sub.data_in_reported >= self.config.ack_every:
                 sub.ack_due = True
-            pieces = self.receiver.receive(frame.value, bytes(frame.body))
+            body = frame.body
+            if isinstance(body, memoryview) and len(body.obj) > 4 * len(body):  # type: ignore[arg-type]
+                # A small view would keep a large read buffer alive while held.
+                body = bytes(body)
+            pieces = self.receiver.receive(frame.value, body)
             if pieces:
                 self._output.extend(pieces)
         elif ftype is FrameType.ACK:

@@ -44,7 +44,7 @@ class Subflow:
     reader: FrameReader = field(default_factory=FrameReader)
     hello: Hello | None = None  # the hello we sent
     peer: Hello | None = None  # the hello we received
-    out: list[bytes | memoryview] = field(default_factory=list)  # frames waiting for pull()
+    out: list[bytes | bytearray | memoryview] = field(default_factory=list)  # frames waiting for pull()
     last_heard: float = 0.0  # any bytes arrived
     last_sent: float = 0.0  # any bytes handed out for writing
     last_progress: float = 0.0  # peer_in last advanced (or in-flight went from 0 to >0)

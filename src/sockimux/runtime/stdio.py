@@ -104,7 +104,7 @@ class OutputWriter:
         self._on_written = on_written
         self._on_error = on_error
         self._on_closed = on_closed
-        self._queue: deque[bytes | memoryview] = deque()
+        self._queue: deque[bytes | bytearray | memoryview] = deque()
         self._closing = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="stdout", daemon=True)
@@ -112,7 +112,7 @@ class OutputWriter:
     def start(self) -> None:
         self._thread.start()
 
-    def write(self, buffers: list[bytes | memoryview]) -> None:
+    def write(self, buffers: list[bytes | bytearray | memoryview]) -> None:
         with self._cond:
             self._queue.extend(buffers)
             self._cond.notify()
@@ -147,7 +147,7 @@ class OutputWriter:
             return
         call(self._on_closed)
 
-    def _write_all(self, batch: list[bytes | memoryview]) -> None:
+    def _write_all(self, batch: list[bytes | bytearray | memoryview]) -> None:
         views = [memoryview(b) for b in batch]
         while views:
             n = os.writev(self._fd, views)
