@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import socket
-import stat
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -33,21 +31,6 @@ def _poster(loop: asyncio.AbstractEventLoop) -> Callable[..., bool]:
         return True
 
     return post
-
-
-def _shutdown_if_socket(fd: int) -> None:
-    """End a socket's sending side.  STDIN and STDOUT are often one socket
-    (socat EXEC gives its child a socketpair): closing the STDOUT copy alone
-    would not tell the reader anything while the STDIN copy stays open."""
-    if not stat.S_ISSOCK(os.fstat(fd).st_mode):
-        return
-    sock = socket.socket(fileno=fd)
-    try:
-        sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass  # not connected any more: nothing to tell
-    finally:
-        sock.detach()
 
 
 class InputReader:
@@ -158,7 +141,6 @@ class OutputWriter:
             if not call(self._on_written, total):
                 return
         try:
-            _shutdown_if_socket(self._fd)
             os.close(self._fd)
         except OSError as exc:
             call(self._on_error, exc.strerror or str(exc))
