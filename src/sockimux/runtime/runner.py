@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from ..core.session import CloseSubflow, Log, Outcome, Session
 from .listener import Listener
-from .stdio import InputReader, OutputWriter
+from .stdio import InputReader, LoopInput, LoopOutput, OutputWriter, loop_capable, private_fd
 
 log = logging.getLogger("sockimux")
 PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -67,9 +67,20 @@ class Runner:
         self.listener = listener
         self.loop = asyncio.get_running_loop()
         self.connections: dict[int, SubflowConnection] = {}
-        self.reader = InputReader(self.loop, in_fd, self._stdin_data, self._stdin_eof)
-        self.writer = OutputWriter(self.loop, out_fd, self._output_written, self._output_error,
-                                   self._output_closed)
+        self.reader: InputReader | LoopInput
+        self.writer: OutputWriter | LoopOutput
+        if loop_capable(in_fd):
+            in_fd = private_fd(in_fd, os.O_RDONLY)
+            self.reader = LoopInput(self.loop, in_fd, self._stdin_data, self._stdin_eof)
+        else:
+            self.reader = InputReader(self.loop, in_fd, self._stdin_data, self._stdin_eof)
+        if loop_capable(out_fd):
+            out_fd = private_fd(out_fd, os.O_WRONLY)
+            self.writer = LoopOutput(self.loop, out_fd, self._output_written, self._output_error,
+                                     self._output_closed)
+        else:
+            self.writer = OutputWriter(self.loop, out_fd, self._output_written, self._output_error,
+                                       self._output_closed)
         self.signal: int | None = None
         self._output_pending = 0  # bytes handed to the writer, not yet written
         self._output_closing = False
@@ -238,8 +249,10 @@ class Runner:
         loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
         # The CLI blocked these until now; any that arrived are delivered here.
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-        self.reader.start()
-        self.writer.start()
+        for part in (self.reader, self.writer):
+            started = part.start()
+            if started is not None:
+                await started
         self._kick()
         try:
             await self._finished

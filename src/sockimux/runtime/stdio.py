@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -158,3 +159,173 @@ class OutputWriter:
                 else:
                     views[0] = views[0][n:]
                     n = 0
+
+
+def loop_capable(fd: int) -> bool:
+    """Whether the event loop can drive ``fd`` itself: a pipe.  Not a terminal
+    (shared with the shell), a regular file (never "ready"), nor a socket:
+    STDIN and STDOUT are often one socket (socat EXEC), which cannot be
+    non-blocking for one and blocking for the other, and asyncio's write
+    transports read a socket to notice its closing, stealing input."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) and not os.isatty(fd)
+
+
+def private_fd(fd: int, flags: int) -> int:
+    """A descriptor for the same pipe on a file description of our own, so that
+    making it non-blocking cannot affect another process that shares ``fd``."""
+    if stat.S_ISFIFO(os.fstat(fd).st_mode):
+        try:
+            new = os.open(f"/proc/self/fd/{fd}", flags)
+        except OSError:
+            return fd
+        os.close(fd)
+        return new
+    return fd
+
+
+class _InputProtocol(asyncio.Protocol):
+    def __init__(self, owner: LoopInput) -> None:
+        self.owner = owner
+
+    def data_received(self, data: bytes) -> None:
+        self.owner.on_data(data)
+
+    def eof_received(self) -> bool:
+        self.owner.ended(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.ended(str(exc) if exc else None)
+
+
+class LoopInput:
+    """STDIN read by the event loop (pipes): no thread hand-off,
+    which is most of a keystroke's latency.  Same interface as InputReader."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
+                 on_data: Callable[[bytes], None], on_eof: Callable[[str | None], None]) -> None:
+        self._loop = loop
+        self._fd = fd
+        self.on_data = on_data
+        self._on_eof = on_eof
+        self._transport: asyncio.ReadTransport | None = None
+        self._room = 0
+        self._paused = False
+        self._ended = False
+
+    async def start(self) -> None:
+        file = os.fdopen(self._fd, "rb", buffering=0, closefd=True)
+        transport, _ = await self._loop.connect_read_pipe(lambda: _InputProtocol(self), file)
+        self._transport = transport
+        self.set_room(self._room)
+
+    def set_room(self, room: int) -> None:
+        self._room = room
+        transport = self._transport
+        if transport is None or self._ended:
+            return
+        if room <= 0 and not self._paused:
+            self._paused = True
+            transport.pause_reading()
+        elif room > 0 and self._paused:
+            self._paused = False
+            transport.resume_reading()
+
+    def ended(self, error: str | None) -> None:
+        if not self._ended:
+            self._ended = True
+            self._on_eof(error)
+
+
+class _OutputProtocol(asyncio.Protocol):
+    def __init__(self, owner: LoopOutput) -> None:
+        self.owner = owner
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        self.owner.report()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.lost(exc)
+
+
+class LoopOutput:
+    """STDOUT written by the event loop (pipes).  Bytes count as
+    written once the kernel has taken them.  Same interface as OutputWriter."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
+                 on_written: Callable[[int], None], on_error: Callable[[str], None],
+                 on_closed: Callable[[], None]) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._on_written = on_written
+        self._on_error = on_error
+        self._on_closed = on_closed
+        self._transport: asyncio.WriteTransport | None = None
+        self._early: list[bytes | bytearray | memoryview] = []
+        self._handed = 0
+        self._reported = 0
+        self._closing = False
+        self._done = False
+        self._reader_gone = False
+
+    async def start(self) -> None:
+        file = os.fdopen(self._fd, "wb", buffering=0, closefd=True)
+        transport, _ = await self._loop.connect_write_pipe(lambda: _OutputProtocol(self), file)
+        # Resume (and so report) as soon as the buffer is empty again.
+        transport.set_write_buffer_limits(high=0, low=0)
+        self._transport = transport
+        if self._early:
+            self.write(self._early)
+            self._early = []
+        if self._closing:
+            transport.close()
+
+    def write(self, buffers: list[bytes | bytearray | memoryview]) -> None:
+        if self._reader_gone and not self._done:
+            self._done = True
+            self._on_error("Broken pipe")
+        if self._done:
+            return
+        if self._transport is None:
+            self._early.extend(buffers)
+            return
+        self._handed += sum(len(b) for b in buffers)
+        self._transport.writelines(buffers)
+        self.report()
+
+    def report(self) -> None:
+        if self._transport is None:
+            return
+        written = self._handed - self._transport.get_write_buffer_size()
+        if written > self._reported:
+            count, self._reported = written - self._reported, written
+            self._loop.call_soon(self._on_written, count)
+
+    def close(self) -> None:
+        self._closing = True
+        if self._reader_gone:
+            self._loop.call_soon(self._on_closed)
+        elif self._transport is not None:
+            self._transport.close()
+
+    def lost(self, exc: Exception | None) -> None:
+        if self._done or self._reader_gone:
+            return
+        if exc is not None:
+            self._done = True
+            self._on_error(getattr(exc, "strerror", None) or str(exc))
+        elif self._closing:
+            self._done = True
+            self.report()
+            self._loop.call_soon(self._on_closed)
+        else:
+            # The reader went away.  That is only an error if we still have
+            # something to write, as with a blocking write's EPIPE.
+            self._reader_gone = True
