@@ -117,6 +117,7 @@ class Session:
         self._acked_written = 0  # receiver.written as of the last ACK we sent
         self._written_at: float | None = None  # when written first moved past that
         self._fin_done_announced = False
+        self._fin_done_sent = False  # an ACK with FIN_DONE was handed to a subflow
         self._alone_since: float | None = now
         self._alone_warned_at = now
         # Subflows that may have something to write: pulling only these keeps
@@ -249,7 +250,7 @@ class Session:
         allowance = cap - sub.in_flight
         # Pieces of at most an eighth of the cap: on a slow subflow a whole
         # frame must arrive before it counts as progress (see the stall rule).
-        chunk = min(self.config.chunk, max(MIN_PIECE, cap // 8))
+        chunk = MIN_PIECE if sub.path.rate <= 0 else min(self.config.chunk, max(MIN_PIECE, cap // 8))
         while allowance > frames.HEADER_SIZE:
             piece = sender.take(min(chunk, allowance - frames.HEADER_SIZE))
             if piece is None:
@@ -302,7 +303,7 @@ class Session:
             if not sub.out:
                 times.append(sub.last_sent + cfg.keepalive)
             if sub.in_flight > 0:
-                times.append(sub.last_progress + cfg.stall_timeout)
+                times.append(max(sub.last_progress, sub.last_data_in) + cfg.stall_timeout)
             if sub.unreported_since is not None and not sub.ack_due:
                 times.append(sub.unreported_since + cfg.ack_delay)
         if self._written_at is not None and live:
@@ -314,37 +315,44 @@ class Session:
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> None:
+        # Every test below is `now >= start + interval`, the very sum that
+        # next_deadline() returns, so the timer due at a deadline always fires
+        # (`now - start >= interval` can miss it by one rounding).
         cfg = self.config
         self._ready_all = True
         for sub in list(self.subflows.values()):
             if sub.state is not SubflowState.OPEN:
-                if now - sub.opened_at >= cfg.handshake_timeout:
+                if now >= sub.opened_at + cfg.handshake_timeout:
                     self._refuse(sub, CloseCode.HANDSHAKE_TIMEOUT,
                                  f"handshake not completed within {cfg.handshake_timeout:g} s", now)
                 continue
-            if now - sub.last_heard >= cfg.stall_timeout:
+            if now >= sub.last_heard + cfg.stall_timeout:
                 self._stalled(sub, f"nothing heard for {now - sub.last_heard:.1f} s", now)
                 continue
-            if sub.in_flight > 0 and now - sub.last_progress >= cfg.stall_timeout:
+            # No progress on our data means a dead path only while the peer's
+            # data is not streaming in too: its ACKs wait behind that data, and
+            # if our direction is dead the peer's "nothing heard" rule drops it.
+            if (sub.in_flight > 0 and now >= sub.last_progress + cfg.stall_timeout
+                    and now >= sub.last_data_in + cfg.stall_timeout):
                 self._stalled(sub, f"{sub.in_flight} bytes in flight, none delivered for "
                                    f"{now - sub.last_progress:.1f} s", now)
                 continue
-            if sub.unreported_since is not None and now - sub.unreported_since >= cfg.ack_delay:
+            if sub.unreported_since is not None and now >= sub.unreported_since + cfg.ack_delay:
                 sub.ack_due = True
-            if now - sub.last_sent >= cfg.keepalive and not sub.out:
+            if now >= sub.last_sent + cfg.keepalive and not sub.out:
                 sub.ping_token += 1
                 sub.ping_sent_at = now
                 sub.out.append(frames.encode_control(FrameType.PING, sub.ping_token))
                 # ACKs are never acknowledged; repeating our state with every
                 # keepalive means one lost on a dying subflow cannot freeze the peer.
                 sub.ack_due = True
-        if self._written_at is not None and now - self._written_at >= cfg.ack_delay:
+        if self._written_at is not None and now >= self._written_at + cfg.ack_delay:
             self._ack_on_best_subflow()
         if self._alone_since is not None and self.outcome is None:
             alone = now - self._alone_since
-            if cfg.alone_timeout is not None and alone >= cfg.alone_timeout:
+            if cfg.alone_timeout is not None and now >= self._alone_since + cfg.alone_timeout:
                 self._end(Outcome.NO_SUBFLOWS, f"no subflow for {alone:.0f} s")
-            elif now - self._alone_warned_at >= cfg.alone_warning:
+            elif now >= self._alone_warned_at + cfg.alone_warning:
                 self._alone_warned_at = now
                 self._log("warning", f"no subflow for {alone:.0f} s; waiting for one to join "
                                      f"({self.sender.end - self.sender.acked} bytes unacknowledged)")
@@ -402,6 +410,7 @@ class Session:
             raise ProtocolError(f"{ftype.name} frame not allowed in state {sub.state.value}")
         if ftype is FrameType.DATA:
             sub.data_in += frames.HEADER_SIZE + len(frame.body)
+            sub.last_data_in = now
             if sub.unreported_since is None:
                 sub.unreported_since = now
             if sub.data_in - sub.data_in_reported >= self.config.ack_every:
@@ -456,6 +465,9 @@ class Session:
         if rx.written >= self._acked_written:
             self._acked_written = rx.written
             self._written_at = None
+        if rx.done:
+            self._fin_done_sent = True
+            self._check_done()
         return frames.encode_ack(rx.written, limit, sub.data_in, rx.done)
 
     def _ack_on_best_subflow(self) -> None:
@@ -491,7 +503,10 @@ class Session:
             del ranges[:i]
 
     def _check_done(self) -> None:
-        if self.outcome is None and self.sender.done and self.receiver.done:
+        # Our last ACK (FIN_DONE) must have gone out on a subflow first: ending
+        # with none open would leave the peer waiting for it forever.
+        if (self.outcome is None and self.sender.done and self.receiver.done
+                and self._fin_done_sent):
             self._end(Outcome.DONE, "both streams delivered")
 
     def _stalled(self, sub: Subflow, why: str, now: float) -> None:

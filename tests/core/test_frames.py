@@ -1,0 +1,306 @@
+"""The wire codec and the incremental FrameReader."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sockimux.core import CloseCode, ProtocolError
+from sockimux.core import frames as F
+from sockimux.core.frames import Frame, FrameReader, FrameType, Hello
+
+U64 = st.integers(0, F.MAX_OFFSET)
+U32 = st.integers(0, (1 << 32) - 1)
+ID16 = st.binary(min_size=16, max_size=16)
+KNOWN_TYPES = {int(t) for t in FrameType}
+# Frame types this test knows how to build (others may be added to the codec later).
+CONTROL = [FrameType.FIN, FrameType.PING, FrameType.PONG]
+REASON = [FrameType.ABORT, FrameType.REFUSE]
+
+
+def read_all(reader: FrameReader) -> list[Frame]:
+    out = []
+    while (frame := reader.next_frame()) is not None:
+        out.append(frame)
+    return out
+
+
+def parse(data: bytes) -> list[Frame]:
+    reader = FrameReader()
+    reader.feed(data)
+    frames = read_all(reader)
+    assert reader.buffered == 0
+    return frames
+
+
+def header(ftype: int, length: int, value: int = 0, flags: int = 0) -> bytes:
+    return F.HEADER.pack(ftype, flags, 0, length, value)
+
+
+def raw_hello(magic: bytes = F.MAGIC, version: int = F.VERSION, flags: int = 0) -> bytes:
+    return F.HELLO.pack(magic, version, flags, 0, bytes(range(16)), bytes(16))
+
+
+# -- round trips --------------------------------------------------------------------
+
+
+@given(instance=ID16, nonce=ID16, flags=st.integers(0, 0xFFFF))
+def test_hello_round_trip(instance: bytes, nonce: bytes, flags: int) -> None:
+    hello = Hello(instance, nonce, flags)
+    raw = F.encode_hello(hello)
+    assert len(raw) == F.HELLO_SIZE == 48
+    assert raw.startswith(F.MAGIC)
+    assert F.decode_hello(raw) == hello
+    reader = FrameReader()
+    reader.feed(raw)
+    assert reader.take_hello() == hello
+    assert reader.buffered == 0
+    assert reader.next_frame() is None
+
+
+@given(written=U64, limit=U64, subflow_in=U64, fin_done=st.booleans())
+def test_ack_round_trip(written: int, limit: int, subflow_in: int, fin_done: bool) -> None:
+    (frame,) = parse(F.encode_ack(written, limit, subflow_in, fin_done))
+    assert frame.type is FrameType.ACK
+    assert frame.value == written
+    assert bool(frame.flags & F.ACK_FIN_DONE) is fin_done
+    assert F.decode_ack_body(frame.body) == (limit, subflow_in)
+
+
+@given(ftype=st.sampled_from(CONTROL), value=U64)
+def test_control_round_trip(ftype: FrameType, value: int) -> None:
+    raw = F.encode_control(ftype, value)
+    assert len(raw) == F.HEADER_SIZE
+    assert parse(raw) == [Frame(ftype, value, 0, b"")]
+
+
+@given(ftype=st.sampled_from(REASON), code=st.sampled_from(list(CloseCode)), reason=st.text(max_size=80))
+def test_reason_round_trip(ftype: FrameType, code: CloseCode, reason: str) -> None:
+    (frame,) = parse(F.encode_reason(ftype, code, reason))
+    assert frame.type is ftype
+    assert CloseCode(frame.value) is code
+    assert bytes(frame.body).decode("utf-8") == reason
+
+
+def test_reason_is_truncated_to_the_limit() -> None:
+    (frame,) = parse(F.encode_reason(FrameType.ABORT, CloseCode.SHUTDOWN, "é" * 1000))
+    assert len(frame.body) == F.MAX_REASON
+    assert bytes(frame.body).decode("utf-8", "replace").startswith("é" * 100)
+
+
+@given(offset=st.integers(0, F.MAX_OFFSET - F.MAX_DATA), payload=st.binary(min_size=1, max_size=3000))
+def test_data_round_trip(offset: int, payload: bytes) -> None:
+    raw = F.data_header(offset, len(payload)) + payload
+    assert parse(raw) == [Frame(FrameType.DATA, offset, 0, payload)]
+
+
+def test_largest_data_frame_is_accepted() -> None:
+    payload = bytes(F.MAX_DATA)
+    (frame,) = parse(F.data_header(7, len(payload)) + payload)
+    assert frame.value == 7 and len(frame.body) == F.MAX_DATA
+
+
+# -- any split of a valid stream ----------------------------------------------------
+
+frame_bytes = st.one_of(
+    st.builds(lambda o, p: F.data_header(o, len(p)) + p, U64, st.binary(min_size=1, max_size=600)),
+    st.builds(F.encode_ack, U64, U64, U64, st.booleans()),
+    st.builds(F.encode_control, st.sampled_from(CONTROL), U64),
+    st.builds(F.encode_reason, st.sampled_from(REASON), st.sampled_from(list(CloseCode)),
+              st.text(max_size=40)),
+)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(hello=st.builds(Hello, ID16, ID16, st.integers(0, 0xFFFF)), encoded=st.lists(frame_bytes, max_size=12),
+       data=st.data())
+def test_any_split_yields_the_same_frames(hello: Hello, encoded: list[bytes], data: st.DataObject) -> None:
+    stream = F.encode_hello(hello) + b"".join(encoded)
+    expected = parse(b"".join(encoded))
+    assert len(expected) == len(encoded)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=30), label="cuts"))
+    pieces = [stream[i:j] for i, j in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+
+    reader = FrameReader()
+    got_hello: Hello | None = None
+    got: list[Frame] = []
+    for piece in pieces:
+        reader.feed(piece)
+        if got_hello is None:
+            got_hello = reader.take_hello()
+            if got_hello is None:
+                continue
+        got += read_all(reader)
+    assert got_hello == hello
+    assert got == expected
+    assert reader.buffered == 0
+
+
+def test_long_stream_in_odd_pieces() -> None:
+    """Many frames fed in odd-sized pieces: every frame comes out, intact, and the
+    reader never holds more than one partial frame plus the last piece."""
+    frames = [F.data_header(i * 1000, 1000) + bytes([i % 256]) * 1000 for i in range(300)]
+    stream = b"".join(frames)
+    reader = FrameReader()
+    got: list[Frame] = []
+    for i in range(0, len(stream), 777):
+        reader.feed(stream[i : i + 777])
+        got += read_all(reader)
+        assert reader.buffered < 1016 + 777
+    expected = [(i * 1000, bytes([i % 256]) * 1000) for i in range(300)]
+    assert [(f.value, bytes(f.body)) for f in got] == expected
+    assert reader.buffered == 0
+
+
+# -- rejected before the body -----------------------------------------------------------
+
+
+def check_raises(reader: FrameReader, code: CloseCode, hello: bool = False) -> None:
+    with pytest.raises(ProtocolError) as info:
+        if hello:
+            reader.take_hello()
+        else:
+            reader.next_frame()
+    assert info.value.code is code
+
+
+@pytest.mark.parametrize("junk", [b"X", b"SOCKX", b"GET / HTTP/1.1\r\n", b"\x00" * 48])
+def test_bad_magic_is_refused_on_its_first_bytes(junk: bytes) -> None:
+    reader = FrameReader()
+    reader.feed(junk)
+    check_raises(reader, CloseCode.NOT_SOCKIMUX, hello=True)
+
+
+def test_partial_magic_waits() -> None:
+    reader = FrameReader()
+    for i in range(len(F.MAGIC)):
+        reader.feed(F.MAGIC[i : i + 1])
+        assert reader.take_hello() is None
+
+
+def test_bad_magic_in_a_full_hello() -> None:
+    with pytest.raises(ProtocolError) as info:
+        F.decode_hello(raw_hello(magic=b"SOCKIMUY"))
+    assert info.value.code is CloseCode.NOT_SOCKIMUX
+
+
+@pytest.mark.parametrize("version", [0, F.VERSION + 1, 0xFFFF])
+def test_bad_version(version: int) -> None:
+    reader = FrameReader()
+    reader.feed(raw_hello(version=version))
+    check_raises(reader, CloseCode.BAD_VERSION, hello=True)
+
+
+@given(ftype=st.integers(0, 255).filter(lambda t: t not in KNOWN_TYPES), length=U32, value=U64)
+def test_unknown_type_is_refused_on_its_header(ftype: int, length: int, value: int) -> None:
+    reader = FrameReader()
+    reader.feed(header(ftype, length, value))
+    check_raises(reader, CloseCode.PROTOCOL_ERROR)
+
+
+# (type, length) pairs outside the allowed body sizes; only the header is fed.
+BAD_LENGTHS = [
+    (FrameType.DATA, 0),
+    (FrameType.DATA, F.MAX_DATA + 1),
+    (FrameType.DATA, (1 << 32) - 1),
+    (FrameType.ACK, F.ACK_BODY.size - 1),
+    (FrameType.ACK, F.ACK_BODY.size + 1),
+    (FrameType.ACK, 0),
+    (FrameType.FIN, 1),
+    (FrameType.PING, 8),
+    (FrameType.PONG, 1 << 31),
+    (FrameType.ABORT, F.MAX_REASON + 1),
+    (FrameType.REFUSE, (1 << 32) - 1),
+]
+
+
+@pytest.mark.parametrize(("ftype", "length"), BAD_LENGTHS)
+def test_bad_length_is_refused_before_the_body(ftype: FrameType, length: int) -> None:
+    reader = FrameReader()
+    reader.feed(header(ftype, length))
+    check_raises(reader, CloseCode.PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize(("ftype", "length"), BAD_LENGTHS)
+def test_bad_length_is_refused_after_valid_frames(ftype: FrameType, length: int) -> None:
+    reader = FrameReader()
+    valid = F.encode_control(FrameType.PING, 1) + F.data_header(5, 3) + b"abc"
+    reader.feed(valid + header(ftype, length)[:-1])
+    assert [f.type for f in read_all(reader)] == [FrameType.PING, FrameType.DATA]
+    reader.feed(header(ftype, length)[-1:])
+    check_raises(reader, CloseCode.PROTOCOL_ERROR)
+
+
+def test_a_valid_header_waits_for_its_body() -> None:
+    reader = FrameReader()
+    reader.feed(F.data_header(0, F.MAX_DATA))
+    assert reader.next_frame() is None
+    reader.feed(bytes(F.MAX_DATA - 1))
+    assert reader.next_frame() is None
+    reader.feed(b"!")
+    frame = reader.next_frame()
+    assert frame is not None and len(frame.body) == F.MAX_DATA and bytes(frame.body)[-1:] == b"!"
+
+
+# -- fuzz ---------------------------------------------------------------------------------
+
+
+def drain(reader: FrameReader, pieces: list[bytes]) -> None:
+    """Feed pieces like a subflow would; only ProtocolError may escape."""
+    have_hello = False
+    for piece in pieces:
+        reader.feed(piece)
+        if not have_hello:
+            if reader.take_hello() is None:
+                continue
+            have_hello = True
+        read_all(reader)
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    cuts = sorted(c % (len(data) + 1) for c in cuts)
+    return [data[i:j] for i, j in zip([0, *cuts], [*cuts, len(data)], strict=True)]
+
+
+@settings(max_examples=300)
+@given(junk=st.binary(max_size=400), cuts=st.lists(st.integers(0, 400), max_size=10))
+def test_fuzz_arbitrary_bytes(junk: bytes, cuts: list[int]) -> None:
+    try:
+        drain(FrameReader(), split(junk, cuts))
+    except ProtocolError as exc:
+        assert isinstance(exc.code, CloseCode)
+
+
+def _mutated(stream: bytes, edits: list[tuple[int, int]]) -> bytes:
+    b = bytearray(stream)
+    for pos, val in edits:
+        if b:
+            b[pos % len(b)] = val
+    return bytes(b)
+
+
+@settings(max_examples=300)
+@given(encoded=st.lists(frame_bytes, max_size=6),
+       edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
+       tail=st.binary(max_size=64), cuts=st.lists(st.integers(0, 10_000), max_size=10))
+def test_fuzz_mutated_valid_streams(encoded: list[bytes], edits: list[tuple[int, int]], tail: bytes,
+                                    cuts: list[int]) -> None:
+    """Past a valid hello, frames with bytes flipped: only ProtocolError may escape."""
+    stream = F.encode_hello(Hello(bytes(16))) + _mutated(b"".join(encoded) + tail, edits)
+    try:
+        drain(FrameReader(), split(stream, cuts))
+    except ProtocolError as exc:
+        assert isinstance(exc.code, CloseCode)
+
+
+@given(st.binary(min_size=F.HELLO_SIZE, max_size=F.HELLO_SIZE))
+def test_fuzz_decode_hello(raw: bytes) -> None:
+    try:
+        hello = F.decode_hello(raw)
+    except ProtocolError as exc:
+        assert exc.code in (CloseCode.NOT_SOCKIMUX, CloseCode.BAD_VERSION)
+    else:
+        assert raw.startswith(F.MAGIC) and struct.unpack("!H", raw[8:10])[0] == hello.version
