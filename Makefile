@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TOOLS := socat sshd tmux
 
-.PHONY: all deps test lint unit e2e bench clean
+.PHONY: all deps test lint bench fuzz clean
 
 all: $(VENV)/.installed deps
 
@@ -33,6 +33,13 @@ test: all lint
 
 bench: all
 	$(PY) bench/run.py
+
+# Coverage-guided fuzzing (atheris) of the codec and the session; FUZZ_TIME seconds each.
+fuzz: all
+	$(PY) -m pip install -q atheris
+	mkdir -p fuzz/corpus/session fuzz/corpus/frames fuzz/artifacts
+	$(PY) fuzz/fuzz_frames.py fuzz/corpus/frames -max_total_time=$(or $(FUZZ_TIME),60) -artifact_prefix=fuzz/artifacts/
+	$(PY) fuzz/fuzz_session.py fuzz/corpus/session -max_total_time=$(or $(FUZZ_TIME),60) -max_len=4096 -artifact_prefix=fuzz/artifacts/
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .mypy_cache .ruff_cache

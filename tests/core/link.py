@@ -21,8 +21,10 @@ deadline, a slow consumer's next write, a scripted action).
 
 Invariants are checked after every step (see ``Link._check``): each output
 is a prefix of the far input, the sender never retains more than its
-buffer limit, and no deadline is left in the past.  Flow-control excess
-(the receiver holding more than its window) and deadlines left exactly at
+buffer limit, the distinct bytes a receiver holds (reorder buffer plus
+output not yet written) never exceed its window, and no deadline is left
+in the past.  What the receiver holds *in memory* beyond its window (the
+same bytes held twice, in overlapping pieces) and deadlines left exactly at
 ``now`` are recorded in ``Link.held_excess`` and ``Link.deadline_misses``
 so tests can assert on them.
 """
@@ -530,6 +532,10 @@ class Link:
             if held > self.max_held.get(ep.name, 0):
                 self.max_held[ep.name] = held
             if self.check_window and held > s.config.window:
+                distinct = _distinct_held(rx._held) + rx.delivered - rx.written
+                if distinct > s.config.window:
+                    raise LinkError(f"{ep.name} holds {distinct} distinct bytes beyond what it wrote, "
+                                    f"more than its window {s.config.window}: flow control is broken")
                 self.held_excess.append((self.now, ep.name, held))
 
     def _check_deadlines(self) -> None:
@@ -567,6 +573,17 @@ class Link:
         for ep in self.endpoints:
             lines += [f"  {ep.name} {t:.3f} {log.level}: {log.message}" for t, log in ep.logs[-12:]]
         return "\n".join(lines)
+
+
+def _distinct_held(held: dict[int, bytes]) -> int:
+    """Bytes covered by the receiver's held pieces, overlaps counted once."""
+    total, reach = 0, 0
+    for start in sorted(held):
+        end = start + len(held[start])
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 @dataclass

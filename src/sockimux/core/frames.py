@@ -139,18 +139,17 @@ class FrameReader:
 
     Bodies are not copied more than once: a body that lies within one fed
     buffer is returned as a memoryview of it; one that spans several is
-    assembled into a bytearray of exactly its length (allocated only once the
-    header has passed the limits).
+    assembled into a bytearray once all of it has arrived (so a header alone
+    never makes us set memory aside).
     """
 
-    __slots__ = ("_chunks", "_size", "_body", "_filled", "_header")
+    __slots__ = ("_chunks", "_size", "_length", "_header")
 
     def __init__(self) -> None:
         self._chunks: deque[memoryview] = deque()  # fed bytes not yet consumed
         self._size = 0  # total bytes in _chunks
         self._header: tuple[FrameType, int, int] | None = None  # (type, flags, value) awaiting body
-        self._body: bytearray | None = None  # body being assembled
-        self._filled = 0
+        self._length = 0  # body length of that frame
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         if data:
@@ -159,8 +158,8 @@ class FrameReader:
 
     @property
     def buffered(self) -> int:
-        """Bytes held: fed and not consumed, plus a partly assembled body."""
-        return self._size + self._filled
+        """Bytes held: fed and not consumed."""
+        return self._size
 
     def _peek(self, count: int) -> bytes:
         """The next ``count`` bytes (or fewer, if fewer are buffered), not consumed."""
@@ -212,25 +211,21 @@ class FrameReader:
             self._skip(HEADER_SIZE)
             if length == 0:
                 return Frame(kind, value, flags)
+            self._length = length
             self._header = (kind, flags, value)
-            first_len = len(self._chunks[0]) if self._chunks else 0
-            if first_len >= length:
-                return self._finish(self._take_view(length))
-            self._body = bytearray(length)
-            self._filled = 0
-        body = self._body
-        assert body is not None
-        chunks = self._chunks
-        while chunks and self._filled < len(body):
-            first = chunks[0]
-            n = min(len(first), len(body) - self._filled)
-            body[self._filled : self._filled + n] = first[:n]
-            self._filled += n
+        length = self._length
+        if self._size < length:
+            return None  # nothing is set aside until the whole body is here
+        if len(self._chunks[0]) >= length:
+            return self._finish(self._take_view(length))
+        body = bytearray(length)
+        filled = 0
+        while filled < length:
+            first = self._chunks[0]
+            n = min(len(first), length - filled)
+            body[filled : filled + n] = first[:n]
+            filled += n
             self._skip(n)
-        if self._filled < len(body):
-            return None
-        self._body = None
-        self._filled = 0
         return self._finish(body)
 
     def _take_view(self, length: int) -> memoryview:

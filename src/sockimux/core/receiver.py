@@ -8,7 +8,8 @@ keeps ``delivered``: every byte below it has been handed to the output, in
 order, exactly once.  A piece is trimmed to what lies above ``delivered``;
 if it starts at or below ``delivered`` it goes out at once and pulls out any
 held pieces it makes contiguous; otherwise it is held (keyed by offset, the
-lowest offset found through a heap).
+lowest offset found through a sorted list of offsets).  Held pieces are
+trimmed against each other on the way in, so they never overlap.
 
 What is *acknowledged* is ``written``: bytes the runtime confirms it has
 written to STDOUT.  Acknowledging only what is written means the sender
@@ -17,7 +18,7 @@ retains everything that could still be lost in this process.
 
 from __future__ import annotations
 
-import heapq
+import bisect
 
 from .errors import CloseCode, ProtocolError
 from .flow import CreditWindow
@@ -34,8 +35,8 @@ class StreamReceiver:
         self.output_closed = False  # the runtime closed our output after the last byte
         self.held_bytes = 0
         self.duplicate_bytes = 0
-        self._held: dict[int, Buffer] = {}
-        self._heap: list[int] = []
+        self._held: dict[int, Buffer] = {}  # disjoint out-of-order pieces by offset
+        self._starts: list[int] = []  # their offsets, sorted
 
     def receive(self, offset: int, data: Buffer) -> list[Buffer]:
         """Accept one DATA piece; return the in-order bytes it releases."""
@@ -51,25 +52,18 @@ class StreamReceiver:
             self.duplicate_bytes += len(data)
             return []
         if offset > self.delivered:
-            old = self._held.get(offset)
-            if old is None:
-                heapq.heappush(self._heap, offset)
-            elif len(old) >= len(data):
-                self.duplicate_bytes += len(data)
-                return []
-            else:
-                self.held_bytes -= len(old)
-            self._held[offset] = data
-            self.held_bytes += len(data)
+            self._hold(offset, data)
             return []
         out: list[Buffer] = [
             data if offset == self.delivered else memoryview(data)[self.delivered - offset :]
         ]
         self.delivered = end
-        heap, held = self._heap, self._held
-        while heap and heap[0] <= self.delivered:
-            start = heapq.heappop(heap)
+        starts, held = self._starts, self._held
+        released = 0
+        while released < len(starts) and starts[released] <= self.delivered:
+            start = starts[released]
             piece = held.pop(start)
+            released += 1
             self.held_bytes -= len(piece)
             stop = start + len(piece)
             if stop > self.delivered:
@@ -77,7 +71,43 @@ class StreamReceiver:
                 self.delivered = stop
             else:
                 self.duplicate_bytes += len(piece)
+        if released:
+            del starts[:released]
         return out
+
+    def _hold(self, offset: int, data: Buffer) -> None:
+        """Keep an out-of-order piece, trimmed so held pieces never overlap:
+        what is held is then at most the window, however pieces are cut."""
+        end = offset + len(data)
+        starts, held = self._starts, self._held
+        i = bisect.bisect_right(starts, offset)
+        if i:  # the held piece starting at or before us
+            prev_end = starts[i - 1] + len(held[starts[i - 1]])
+            if prev_end >= end:
+                self.duplicate_bytes += len(data)
+                return
+            if prev_end > offset:
+                self.duplicate_bytes += prev_end - offset
+                data = memoryview(data)[prev_end - offset :]
+                offset = prev_end
+        # Held pieces inside us are dropped; one that starts inside us ends our piece.
+        while i < len(starts) and starts[i] < end:
+            start = starts[i]
+            piece = held[start]
+            if start + len(piece) <= end:
+                del held[start]
+                del starts[i]
+                self.held_bytes -= len(piece)
+                self.duplicate_bytes += len(piece)
+            else:
+                self.duplicate_bytes += end - start
+                data = memoryview(data)[: start - offset]
+                end = start
+                break
+        if end > offset:
+            starts.insert(i, offset)
+            held[offset] = data
+            self.held_bytes += end - offset
 
     def on_fin(self, final: int) -> None:
         if self.fin is not None:

@@ -152,7 +152,8 @@ class Session:
             return
         sub.last_heard = now
         self._ready.add(sid)
-        sub.reader.feed(data)
+        # Bodies are kept as views of what is fed: it must not change later.
+        sub.reader.feed(data if isinstance(data, bytes) else bytes(data))
         try:
             if sub.state is SubflowState.HANDSHAKE:
                 hello = sub.reader.take_hello()
