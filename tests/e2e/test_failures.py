@@ -124,7 +124,8 @@ def test_all_subflows_killed_then_rejoin(tmp_path: Path) -> None:
         assert t.a.proc.poll() is None and t.b.proc.poll() is None
         t.add(3)
         t.check()
-        assert "re-sending" in t.a.stderr() and "resuming" in t.a.stderr()
+        logs = t.a.stderr() + t.b.stderr()
+        assert "re-sending" in logs and "resuming" in t.a.stderr() and "resuming" in t.b.stderr()
     finally:
         t.close()
 
