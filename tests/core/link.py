@@ -532,7 +532,7 @@ class Link:
             if held > self.max_held.get(ep.name, 0):
                 self.max_held[ep.name] = held
             if self.check_window and held > s.config.window:
-                distinct = _distinct_held(rx._held) + rx.delivered - rx.written
+                distinct = _distinct_held(getattr(rx, "_held", {})) + rx.delivered - rx.written
                 if distinct > s.config.window:
                     raise LinkError(f"{ep.name} holds {distinct} distinct bytes beyond what it wrote, "
                                     f"more than its window {s.config.window}: flow control is broken")
@@ -575,7 +575,7 @@ class Link:
         return "\n".join(lines)
 
 
-def _distinct_held(held: dict[int, bytes]) -> int:
+def _distinct_held(held: dict[int, bytes | memoryview]) -> int:
     """Bytes covered by the receiver's held pieces, overlaps counted once."""
     total, reach = 0, 0
     for start in sorted(held):

@@ -165,6 +165,8 @@ class Session:
                 if frame is None:
                     break
                 self._on_frame(sub, frame, now)
+            if sub.reader.buffered:
+                sub.last_data_in = now  # part of a frame (a DATA body, on a slow path) arrived
         except ProtocolError as exc:
             self._refuse(sub, exc.code, str(exc), now)
 
@@ -251,7 +253,8 @@ class Session:
         allowance = cap - sub.in_flight
         # Pieces of at most an eighth of the cap: on a slow subflow a whole
         # frame must arrive before it counts as progress (see the stall rule).
-        chunk = MIN_PIECE if sub.path.rate <= 0 else min(self.config.chunk, max(MIN_PIECE, cap // 8))
+        size = MIN_PIECE if sub.path.rate <= 0 else max(MIN_PIECE, cap // 8)
+        chunk = min(self.config.chunk, size)
         while allowance > frames.HEADER_SIZE:
             piece = sender.take(min(chunk, allowance - frames.HEADER_SIZE))
             if piece is None:

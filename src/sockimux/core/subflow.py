@@ -47,7 +47,7 @@ class Subflow:
     out: list[bytes | bytearray | memoryview] = field(default_factory=list)  # frames waiting for pull()
     last_heard: float = 0.0  # any bytes arrived
     last_sent: float = 0.0  # any bytes handed out for writing
-    last_data_in: float = float("-inf")  # a DATA frame arrived
+    last_data_in: float = float("-inf")  # a DATA frame, or part of a frame, arrived
     last_progress: float = 0.0  # peer_in last advanced (or in-flight went from 0 to >0)
     # DATA frame bytes (header + payload) counted on both sides of the subflow.
     data_out: int = 0  # sent by us
