@@ -124,8 +124,9 @@ def test_all_subflows_killed_then_rejoin(tmp_path: Path) -> None:
         assert t.a.proc.poll() is None and t.b.proc.poll() is None
         t.add(3)
         t.check()
-        logs = t.a.stderr() + t.b.stderr()
-        assert "re-sending" in logs and "resuming" in t.a.stderr() and "resuming" in t.b.stderr()
+        # Both sides waited with no subflow and resumed (whether bytes were in
+        # flight at the kill, and so re-sent, depends on timing).
+        assert "resuming" in t.a.stderr() and "resuming" in t.b.stderr()
     finally:
         t.close()
 
