@@ -27,9 +27,8 @@ The same oracles drive the coverage-guided fuzzers in ``fuzz/`` (atheris).
 
 Bugs found are pinned as named regression tests, with explicit bytes, at the
 end of the file (overlapping held pieces beyond the window, a body allocated
-from its header alone, views kept of a caller's mutable buffer).  The flags
-RECEIVER_OVERLAP_BUG and READER_PREALLOC_BUG relaxed the matching fuzz checks
-while those bugs stood; both are off.
+from its header alone, views kept of a caller's mutable buffer); all three
+are fixed and the fuzz checks hold them to it.
 """
 
 from __future__ import annotations
@@ -193,12 +192,6 @@ frame_stream = st.one_of(
 
 Parsed = tuple[list[tuple[int, int, int, bytes]], "Hello | None", "tuple[int, str] | None"]
 
-# Known bug, pinned by test_regression_frame_header_alone_allocates_its_whole_body: a
-# frame header whose body has not arrived makes FrameReader allocate the whole
-# body (up to MAX_DATA) at once.  Until that is fixed the fuzz tests allow one
-# such allocation beyond what was fed; set this to False once the regression
-# test passes.
-READER_PREALLOC_BUG = False
 
 
 def footprint(obj: object) -> int:
@@ -225,7 +218,7 @@ _ATTRS: dict[type, list[str]] = {}
 
 
 def footprint_ok(reader: FrameReader, fed: int) -> bool:
-    return footprint(reader) <= fed + (MAX_DATA if READER_PREALLOC_BUG else 0)
+    return footprint(reader) <= fed
 
 
 # The body lengths each frame type may have, from docs/PROTOCOL.md.
@@ -605,27 +598,8 @@ class Pair:
     def memory_bounded(self) -> None:
         """What either receiver holds for reordering is bounded by its window."""
         for s in (self.a, self.b):
-            held = s.receiver.held_bytes if not RECEIVER_OVERLAP_BUG else covered(s.receiver._held)
+            held = s.receiver.held_bytes
             assert held <= s.config.window, f"receiver holds {held} bytes, window {s.config.window}"
-
-
-# Known bug, pinned by test_regression_overlapping_data_is_held_beyond_the_window:
-# the receiver keeps overlapping DATA pieces that start at different offsets
-# as separate copies, so what it holds is bounded by the peer's traffic, not by
-# the window.  Until that is fixed the fuzz tests bound only the stream bytes
-# covered by held pieces; set this to False once the regression test passes.
-RECEIVER_OVERLAP_BUG = False
-
-
-def covered(held: dict[int, bytes]) -> int:
-    """Stream bytes covered by the held pieces (overlaps counted once)."""
-    total, reach = 0, 0
-    for start in sorted(held):
-        end = start + len(held[start])
-        if end > reach:
-            total += end - max(start, reach)
-            reach = end
-    return total
 
 
 def check_invariants(s: Session) -> None:
