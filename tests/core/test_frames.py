@@ -155,6 +155,90 @@ def test_long_stream_in_odd_pieces() -> None:
     assert reader.buffered == 0
 
 
+# -- reading into the reader's buffers (what the runtime does) ----------------------
+
+
+def read_into(reader: FrameReader, stream: bytes, reads: list[int]) -> list[Frame]:
+    """Deliver ``stream`` through get_buffer()/buffer_updated(), each read at most
+    the next size in ``reads`` (then whatever the buffer takes), parsing after each."""
+    got: list[Frame] = []
+    pos = 0
+    sizes = iter(reads)
+    while pos < len(stream):
+        buf = reader.get_buffer()
+        assert len(buf) > 0
+        n = min(len(buf), len(stream) - pos, next(sizes, len(buf)))
+        buf[:n] = stream[pos : pos + n]
+        del buf
+        reader.buffer_updated(n)
+        pos += n
+        got += read_all(reader)
+    return got
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(encoded=st.lists(frame_bytes, max_size=12), bulk=st.lists(st.integers(1, 200_000), max_size=3),
+       data=st.data())
+def test_reads_into_shared_scratch_yield_the_same_frames(encoded: list[bytes], bulk: list[int],
+                                                        data: st.DataObject) -> None:
+    """Two readers sharing one scratch buffer, their reads interleaved in any
+    sizes: each yields exactly the frames of its own stream."""
+    streams = [b"".join(encoded) + b"".join(F.data_header(i, n) + bytes([i]) * n for i, n in enumerate(bulk)),
+               b"".join(reversed(encoded))]
+    scratch = bytearray(F.SCRATCH_SIZE)
+    readers = [FrameReader(scratch), FrameReader(scratch)]
+    got: list[list[Frame]] = [[], []]
+    pos = [0, 0]
+    while pos[0] < len(streams[0]) or pos[1] < len(streams[1]):
+        which = data.draw(st.sampled_from([i for i in (0, 1) if pos[i] < len(streams[i])]))
+        size = data.draw(st.integers(1, 300_000))
+        got[which] += read_into(readers[which], streams[which][pos[which] : pos[which] + size], [])
+        pos[which] += size
+    for which in (0, 1):
+        assert got[which] == parse(streams[which])
+        assert readers[which].buffered == 0
+
+
+def test_bulk_bodies_are_read_into_place() -> None:
+    """After one large body, the reader asks for the next header alone, then
+    hands out the next body's own buffer: the payload is never copied."""
+    size = 256 * 1024
+    payloads = [bytes([i]) * size for i in range(4)]
+    stream = b"".join(F.data_header(i * size, size) + p for i, p in enumerate(payloads))
+    reader = FrameReader()
+    got = read_into(reader, stream, [F.SCRATCH_SIZE])  # the first read fills the scratch
+    assert [bytes(f.body) for f in got] == payloads
+    # Replay frame 2 and 3 by hand: a 16-byte buffer, then the body itself.
+    reader = FrameReader()
+    read_into(reader, stream[: 2 * (16 + size)], [])
+    head = reader.get_buffer()
+    assert len(head) == F.HEADER_SIZE
+    head[:] = F.data_header(2 * size, size)
+    del head
+    reader.buffer_updated(F.HEADER_SIZE)
+    assert reader.next_frame() is None
+    body = reader.get_buffer()
+    assert len(body) == size
+    target = body.obj
+    body[:] = payloads[2]
+    del body
+    reader.buffer_updated(size)
+    frame = reader.next_frame()
+    assert frame is not None and frame.body is target and frame.body == payloads[2]
+
+
+def test_a_body_is_set_aside_only_once_an_eighth_of_it_is_in() -> None:
+    reader = FrameReader()
+    size = 800_000
+    reader.feed(F.data_header(0, size) + bytes(size // 8 - 1))
+    assert reader.next_frame() is None
+    assert len(reader.get_buffer()) <= F.SCRATCH_SIZE  # not the body's buffer: none yet
+    reader = FrameReader()
+    reader.feed(F.data_header(0, size) + bytes(size // 8))
+    assert reader.next_frame() is None
+    assert len(reader.get_buffer()) == size - size // 8  # the rest goes into the body
+
+
 # -- rejected before the body -----------------------------------------------------------
 
 

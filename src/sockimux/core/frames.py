@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections import deque
 from dataclasses import dataclass
 
 from .errors import CloseCode, ProtocolError
@@ -129,111 +128,175 @@ def decode_ack_body(body: bytes | bytearray | memoryview) -> tuple[int, int]:
     return limit, subflow_in
 
 
+SCRATCH_SIZE = 64 * 1024  # reads land here unless a frame body is being filled
+EXACT_MIN = 32 * 1024  # after a body this large, read just the next header
+
+
 class FrameReader:
-    """Incremental frame parser for one subflow.
+    """Incremental frame parser for one subflow, built to read into.
 
-    ``feed()`` bytes as they arrive; ``next_frame()`` returns the next complete
-    frame or None when more bytes are needed.  The header is validated as soon
-    as its 16 bytes are in, so an oversize length is rejected before any body
-    is awaited or any memory set aside for it.
+    The runtime asks ``get_buffer()`` where the next bytes should go, reads
+    into it, and reports the count with ``buffer_updated(n)``; then it calls
+    ``take_hello()`` / ``next_frame()`` until they return None.  ``feed()``
+    does the same for bytes already in hand.
 
-    Bodies are not copied more than once: a body that lies within one fed
-    buffer is returned as a memoryview of it; one that spans several is
-    assembled into a bytearray once all of it has arrived (so a header alone
-    never makes us set memory aside).
+    Small frames are read into a scratch buffer (which may be shared by all
+    the readers of a session: a reader only uses it between ``get_buffer()``
+    and the ``take_hello()``/``next_frame()`` call that returns None) and
+    their bodies copied out.  A body that did not arrive whole is allocated
+    at its exact size and the rest of it is read straight into it, so in a
+    bulk transfer (after a large body the reader asks for one header at a
+    time) every payload byte lands once, where it stays until written.
+
+    The header is validated as soon as its 16 bytes are in, so an oversize
+    length or a frame the subflow's state does not take is rejected before
+    any body is awaited.  A body is set aside at its full size only once an
+    eighth of it has arrived, or, right after a body read this way, if it is
+    at most twice that one's size: what a peer makes us hold is never more
+    than eight times what it sent.
     """
 
-    __slots__ = ("_chunks", "_size", "_length", "_header")
+    __slots__ = ("_scratch", "_buf", "_start", "_end", "_header", "_length", "_body",
+                 "_filled", "_previous")
 
-    def __init__(self) -> None:
-        self._chunks: deque[memoryview] = deque()  # fed bytes not yet consumed
-        self._size = 0  # total bytes in _chunks
+    def __init__(self, scratch: bytearray | None = None) -> None:
+        self._scratch = scratch if scratch is not None else bytearray(SCRATCH_SIZE)
+        self._buf = bytearray()  # unparsed bytes are _buf[_start:_end]; _buf is ours or _scratch
+        self._start = 0
+        self._end = 0
         self._header: tuple[FrameType, int, int] | None = None  # (type, flags, value) awaiting body
         self._length = 0  # body length of that frame
+        self._body: bytearray | None = None  # that body, when it is read into directly
+        self._filled = 0  # bytes of _body that have arrived
+        self._previous = 0  # size of the last body if it was large and read directly, else 0
+
+    # -- bytes in --------------------------------------------------------------
+
+    def get_buffer(self) -> memoryview:
+        """Where to put the next bytes read (any number, up to its length)."""
+        if self._body is not None:
+            return memoryview(self._body)[self._filled:]
+        scratch = self._scratch
+        pending = self._end - self._start
+        if pending > len(scratch) // 2:
+            # Much fed and not parsed: grow our own buffer instead.
+            self.release()
+            del self._buf[self._end :]
+            del self._buf[: self._start]
+            self._start, self._end = 0, pending
+            self._buf += bytes(len(scratch))
+            return memoryview(self._buf)[pending:]
+        if self._buf is not scratch:
+            scratch[:pending] = self._buf[self._start : self._end]
+        elif self._start:
+            scratch[:pending] = scratch[self._start : self._end]
+        self._buf = scratch
+        self._start, self._end = 0, pending
+        stop = HEADER_SIZE if self._previous and self._header is None and pending < HEADER_SIZE \
+            else len(scratch)
+        return memoryview(scratch)[pending:stop]
+
+    def buffer_updated(self, count: int) -> None:
+        """``count`` bytes were put into the buffer ``get_buffer()`` returned."""
+        if self._body is not None:
+            self._filled += count
+        else:
+            self._end += count
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        if data:
-            self._chunks.append(memoryview(data).cast("B"))
-            self._size += len(data)
+        """Bytes already read elsewhere (copied: the caller may reuse ``data``)."""
+        view = memoryview(data).cast("B")
+        if self._body is not None:
+            n = min(len(self._body) - self._filled, len(view))
+            self._body[self._filled : self._filled + n] = view[:n]
+            self._filled += n
+            view = view[n:]
+        if view:
+            self.release()
+            del self._buf[self._end :]
+            del self._buf[: self._start]
+            self._end -= self._start
+            self._start = 0
+            self._buf += view
+            self._end += len(view)
+
+    def release(self) -> None:
+        """Stop using the shared scratch buffer: keep what is unparsed in our own."""
+        if self._buf is self._scratch or (self._start == self._end and self._buf):
+            self._buf = bytearray(self._buf[self._start : self._end])
+            self._start, self._end = 0, len(self._buf)
 
     @property
     def buffered(self) -> int:
-        """Bytes held: fed and not consumed."""
-        return self._size
+        """Bytes held: received and not yet returned in a frame."""
+        return self._end - self._start + (self._filled if self._body is not None else 0)
 
-    def _peek(self, count: int) -> bytes:
-        """The next ``count`` bytes (or fewer, if fewer are buffered), not consumed."""
-        out = bytearray()
-        for chunk in self._chunks:
-            out += chunk[: count - len(out)]
-            if len(out) >= count:
-                break
-        return bytes(out)
-
-    def _skip(self, count: int) -> None:
-        self._size -= count
-        chunks = self._chunks
-        while count:
-            first = chunks[0]
-            if len(first) <= count:
-                count -= len(first)
-                chunks.popleft()
-            else:
-                chunks[0] = first[count:]
-                count = 0
+    # -- frames out --------------------------------------------------------------
 
     def take_hello(self) -> Hello | None:
-        if self._size < HELLO_SIZE:
+        have = self._end - self._start
+        if have < HELLO_SIZE:
             # Reject junk early: whatever prefix we have must match the magic.
-            have = self._peek(len(MAGIC))
-            if have and not MAGIC.startswith(have):
+            prefix = bytes(self._buf[self._start : self._start + min(have, len(MAGIC))])
+            if not MAGIC.startswith(prefix):
                 raise ProtocolError("not a sockimux peer (bad magic)", CloseCode.NOT_SOCKIMUX)
+            self.release()
             return None
-        hello = decode_hello(self._peek(HELLO_SIZE))
-        self._skip(HELLO_SIZE)
+        hello = decode_hello(bytes(self._buf[self._start : self._start + HELLO_SIZE]))
+        self._start += HELLO_SIZE
         return hello
 
-    def next_frame(self) -> Frame | None:
-        if self._header is None:
-            if self._size < HEADER_SIZE:
+    def next_frame(self, accepts: frozenset[FrameType] | None = None, state: str = "") -> Frame | None:
+        """The next complete frame, or None (then the scratch buffer is free again).
+
+        A frame whose type is not in ``accepts`` (when given) is refused on
+        its header, as "not allowed in state ``state``"."""
+        body = self._body
+        if body is not None:
+            if self._filled < len(body):
                 return None
-            first = self._chunks[0]
-            raw = first[:HEADER_SIZE] if len(first) >= HEADER_SIZE else self._peek(HEADER_SIZE)
-            ftype, flags, _reserved, length, value = HEADER.unpack(raw)
+            self._body = None
+            self._previous = len(body) if len(body) >= EXACT_MIN else 0
+            return self._finish(body)
+        if self._header is None:
+            if self._end - self._start < HEADER_SIZE:
+                self.release()
+                return None
+            ftype, flags, _reserved, length, value = HEADER.unpack_from(self._buf, self._start)
             try:
                 kind = FrameType(ftype)
             except ValueError:
                 raise ProtocolError(f"unknown frame type {ftype}") from None
+            if accepts is not None and kind not in accepts:
+                raise ProtocolError(f"{kind.name} frame not allowed in state {state}")
             low, high = _BODY_LIMITS[kind]
             if not low <= length <= high:
                 raise ProtocolError(
                     f"{kind.name} frame with body length {length} (allowed {low}..{high})")
-            self._skip(HEADER_SIZE)
+            self._start += HEADER_SIZE
             if length == 0:
                 return Frame(kind, value, flags)
             self._length = length
             self._header = (kind, flags, value)
         length = self._length
-        if self._size < length:
-            return None  # nothing is set aside until the whole body is here
-        if len(self._chunks[0]) >= length:
-            return self._finish(self._take_view(length))
-        body = bytearray(length)
-        filled = 0
-        while filled < length:
-            first = self._chunks[0]
-            n = min(len(first), length - filled)
-            body[filled : filled + n] = first[:n]
-            filled += n
-            self._skip(n)
-        return self._finish(body)
+        have = self._end - self._start
+        if have >= length:
+            start = self._start
+            self._start = start + length
+            self._previous = 0
+            return self._finish(bytes(memoryview(self._buf)[start : start + length]))
+        if have * 8 >= length or length <= 2 * self._previous:
+            # Enough of the body (or, in a bulk transfer, its header) is here:
+            # the rest goes straight into its final place.
+            body = bytearray(length)
+            body[:have] = memoryview(self._buf)[self._start : self._end]
+            self._start = self._end
+            self._body = body
+            self._filled = have
+        self.release()
+        return None
 
-    def _take_view(self, length: int) -> memoryview:
-        view = self._chunks[0][:length]
-        self._skip(length)
-        return view
-
-    def _finish(self, body: bytes | bytearray | memoryview) -> Frame:
+    def _finish(self, body: bytes | bytearray) -> Frame:
         assert self._header is not None
         kind, flags, value = self._header
         self._header = None

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 from . import auth, frames
 from .errors import CloseCode, ProtocolError
-from .frames import Frame, FrameType, Hello
+from .frames import Frame, FrameReader, FrameType, Hello
 from .receiver import StreamReceiver
 from .sender import StreamSender
 from .subflow import ACCEPTS, Subflow, SubflowState
@@ -124,6 +124,8 @@ class Session:
         # the cost of an event independent of the number of subflows.
         self._ready: set[int] = set()
         self._ready_all = False
+        # Every subflow's reader reads small frames into this one buffer.
+        self._scratch = bytearray(frames.SCRATCH_SIZE)
 
     # -- subflows ------------------------------------------------------------
 
@@ -131,7 +133,8 @@ class Session:
         """A connection was made.  Returns its id; pull() yields our HELLO first."""
         sid = self._next_id
         self._next_id += 1
-        sub = Subflow(sid, opened_at=now, nonce=nonce, last_heard=now, last_sent=now)
+        sub = Subflow(sid, opened_at=now, nonce=nonce, last_heard=now, last_sent=now,
+                      reader=FrameReader(self._scratch))
         flags = frames.HELLO_AUTH if self.config.psk is not None else 0
         sub.hello = Hello(self.instance, nonce, flags)
         sub.out.append(frames.encode_hello(sub.hello))
@@ -146,29 +149,50 @@ class Session:
                          f"already {self.config.max_handshakes} connections in handshake", now)
         return sid
 
-    def receive(self, sid: int, data: bytes | bytearray | memoryview, now: float) -> None:
+    def receive_buffer(self, sid: int) -> memoryview:
+        """Where to read subflow ``sid``'s next bytes; report them with received()."""
+        sub = self.subflows.get(sid)
+        if sub is None:
+            return memoryview(self._scratch)  # a connection on its way out: discarded
+        return sub.reader.get_buffer()
+
+    def received(self, sid: int, count: int, now: float) -> None:
+        """``count`` bytes were read into the buffer receive_buffer(sid) returned."""
         sub = self.subflows.get(sid)
         if sub is None or sub.state is SubflowState.CLOSED:
             return
         sub.last_heard = now
         self._ready.add(sid)
-        # Bodies are kept as views of what is fed: it must not change later.
-        sub.reader.feed(data if isinstance(data, bytes) else bytes(data))
+        reader = sub.reader
+        reader.buffer_updated(count)
         try:
             if sub.state is SubflowState.HANDSHAKE:
-                hello = sub.reader.take_hello()
+                hello = reader.take_hello()
                 if hello is None:
                     return
                 self._on_hello(sub, hello, now)
             while sub.state is SubflowState.OPEN or sub.state is SubflowState.AUTH:
-                frame = sub.reader.next_frame()
+                frame = reader.next_frame(ACCEPTS[sub.state], sub.state.value)
                 if frame is None:
                     break
                 self._on_frame(sub, frame, now)
-            if sub.reader.buffered:
+            if reader.buffered:
                 sub.last_data_in = now  # part of a frame (a DATA body, on a slow path) arrived
         except ProtocolError as exc:
             self._refuse(sub, exc.code, str(exc), now)
+        finally:
+            reader.release()
+
+    def receive(self, sid: int, data: bytes | bytearray | memoryview, now: float) -> None:
+        """Bytes read from subflow ``sid`` (copied in, as a read would have put them)."""
+        view = memoryview(data).cast("B")
+        while view:
+            buf = self.receive_buffer(sid)
+            n = min(len(buf), len(view))
+            buf[:n] = view[:n]
+            del buf
+            view = view[n:]
+            self.received(sid, n, now)
 
     def subflow_lost(self, sid: int, now: float, reason: str = "connection closed") -> None:
         """The runtime saw the connection end (EOF or error)."""
@@ -409,9 +433,7 @@ class Session:
         self._log("info", f"subflow {sub.id} joined ({self._live_count()} open)")
 
     def _on_frame(self, sub: Subflow, frame: Frame, now: float) -> None:
-        ftype = frame.type
-        if ftype not in ACCEPTS[sub.state]:
-            raise ProtocolError(f"{ftype.name} frame not allowed in state {sub.state.value}")
+        ftype = frame.type  # the reader refused types this state does not take (ACCEPTS)
         if ftype is FrameType.DATA:
             sub.data_in += frames.HEADER_SIZE + len(frame.body)
             sub.last_data_in = now
@@ -419,11 +441,7 @@ class Session:
                 sub.unreported_since = now
             if sub.data_in - sub.data_in_reported >= self.config.ack_every:
                 sub.ack_due = True
-            body = frame.body
-            if isinstance(body, memoryview) and len(body.obj) > 4 * len(body):  # type: ignore[arg-type]
-                # A small view would keep a large read buffer alive while held.
-                body = bytes(body)
-            pieces = self.receiver.receive(frame.value, body)
+            pieces = self.receiver.receive(frame.value, frame.body)
             if pieces:
                 self._output.extend(pieces)
         elif ftype is FrameType.ACK:

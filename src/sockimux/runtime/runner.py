@@ -30,8 +30,9 @@ CLOSE_GRACE = 2.0  # seconds to let final frames drain before we exit
 HANGUP_GRACE = 5.0  # seconds a session may take to finish after SIGHUP
 
 
-class SubflowConnection(asyncio.Protocol):
-    """One accepted connection: forwards bytes and loss to the runner."""
+class SubflowConnection(asyncio.BufferedProtocol):
+    """One accepted connection: reads straight into the session's buffers and
+    forwards loss to the runner."""
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
@@ -47,9 +48,12 @@ class SubflowConnection(asyncio.Protocol):
             return
         self.sid = self.runner.subflow_opened(self)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.runner.session.receive_buffer(self.sid)
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self.sid:
-            self.runner.subflow_data(self.sid, data)
+            self.runner.subflow_data(self.sid, nbytes)
 
     def eof_received(self) -> bool:
         self.runner.subflow_lost(self.sid, "closed by the other end")
@@ -113,8 +117,8 @@ class Runner:
         self._kick()
         return sid
 
-    def subflow_data(self, sid: int, data: bytes) -> None:
-        self.session.receive(sid, data, self.loop.time())
+    def subflow_data(self, sid: int, count: int) -> None:
+        self.session.received(sid, count, self.loop.time())
         self._kick()
 
     def subflow_lost(self, sid: int, reason: str) -> None:
