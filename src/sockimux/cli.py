@@ -15,6 +15,7 @@ from . import __version__
 from .core.auth import MIN_KEY_SIZE
 from .core.errors import LocalError
 from .core.session import Outcome, Session, SessionConfig
+from .runtime import allocator
 from .runtime.listener import Listener
 from .runtime.runner import Runner
 
@@ -241,6 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         return EXIT_SOCKET
     in_fd, out_fd = _private_stdio()
+    allocator.tune()
     loop = _new_loop()
     runner: Runner | None = None
 

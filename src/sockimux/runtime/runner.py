@@ -19,7 +19,16 @@ from typing import Any, cast
 
 from ..core.session import CloseSubflow, Log, Outcome, Session
 from .listener import Listener
-from .stdio import InputReader, LoopInput, LoopOutput, OutputWriter, loop_capable, private_fd
+from .stdio import (
+    FileInput,
+    InputReader,
+    LoopInput,
+    LoopOutput,
+    OutputWriter,
+    loop_capable,
+    private_fd,
+    regular_file,
+)
 
 log = logging.getLogger("sockimux")
 PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
@@ -71,11 +80,13 @@ class Runner:
         self.listener = listener
         self.loop = asyncio.get_running_loop()
         self.connections: dict[int, SubflowConnection] = {}
-        self.reader: InputReader | LoopInput
+        self.reader: InputReader | LoopInput | FileInput
         self.writer: OutputWriter | LoopOutput
         if loop_capable(in_fd):
             in_fd = private_fd(in_fd, os.O_RDONLY)
             self.reader = LoopInput(self.loop, in_fd, self._stdin_data, self._stdin_eof)
+        elif regular_file(in_fd):
+            self.reader = FileInput(self.loop, in_fd, self._stdin_data, self._stdin_eof)
         else:
             self.reader = InputReader(self.loop, in_fd, self._stdin_data, self._stdin_eof)
         if loop_capable(out_fd):

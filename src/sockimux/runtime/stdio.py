@@ -1,9 +1,11 @@
 """STDIN and STDOUT, whatever they are (pipe, file, terminal, socket).
 
-Each gets a thread doing plain blocking I/O.  That works for every kind of
-file descriptor, including regular files and terminals that asyncio cannot
-watch, and it never sets O_NONBLOCK on a file description we share with
-other processes (the shell's terminal, a pipe another program holds).
+Pipes are driven by the event loop (LoopInput, LoopOutput) on file
+descriptions of our own, and a regular STDIN is read by the loop too
+(FileInput).  Everything else gets a thread doing plain blocking I/O
+(InputReader, OutputWriter): that works for every kind of file descriptor,
+including terminals that asyncio cannot watch, and never sets O_NONBLOCK on
+a file description shared with other processes (the shell's terminal).
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ import errno
 import os
 import stat
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 
 READ_SIZE = 256 * 1024
+FILE_READ_SIZE = 1024 * 1024  # reads of a regular file on the event loop
+SLOW_READ = 0.05  # seconds: a file read slower than this moves reads to a thread
 IOV_MAX = 1024
 
 
@@ -87,6 +92,63 @@ class InputReader:
             if len(data) < size:
                 with self._cond:
                     self._room += size - len(data)
+
+
+class FileInput:
+    """STDIN that is a regular file, read by the event loop itself.
+
+    A regular file never waits for a peer, only for storage, and from the
+    page cache a read is just a copy: on the loop it costs no thread hand-off
+    (four thousand per GiB, a fifth of the sending side's CPU).  Should the
+    storage prove slow (a read taking over SLOW_READ seconds), the reads move
+    to a thread for the rest of the file, so a slow disk cannot hold up the
+    subflows.  Same interface as InputReader.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
+                 on_data: Callable[[bytes], None], on_eof: Callable[[str | None], None]) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._on_data = on_data
+        self._on_eof = on_eof
+        self._room = 0
+        self._scheduled = False
+        self._ended = False
+        self.worker: InputReader | None = None  # set once reads moved to a thread
+
+    def start(self) -> None:
+        self.set_room(self._room)
+
+    def set_room(self, room: int) -> None:
+        if self.worker is not None:
+            self.worker.set_room(room)
+            return
+        self._room = room
+        if room > 0 and not self._scheduled and not self._ended:
+            self._scheduled = True
+            self._loop.call_soon(self._read)
+
+    def _read(self) -> None:
+        self._scheduled = False
+        if self._ended or self.worker is not None or self._room <= 0:
+            return
+        started = time.monotonic()
+        try:
+            data = os.read(self._fd, min(self._room, FILE_READ_SIZE))
+        except OSError as exc:
+            self._ended = True
+            self._on_eof(None if exc.errno in (errno.EIO, errno.EBADF) else exc.strerror)
+            return
+        if not data:
+            self._ended = True
+            self._on_eof(None)
+            return
+        self._room -= len(data)
+        if time.monotonic() - started > SLOW_READ:
+            # Delivered below before the thread reads on: the order holds.
+            self.worker = InputReader(self._loop, self._fd, self._on_data, self._on_eof)
+            self.worker.start()
+        self._on_data(data)  # the runner answers with set_room(), which reads on
 
 
 class OutputWriter:
@@ -172,6 +234,13 @@ def loop_capable(fd: int) -> bool:
     except OSError:
         return False
     return stat.S_ISFIFO(mode) and not os.isatty(fd)
+
+
+def regular_file(fd: int) -> bool:
+    try:
+        return stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        return False
 
 
 def private_fd(fd: int, flags: int) -> int:

@@ -1,0 +1,54 @@
+"""STDIN from a regular file, read by the event loop (FileInput), with real files."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from sockimux.runtime import stdio
+
+
+def read_through(path: Path, room: int) -> tuple[bytes, list[int], stdio.FileInput]:
+    """Read ``path`` with a FileInput that is given ``room`` bytes after each
+    delivery, as the runner does; returns the bytes, the delivery sizes and the reader."""
+
+    async def main() -> tuple[bytes, list[int], stdio.FileInput]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str | None] = loop.create_future()
+        got: list[bytes] = []
+        fd = os.open(path, os.O_RDONLY)
+
+        def on_data(data: bytes) -> None:
+            got.append(data)
+            reader.set_room(room)
+
+        reader = stdio.FileInput(loop, fd, on_data, lambda error: done.set_result(error))
+        reader.start()
+        reader.set_room(room)
+        assert await asyncio.wait_for(done, 10) is None
+        os.close(fd)
+        return b"".join(got), [len(b) for b in got], reader
+
+    return asyncio.run(main())
+
+
+def test_a_file_is_read_whole_within_the_room(tmp_path: Path) -> None:
+    payload = os.urandom(5 * stdio.FILE_READ_SIZE + 12345)
+    (tmp_path / "in").write_bytes(payload)
+    data, sizes, reader = read_through(tmp_path / "in", 300_000)
+    assert data == payload
+    assert max(sizes) <= 300_000
+    assert reader.worker is None  # tmpfs or page cache: never slow
+
+
+def test_slow_storage_moves_reads_to_a_thread_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stdio, "SLOW_READ", -1.0)  # every read counts as slow
+    payload = os.urandom(3 * stdio.READ_SIZE + 999)
+    (tmp_path / "in").write_bytes(payload)
+    data, sizes, reader = read_through(tmp_path / "in", 100_000)
+    assert data == payload
+    assert max(sizes) <= 100_000
+    assert reader.worker is not None
