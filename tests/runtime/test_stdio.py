@@ -44,7 +44,8 @@ def test_a_file_is_read_whole_within_the_room(tmp_path: Path) -> None:
     assert reader.worker is None  # tmpfs or page cache: never slow
 
 
-def test_slow_storage_moves_reads_to_a_thread_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_slow_storage_moves_reads_to_a_thread_in_order(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stdio, "SLOW_READ", -1.0)  # every read counts as slow
     payload = os.urandom(3 * stdio.READ_SIZE + 999)
     (tmp_path / "in").write_bytes(payload)

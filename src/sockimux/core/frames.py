@@ -196,12 +196,17 @@ class FrameReader:
             else len(scratch)
         return memoryview(scratch)[pending:stop]
 
-    def buffer_updated(self, count: int) -> None:
-        """``count`` bytes were put into the buffer ``get_buffer()`` returned."""
-        if self._body is not None:
+    def buffer_updated(self, count: int) -> bool:
+        """``count`` bytes were put into the buffer ``get_buffer()`` returned.
+
+        False if they all went into a body that is still incomplete: then no
+        frame can be ready, and parsing can wait for more."""
+        body = self._body
+        if body is not None:
             self._filled += count
-        else:
-            self._end += count
+            return self._filled >= len(body)
+        self._end += count
+        return True
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes already read elsewhere (copied: the caller may reuse ``data``)."""

@@ -156,20 +156,25 @@ class Session:
             return memoryview(self._scratch)  # a connection on its way out: discarded
         return sub.reader.get_buffer()
 
-    def received(self, sid: int, count: int, now: float) -> None:
-        """``count`` bytes were read into the buffer receive_buffer(sid) returned."""
+    def received(self, sid: int, count: int, now: float) -> bool:
+        """``count`` bytes were read into the buffer receive_buffer(sid) returned.
+
+        Returns False when nothing came of them yet (part of a large body
+        arrived): no need to pull or re-arm the timer then."""
         sub = self.subflows.get(sid)
         if sub is None or sub.state is SubflowState.CLOSED:
-            return
+            return False
         sub.last_heard = now
-        self._ready.add(sid)
         reader = sub.reader
-        reader.buffer_updated(count)
+        if not reader.buffer_updated(count):
+            sub.last_data_in = now  # part of a frame arrived
+            return False
+        self._ready.add(sid)
         try:
             if sub.state is SubflowState.HANDSHAKE:
                 hello = reader.take_hello()
                 if hello is None:
-                    return
+                    return True
                 self._on_hello(sub, hello, now)
             while sub.state is SubflowState.OPEN or sub.state is SubflowState.AUTH:
                 frame = reader.next_frame(ACCEPTS[sub.state], sub.state.value)
@@ -182,6 +187,7 @@ class Session:
             self._refuse(sub, exc.code, str(exc), now)
         finally:
             reader.release()
+        return True
 
     def receive(self, sid: int, data: bytes | bytearray | memoryview, now: float) -> None:
         """Bytes read from subflow ``sid`` (copied in, as a read would have put them)."""

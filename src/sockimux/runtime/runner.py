@@ -129,8 +129,8 @@ class Runner:
         return sid
 
     def subflow_data(self, sid: int, count: int) -> None:
-        self.session.received(sid, count, self.loop.time())
-        self._kick()
+        if self.session.received(sid, count, self.loop.time()):
+            self._kick()
 
     def subflow_lost(self, sid: int, reason: str) -> None:
         conn = self.connections.pop(sid, None)
