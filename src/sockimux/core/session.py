@@ -56,6 +56,7 @@ MIN_PIECE = 8 * 1024  # smallest DATA payload we cut for a subflow of unknown or
 class SessionConfig:
     window: int = 16 * 1024 * 1024  # receive window (credit) and send buffer, bytes
     chunk: int = 256 * 1024  # largest DATA payload we send
+    read_ahead: int = 1024 * 1024  # unsent STDIN bytes we hold at most
     stall_timeout: float = 2.5  # seconds without progress or keepalive before a subflow is dropped
     handshake_timeout: float = 10.0  # seconds for a new connection to send its hello
     ack_delay: float = 0.02  # longest we sit on received data before acknowledging it
@@ -104,7 +105,7 @@ class Session:
     def __init__(self, instance: bytes, now: float, config: SessionConfig | None = None) -> None:
         self.instance = instance
         self.config = config or SessionConfig()
-        self.sender = StreamSender(self.config.window)
+        self.sender = StreamSender(self.config.window, self.config.read_ahead)
         self.receiver = StreamReceiver(self.config.window)
         self.subflows: dict[int, Subflow] = {}
         self.peer_instance: bytes | None = None
@@ -258,12 +259,14 @@ class Session:
 
     # -- output to subflows -------------------------------------------------
 
-    def pull(self, sid: int, now: float) -> list[bytes | bytearray | memoryview]:
+    def pull(self, sid: int, now: float, limit: int | None = None) -> list[bytes | bytearray | memoryview]:
         """Buffers to write on subflow ``sid`` now (header and payload separate).
 
         Write all of them, in order.  The data part is bounded by the subflow's
-        in-flight allowance, so call again after the peer acknowledges (any
-        receive()) or after your transport drains."""
+        in-flight allowance and by ``limit`` (payload bytes; 0: control frames
+        only, for a transport that has enough queued), so call again
+        after the peer acknowledges (any receive()) or after your transport
+        drains."""
         sub = self.subflows.get(sid)
         if sub is None:
             return []
@@ -271,22 +274,24 @@ class Session:
         if sub.state is SubflowState.OPEN:
             if sub.ack_due:
                 out.append(self._ack(sub))
-            if self.outcome is None:
-                self._fill(sub, out, now)
+            if self.outcome is None and limit != 0:
+                self._fill(sub, out, now, limit)
         if out:
             sub.last_sent = now
         return out
 
-    def _fill(self, sub: Subflow, out: list[bytes | bytearray | memoryview], now: float) -> None:
+    def _fill(self, sub: Subflow, out: list[bytes | bytearray | memoryview], now: float,
+              limit: int | None) -> None:
         sender = self.sender
         cap = sub.path.cap()
         allowance = cap - sub.in_flight
+        budget = allowance if limit is None else limit  # payload bytes
         # Pieces of at most an eighth of the cap: on a slow subflow a whole
         # frame must arrive before it counts as progress (see the stall rule).
         size = MIN_PIECE if sub.path.rate <= 0 else max(MIN_PIECE, cap // 8)
         chunk = min(self.config.chunk, size)
-        while allowance > frames.HEADER_SIZE:
-            piece = sender.take(min(chunk, allowance - frames.HEADER_SIZE))
+        while allowance > frames.HEADER_SIZE and budget > 0:
+            piece = sender.take(min(chunk, allowance - frames.HEADER_SIZE, budget))
             if piece is None:
                 break
             offset, view = piece
@@ -298,6 +303,7 @@ class Session:
             sub.data_out += size
             sub.path.on_sent(sub.data_out, now)
             allowance -= size
+            budget -= len(view)
             end = offset + len(view)
             if sub.ranges and sub.ranges[-1][1] == offset:
                 sub.ranges[-1] = (sub.ranges[-1][0], end)
