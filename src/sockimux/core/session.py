@@ -125,6 +125,9 @@ class Session:
         # the cost of an event independent of the number of subflows.
         self._ready: set[int] = set()
         self._ready_all = False
+        # Open subflows whose last pull found no data to send while they had
+        # room, oldest first: new STDIN wakes only as many as it can feed.
+        self._hungry: dict[int, None] = {}
         # Every subflow's reader reads small frames into this one buffer.
         self._scratch = bytearray(frames.SCRATCH_SIZE)
 
@@ -216,7 +219,15 @@ class Session:
 
     def write_stdin(self, data: bytes, now: float) -> None:
         self.sender.push(data)
-        self._ready_all = True
+        want = len(data)
+        hungry = self._hungry
+        while hungry and want > 0:
+            sid = next(iter(hungry))
+            del hungry[sid]
+            sub = self.subflows.get(sid)
+            if sub is not None and sub.state is SubflowState.OPEN:
+                self._ready.add(sid)
+                want -= max(frames.HEADER_SIZE + 1, sub.path.cap() - sub.in_flight)
 
     def stdin_eof(self, now: float) -> None:
         self.sender.close()
@@ -290,9 +301,11 @@ class Session:
         # frame must arrive before it counts as progress (see the stall rule).
         size = MIN_PIECE if sub.path.rate <= 0 else max(MIN_PIECE, cap // 8)
         chunk = min(self.config.chunk, size)
+        self._hungry.pop(sub.id, None)
         while allowance > frames.HEADER_SIZE and budget > 0:
             piece = sender.take(min(chunk, allowance - frames.HEADER_SIZE, budget))
             if piece is None:
+                self._hungry[sub.id] = None  # room, but nothing to send
                 break
             offset, view = piece
             size = frames.HEADER_SIZE + len(view)
@@ -557,6 +570,7 @@ class Session:
         was_open = sub.state is SubflowState.OPEN
         sub.state = SubflowState.CLOSED
         del self.subflows[sub.id]
+        self._hungry.pop(sub.id, None)
         resend = 0
         for start, end in sub.ranges:
             before = self.sender.resent_bytes
