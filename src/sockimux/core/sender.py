@@ -142,6 +142,13 @@ class StreamSender:
         self.next_new = start + len(piece)
         return start, piece
 
+    def peek(self, start: int, stop: int) -> tuple[int, memoryview]:
+        """Retained bytes from ``start`` (not yet acknowledged), up to ``stop``
+        or the end of the chunk holding them, without taking them."""
+        if not (self.acked <= start < self.next_new and start < stop):
+            raise ValueError(f"no retained bytes at {start}")
+        return start, self._slice(start, min(stop, self.next_new))
+
     def _slice(self, start: int, stop: int) -> memoryview:
         """Retained bytes from start, up to stop, within one chunk (no copy)."""
         i = bisect.bisect_right(self._starts, start) - 1

@@ -66,6 +66,7 @@ class SessionConfig:
     alone_warning: float = 10.0  # seconds between "no subflow" warnings
     max_handshakes: int = 256  # connections still in HANDSHAKE or AUTH at once
     psk: bytes | None = field(default=None, repr=False)  # shared key: subflows must prove it
+    head_resend: bool = True  # an idle subflow re-sends the bytes a much slower one holds up
 
     @property
     def keepalive(self) -> float:
@@ -128,6 +129,8 @@ class Session:
         # Open subflows whose last pull found no data to send while they had
         # room, oldest first: new STDIN wakes only as many as it can feed.
         self._hungry: dict[int, None] = {}
+        self._head_resent_to = 0  # stream offsets below this were re-sent as head of line once
+        self.head_resent = 0  # bytes re-sent that way (statistics)
         # Every subflow's reader reads small frames into this one buffer.
         self._scratch = bytearray(frames.SCRATCH_SIZE)
 
@@ -306,7 +309,10 @@ class Session:
             piece = sender.take(min(chunk, allowance - frames.HEADER_SIZE, budget))
             if piece is None:
                 self._hungry[sub.id] = None  # room, but nothing to send
-                break
+                if self.config.head_resend:
+                    piece = self._head_of_line(sub, min(chunk, allowance - frames.HEADER_SIZE, budget))
+                if piece is None:
+                    break
             offset, view = piece
             size = frames.HEADER_SIZE + len(view)
             if sub.in_flight == 0:
@@ -326,6 +332,42 @@ class Session:
             out.append(frames.encode_control(FrameType.FIN, sender.end))
             sender.fin_in_flight = True
             sub.carries_fin = True
+
+    def _head_of_line(self, sub: Subflow, max_len: int) -> tuple[int, memoryview] | None:
+        """The first unacknowledged bytes, to send again on ``sub``, if a much
+        slower subflow holds them and ``sub`` has nothing else to send.
+
+        The peer writes the stream in order, so the bytes at its head gate
+        everything behind them: held on a slow subflow, they keep its window
+        full and the fast subflows idle.  A copy on an idle subflow that would
+        deliver it in less than half the time unblocks the peer (which drops
+        whichever copy comes second).  Each byte is re-sent this way once."""
+        sender = self.sender
+        head = max(sender.acked, self._head_resent_to)
+        if head >= sender.next_new or max_len <= 0 or sub.path.rate <= 0:
+            return None
+        for other in self.subflows.values():
+            if other is sub or other.state is not SubflowState.OPEN:
+                continue
+            for start, end in other.ranges:
+                if start <= head < end:
+                    break
+            else:
+                continue
+            # Only for a subflow at least twice as slow as this one, that will
+            # take over twice as long to deliver what it holds as this one the
+            # copy (equal subflows never copy: each holds the head in turn).
+            if other.path.rate * 2 > sub.path.rate:
+                return None
+            mine = (sub.in_flight + max_len) / sub.path.rate
+            theirs = other.in_flight / other.path.rate if other.path.rate > 0 else float("inf")
+            if theirs <= 2 * mine:
+                return None
+            piece = sender.peek(head, min(end, head + max_len))
+            self._head_resent_to = head + len(piece[1])
+            self.head_resent += len(piece[1])
+            return piece
+        return None
 
     def take_ready(self) -> list[int]:
         """Subflows to pull() now: those that may have something to write."""
