@@ -23,11 +23,8 @@ from .errors import ProtocolError
 
 
 class StreamSender:
-    def __init__(self, buffer_limit: int, read_ahead: int | None = None) -> None:
+    def __init__(self, buffer_limit: int) -> None:
         self.buffer_limit = buffer_limit
-        # Unsent bytes we take from STDIN at most: reading further ahead than
-        # the subflows can take only pushes the data out of the CPU caches.
-        self.read_ahead = buffer_limit if read_ahead is None else read_ahead
         self.acked = 0  # the peer has written [0, acked)
         self.end = 0  # bytes taken from STDIN
         self.next_new = 0  # [0, next_new) has been sent at least once
@@ -48,8 +45,7 @@ class StreamSender:
         """How many more bytes from STDIN we are willing to retain now."""
         if self.eof:
             return 0
-        return max(0, min(self.buffer_limit - (self.end - self.acked),
-                          self.read_ahead - (self.end - self.next_new)))
+        return max(0, self.buffer_limit - (self.end - self.acked))
 
     def push(self, data: bytes) -> None:
         if self.eof:

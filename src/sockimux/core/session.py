@@ -56,7 +56,6 @@ MIN_PIECE = 8 * 1024  # smallest DATA payload we cut for a subflow of unknown or
 class SessionConfig:
     window: int = 16 * 1024 * 1024  # receive window (credit) and send buffer, bytes
     chunk: int = 256 * 1024  # largest DATA payload we send
-    read_ahead: int = 1024 * 1024  # unsent STDIN bytes we hold at most
     stall_timeout: float = 2.5  # seconds without progress or keepalive before a subflow is dropped
     handshake_timeout: float = 10.0  # seconds for a new connection to send its hello
     ack_delay: float = 0.02  # longest we sit on received data before acknowledging it
@@ -106,7 +105,7 @@ class Session:
     def __init__(self, instance: bytes, now: float, config: SessionConfig | None = None) -> None:
         self.instance = instance
         self.config = config or SessionConfig()
-        self.sender = StreamSender(self.config.window, self.config.read_ahead)
+        self.sender = StreamSender(self.config.window)
         self.receiver = StreamReceiver(self.config.window)
         self.subflows: dict[int, Subflow] = {}
         self.peer_instance: bytes | None = None
