@@ -55,7 +55,7 @@ MIN_PIECE = 8 * 1024  # smallest DATA payload we cut for a subflow of unknown or
 @dataclass(frozen=True)
 class SessionConfig:
     window: int = 16 * 1024 * 1024  # receive window (credit) and send buffer, bytes
-    chunk: int = 256 * 1024  # largest DATA payload we send
+    chunk: int = 512 * 1024  # largest DATA payload we send
     stall_timeout: float = 2.5  # seconds without progress or keepalive before a subflow is dropped
     handshake_timeout: float = 10.0  # seconds for a new connection to send its hello
     ack_delay: float = 0.02  # longest we sit on received data before acknowledging it

@@ -36,12 +36,11 @@ PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
 # Data is handed to a subflow only while its transport holds less than
-# WRITE_HIGH bytes, at most PULL_LIMIT at a time: what the kernel cannot take
-# yet stays with the session, free to go to whichever subflow drains first,
-# and the bytes on their way stay few enough to remain in the CPU caches.
+# WRITE_HIGH bytes, one full-size DATA frame at a time: what the kernel
+# cannot take yet stays with the session, free to go to whichever subflow
+# drains first.
 WRITE_HIGH = 128 * 1024
 WRITE_LOW = 32 * 1024
-PULL_LIMIT = 256 * 1024  # payload bytes: one full-size DATA frame
 CLOSE_GRACE = 2.0  # seconds to let final frames drain before we exit
 HANGUP_GRACE = 5.0  # seconds a session may take to finish after SIGHUP
 
@@ -219,6 +218,7 @@ class Runner:
         self._flush_scheduled = False
         session = self.session
         now = self.loop.time()
+        limit = session.config.chunk
         ready = session.take_ready()
         if self._writable:
             ready = [*self._writable.difference(ready), *ready]
@@ -228,7 +228,7 @@ class Runner:
             if conn is None or conn.transport is None:
                 continue
             while True:
-                buffers = session.pull(sid, now, 0 if conn.full else PULL_LIMIT)
+                buffers = session.pull(sid, now, 0 if conn.full else limit)
                 if not buffers:
                     break
                 conn.transport.writelines(buffers)  # may pause_writing(): conn.full

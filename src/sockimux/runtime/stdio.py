@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 
 READ_SIZE = 256 * 1024
-FILE_READ_SIZE = 1024 * 1024  # reads of a regular file on the event loop (4 full DATA frames)
+FILE_READ_SIZE = 1024 * 1024  # reads of a regular file on the event loop (2 full DATA frames)
 SLOW_READ = 0.05  # seconds: a file read slower than this moves reads to a thread
 IOV_MAX = 1024
 
