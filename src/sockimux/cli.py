@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("socket", metavar="SOCKET", help="path of the UNIX socket to listen on")
     p.add_argument("-v", "--verbose", action="count", default=0,
-                   help="log more on stderr (-v: subflows joining and leaving; -vv: debug)")
+                   help="log more on stderr (-v: subflows joining and leaving, and a summary "
+                        "at the end; -vv: debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="log only errors")
     p.add_argument("--version", action="version", version=f"sockimux {__version__}")
     t = p.add_argument_group("reliability and flow control")

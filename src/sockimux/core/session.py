@@ -643,6 +643,11 @@ class Session:
             self.outcome = outcome
             self.outcome_reason = reason
             self._log("debug" if outcome is Outcome.DONE else "warning", f"session over: {reason}")
+            tx = self.sender
+            self._log("info", f"sent {tx.acked} bytes acknowledged of {tx.end} (re-sent {tx.resent_bytes} "
+                              f"for lost subflows, {self.head_resent} as head-of-line copies), "
+                              f"received {self.receiver.written} written; subflows joined: "
+                              f"{self.subflows_joined}")
 
     def _log(self, level: str, message: str) -> None:
         self._events.append(Log(level, message))
