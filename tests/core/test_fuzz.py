@@ -5,8 +5,9 @@ Two targets:
 * ``FrameReader`` fed arbitrary bytes, split arbitrarily: only ProtocolError
   may escape; split or whole, it returns the same frames and error, and the
   same as a model of the wire format (``model_parse``); after each feed what
-  stays is at most one incomplete frame, and what it holds is bounded by what
-  was fed (a hostile length field must not make it allocate).
+  stays is at most one incomplete frame, and what it holds beyond its scratch
+  buffer is at most eight times what was fed (a hostile length field must
+  not make it allocate; a body is set aside once an eighth of it is in).
 * a ``Session`` (A) that is already talking to a real peer Session (B) over an
   in-memory link (``Pair``, fake time), and receives further, hostile
   subflows: raw junk, or a valid HELLO carrying B's instance id (so it passes
