@@ -227,8 +227,12 @@ class FrameReader:
 
     def release(self) -> None:
         """Stop using the shared scratch buffer: keep what is unparsed in our own."""
-        if self._buf is self._scratch or (self._start == self._end and self._buf):
-            self._buf = bytearray(self._buf[self._start : self._end])
+        if self._start == self._end:
+            if self._buf:  # the scratch buffer, or ours with everything parsed
+                self._buf = bytearray()
+                self._start = self._end = 0
+        elif self._buf is self._scratch:
+            self._buf = self._scratch[self._start : self._end]  # a copy of the few bytes left
             self._start, self._end = 0, len(self._buf)
 
     @property

@@ -130,6 +130,7 @@ class Session:
         self._hungry: dict[int, None] = {}
         self._head_resent_to = 0  # stream offsets below this were re-sent as head of line once
         self.head_resent = 0  # bytes re-sent that way (statistics)
+        self._carrier_of: tuple[int, int, int] | None = None  # (offset, subflow, range end)
         # Every subflow's reader reads small frames into this one buffer.
         self._scratch = bytearray(frames.SCRATCH_SIZE)
 
@@ -345,27 +346,40 @@ class Session:
         head = max(sender.acked, self._head_resent_to)
         if head >= sender.next_new or max_len <= 0 or sub.path.rate <= 0:
             return None
-        for other in self.subflows.values():
-            if other is sub or other.state is not SubflowState.OPEN:
-                continue
-            for start, end in other.ranges:
-                if start <= head < end:
-                    break
-            else:
-                continue
-            # Only for a subflow at least twice as slow as this one, that will
-            # take over twice as long to deliver what it holds as this one the
-            # copy (equal subflows never copy: each holds the head in turn).
-            if other.path.rate * 2 > sub.path.rate:
-                return None
-            mine = (sub.in_flight + max_len) / sub.path.rate
-            theirs = other.in_flight / other.path.rate if other.path.rate > 0 else float("inf")
-            if theirs <= 2 * mine:
-                return None
-            piece = sender.peek(head, min(end, head + max_len))
-            self._head_resent_to = head + len(piece[1])
-            self.head_resent += len(piece[1])
-            return piece
+        carrier = self._carrier(head)
+        if carrier is None:
+            return None
+        other, end = carrier
+        # Only for a subflow at least twice as slow as this one, that will
+        # take over twice as long to deliver what it holds as this one the
+        # copy (equal subflows never copy: each holds the head in turn).
+        if other is sub or other.path.rate * 2 > sub.path.rate:
+            return None
+        mine = (sub.in_flight + max_len) / sub.path.rate
+        theirs = other.in_flight / other.path.rate if other.path.rate > 0 else float("inf")
+        if theirs <= 2 * mine:
+            return None
+        piece = sender.peek(head, min(end, head + max_len))
+        self._head_resent_to = head + len(piece[1])
+        self.head_resent += len(piece[1])
+        return piece
+
+    def _carrier(self, offset: int) -> tuple[Subflow, int] | None:
+        """The open subflow whose recorded ranges hold ``offset``, and that
+        range's end.  Remembered per offset: hungry subflows ask for the same
+        head again and again until it is acknowledged."""
+        cached = self._carrier_of
+        if cached is not None and cached[0] == offset:
+            sub = self.subflows.get(cached[1])
+            if sub is not None and sub.state is SubflowState.OPEN:
+                return sub, cached[2]
+        self._carrier_of = None
+        for sub in self.subflows.values():
+            if sub.state is SubflowState.OPEN:
+                for start, end in sub.ranges:
+                    if start <= offset < end:
+                        self._carrier_of = (offset, sub.id, end)
+                        return sub, end
         return None
 
     def take_ready(self) -> list[int]:
