@@ -11,7 +11,9 @@ deadline, a slow consumer's next write, a scripted action).
 * A :class:`Pair` is one subflow: two ends, each on an :class:`Endpoint`,
   joined by two pipes.
 * An :class:`Endpoint` plays the runtime for one Session: it feeds STDIN in
-  chunks while ``stdin_room`` allows, pulls every subflow, writes the output
+  chunks while ``stdin_room`` allows, reads each subflow's bytes into the
+  session's buffers (or, with ``direct``, moves a diverted DATA body
+  straight to its output, as the runner does with splice), pulls every subflow, writes the output
   (at once, or as a slow consumer), closes it once the stream is complete,
   calls ``handle_timer`` when the deadline has come, and acts on the events
   (``CloseSubflow`` closes that end; the far end learns it from the pipe's
@@ -154,8 +156,12 @@ class Endpoint:
     """The runtime's role for one Session: STDIN, STDOUT, pulls, timers, events."""
 
     def __init__(self, name: str, session: Session, data: bytes = b"", *, eof: bool = True,
-                 stdin_chunk: int = 65536, consumer: tuple[float, int] | None = None) -> None:
+                 stdin_chunk: int = 65536, consumer: tuple[float, int] | None = None,
+                 direct: bool = False) -> None:
         self.name = name
+        self.direct = direct  # move DATA bodies straight to the output when the session lets us
+        self.direct_bytes = 0
+        self.direct_given_up = 0
         self.session = session
         self.data = data
         self.fed = 0
@@ -185,6 +191,55 @@ class Endpoint:
 
     def close_codes(self) -> list[CloseCode]:
         return [ev.code for _, ev in self.closes]
+
+    def deliver(self, sid: int, piece: bytes | memoryview, now: float) -> None:
+        """Bytes arrived on subflow ``sid``: read them as the runner does, into
+        the session's buffers, or (direct) a diverted body straight to the
+        output, which must then have nothing else waiting to be written."""
+        s = self.session
+        if not self.direct:
+            s.receive(sid, piece, now)
+            return
+        view = memoryview(piece)
+        while view:
+            sub = s.subflows.get(sid)
+            diverted = sub is not None and sub.reader.diverted > 0
+            room = s.direct_room(sid)
+            if diverted and not room:
+                self.direct_given_up += 1  # the session took the body back
+            if room and self.unwritten:
+                s.undivert(sid)  # as when the pipe is full
+                room = 0
+            if room:
+                n = min(room, len(view))
+                self.output += view[:n]
+                self.direct_bytes += n
+                s.moved_direct(sid, n, now)
+            else:
+                buf = s.receive_buffer(sid)
+                n = min(len(buf), len(view))
+                buf[:n] = view[:n]
+                del buf
+                if s.received(sid, n, now) and s.divert(sid):
+                    self.take_output(now)
+            view = view[n:]
+
+    def take_output(self, now: float) -> bool:
+        """Take the session's output and write it (at once, or queued for the
+        slow consumer); whether there was any."""
+        s = self.session
+        output = s.take_output()
+        for buf in output:
+            self.unwritten.append(bytes(buf))
+            self.unwritten_bytes += len(buf)
+        if self.unwritten and self.consumer is None:
+            n = self.unwritten_bytes
+            while self.unwritten:
+                self.output += self.unwritten.popleft()
+            self.unwritten_bytes = 0
+            s.output_written(n, now)
+            return True
+        return bool(output)
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.name} outcome={self.session.outcome} fed={self.fed} out={len(self.output)}>"
@@ -228,13 +283,13 @@ class Link:
                 b_config: SessionConfig | None = None, subflows: int = 1, seed: int = 0,
                 consumer: tuple[float, int] | None = None, stdin_chunk: int = 65536,
                 latency: tuple[float, float] = (0.001, 0.05), rate: tuple[float, float] = (2e6, 50e6),
-                max_piece: int = 65536) -> Link:
+                max_piece: int = 65536, direct: bool = False) -> Link:
         """Sessions A and B (B's config defaults to A's), with `subflows` pairs joined at time 0."""
         rng = random.Random(seed ^ 0x5EED)
         a = Endpoint("A", Session(rng.randbytes(16), 0.0, config), a_data, consumer=consumer,
-                     stdin_chunk=stdin_chunk)
+                     stdin_chunk=stdin_chunk, direct=direct)
         b = Endpoint("B", Session(rng.randbytes(16), 0.0, b_config or config), b_data, consumer=consumer,
-                     stdin_chunk=stdin_chunk)
+                     stdin_chunk=stdin_chunk, direct=direct)
         link = cls(a, b, seed=seed, latency=latency, rate=rate, max_piece=max_piece)
         for _ in range(subflows):
             link.join()
@@ -369,7 +424,7 @@ class Link:
                     if piece is EOF:
                         self._lose(reader, "closed by the other end")
                     else:
-                        reader.ep.session.receive(reader.sid, piece, now)
+                        reader.ep.deliver(reader.sid, piece, now)
         for ep in self.endpoints:
             if ep.gone:
                 continue
@@ -457,22 +512,11 @@ class Link:
             if self.calm_at_end:
                 self._calm_down()
             return True
-        output = s.take_output()
-        if output:
-            for buf in output:
-                ep.unwritten.append(bytes(buf))
-                ep.unwritten_bytes += len(buf)
+        if ep.take_output(now):
             active = True
-        if ep.unwritten:
-            if ep.consumer is None:
-                n = ep.unwritten_bytes
-                while ep.unwritten:
-                    ep.output += ep.unwritten.popleft()
-                ep.unwritten_bytes = 0
-                s.output_written(n, now)
-                active = True
-            elif ep.next_write_at is None:
-                ep.next_write_at = now + ep.consumer[0]
+        if ep.unwritten and ep.next_write_at is None:
+            assert ep.consumer is not None
+            ep.next_write_at = now + ep.consumer[0]
         if s.output_eof and not ep.unwritten and not ep.output_closed:
             ep.output_closed = True
             s.output_closed(now)

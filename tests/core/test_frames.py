@@ -239,6 +239,58 @@ def test_a_body_is_set_aside_only_once_an_eighth_of_it_is_in() -> None:
     assert len(reader.get_buffer()) == size - size // 8  # the rest goes into the body
 
 
+def test_a_diverted_body_is_left_to_the_caller_and_its_rest_can_come_back() -> None:
+    """divert(): the caller moves the body's bytes itself (skipped(n)); after
+    undivert() what is left is read as a frame of its own, marked continued,
+    and the frames after it parse as usual."""
+    size = 100_000
+    body = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    stream = F.data_header(7000, size) + body + F.encode_control(FrameType.PING, 5)
+    reader = FrameReader()
+    reader.feed(stream[: F.HEADER_SIZE])
+    assert reader.next_frame() is None
+    assert reader.pending_body() == (7000, size)
+    reader.divert()
+    assert reader.pending_body() is None
+    assert reader.diverted == size and reader.diverted_offset == 7000
+    reader.skipped(30_000)  # moved elsewhere by the caller
+    assert reader.diverted == size - 30_000 and reader.diverted_offset == 37_000
+    with pytest.raises(RuntimeError):
+        reader.skipped(size)
+    reader.undivert()
+    assert reader.diverted == 0
+    reader.feed(stream[F.HEADER_SIZE + 30_000 :])
+    rest = reader.next_frame()
+    assert rest == F.Frame(FrameType.DATA, 37_000, 0, body[30_000:], continued=True)
+    assert reader.next_frame() == F.Frame(FrameType.PING, 5)
+    assert reader.next_frame() is None and reader.buffered == 0
+
+
+def test_a_body_diverted_to_its_end_leaves_the_reader_at_the_next_header() -> None:
+    reader = FrameReader()
+    reader.feed(F.data_header(0, 50_000))
+    assert reader.next_frame() is None
+    reader.divert()
+    reader.skipped(50_000)
+    assert reader.diverted == 0 and reader.pending_body() is None
+    assert len(reader.get_buffer()) == F.HEADER_SIZE  # after a large body: its header alone
+    reader.feed(F.data_header(50_000, 10) + b"0123456789")
+    assert reader.next_frame() == F.Frame(FrameType.DATA, 50_000, 0, b"0123456789")
+
+
+def test_only_a_data_body_none_of_which_is_here_can_be_diverted() -> None:
+    reader = FrameReader()
+    reader.feed(F.data_header(0, 50_000) + b"x")
+    assert reader.next_frame() is None
+    assert reader.pending_body() is None  # one byte of it is here
+    with pytest.raises(RuntimeError):
+        reader.divert()
+    reader = FrameReader()
+    reader.feed(F.encode_reason(FrameType.ABORT, 1, "bye")[: F.HEADER_SIZE])
+    assert reader.next_frame() is None
+    assert reader.pending_body() is None
+
+
 # -- rejected before the body -----------------------------------------------------------
 
 

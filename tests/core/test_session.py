@@ -504,11 +504,15 @@ class Scenario:
     chunk: int
     consumer: tuple[float, int] | None  # slow STDOUT: (period, bytes per period)
     seed: int  # payloads, pipe rates and latencies, piece sizes
+    direct: bool = False  # bodies that continue the stream go straight to the output
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, small_window: bool) -> Scenario:
-    size = st.one_of(st.just(0), st.integers(1, 2000), st.integers(100 * KB, 400 * KB))
+def scenarios(draw: st.DrawFn, small_window: bool, direct: bool | None = None) -> Scenario:
+    if direct:  # bulk, for bodies that may be moved straight to the output
+        size = st.integers(300 * KB, 1200 * KB)
+    else:
+        size = st.one_of(st.just(0), st.integers(1, 2000), st.integers(100 * KB, 400 * KB))
     return Scenario(
         a_size=draw(size, label="a_size"),
         b_size=draw(size, label="b_size"),
@@ -517,16 +521,18 @@ def scenarios(draw: st.DrawFn, small_window: bool) -> Scenario:
                              min_size=1, max_size=10), label="events"),
         window=64 * KB if small_window else SessionConfig().window,
         chunk=draw(st.sampled_from([4 * KB, 64 * KB, 256 * KB]), label="chunk"),
-        consumer=draw(st.sampled_from([None, None, (0.01, 20 * KB), (0.002, 1 * KB)]) if small_window
-                      else st.just(None), label="consumer"),
+        consumer=draw(st.sampled_from([None, None, (0.01, 20 * KB), (0.002, 1 * KB)])
+                      if small_window or direct else st.just(None), label="consumer"),
         seed=draw(st.integers(0, 2**32 - 1), label="seed"),
+        direct=draw(st.booleans(), label="direct") if direct is None else direct,
     )
 
 
 def run_scenario(sc: Scenario) -> Link:
     cfg = SessionConfig(window=sc.window, chunk=sc.chunk)
     link = Link.between(payload(sc.a_size, sc.seed), payload(sc.b_size, sc.seed + 1), subflows=sc.subflows,
-                        config=cfg, seed=sc.seed, rate=(5e4, 1e6), consumer=sc.consumer)
+                        config=cfg, seed=sc.seed, rate=(5e4, 1e6), consumer=sc.consumer,
+                        direct=sc.direct)
     Schedule(sorted(sc.events)).install(link)
     link.keep_alive_after = 3.0  # after the schedule: always (eventually) a healthy subflow
     link.run(until=900.0)
@@ -544,6 +550,10 @@ def check_scenario(link: Link) -> None:
                       ("resumed after no subflow", "without any; resuming")]:
         if any(key in m for m in logs):
             event(what)
+    if link.a.direct_bytes + link.b.direct_bytes:
+        event("bytes moved straight to the output")
+    if link.a.direct_given_up + link.b.direct_given_up:
+        event("a body moving straight to the output taken back")
     if max(link.max_held.values(), default=0) > link.a.session.config.window // 2:
         event("receiver held over half its window")
 
@@ -557,6 +567,16 @@ def test_random_schedules(sc: Scenario) -> None:
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios(small_window=True))
 def test_random_schedules_small_window(sc: Scenario) -> None:
+    check_scenario(run_scenario(sc))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(small_window=False, direct=True))
+def test_random_schedules_moving_bodies_straight_to_the_output(sc: Scenario) -> None:
+    """As the runner does when STDOUT is a pipe: a DATA body that continues
+    the stream is spliced from its subflow to STDOUT.  Subflows joining,
+    dying and freezing, bodies re-sent elsewhere and head-of-line copies
+    arriving first must not lose, repeat or reorder a byte."""
     check_scenario(run_scenario(sc))
 
 
@@ -757,6 +777,41 @@ def test_busy_slow_subflow_is_kept_while_bytes_arrive() -> None:
 
 
 # -- head-of-line re-send ------------------------------------------------------------
+
+
+def test_bodies_moved_straight_to_the_output_in_a_bulk_transfer() -> None:
+    """With one subflow every DATA body continues the stream: each that
+    follows a large one (the reader then reads its header alone) goes
+    straight to the output, in both directions at once; the peer's count of
+    what the subflow carried still matches to the byte (a mismatch is a
+    protocol error, refused and caught by check_clean)."""
+    link = finish(Link.between(payload(6 * 1024 * KB, 1), payload(1024 * KB, 2), subflows=1, seed=5,
+                               direct=True))
+    assert link.b.direct_bytes > 0.3 * len(link.a.data)
+    assert link.a.direct_bytes > 0
+    link = finish(Link.between(payload(6 * 1024 * KB, 1), b"", subflows=1, seed=5))
+    assert link.b.direct_bytes == 0
+
+
+def test_a_body_moving_straight_to_the_output_is_taken_back_when_overtaken() -> None:
+    """A slow subflow pauses in the middle of a body being moved straight to
+    the output; a fast one joins and, once idle, re-sends the head of the
+    stream (the head-of-line copy), so the stream moves past that body: when
+    the slow subflow resumes, the rest of its body is a duplicate and must
+    be read and dropped, not moved."""
+    link = Link.between(payload(8 * 1024 * KB, 1), b"", subflows=0, seed=0, direct=True,
+                        config=SessionConfig(window=1024 * KB), max_piece=16 * KB)
+    slow = link.join(latency=0.005, rate=2e6)
+    assert slow is not None
+    reader = link.b.session.subflows[slow.y.sid].reader
+    assert link.run(until=10.0, stop=lambda: link.b.direct_bytes > 0 and reader.diverted > 0)
+    link.freeze(slow)
+    link.join(latency=0.005, rate=40e6)
+    link.at(link.now + 0.5, lambda: link.thaw(slow))
+    finish(link)
+    assert link.a.session.head_resent > 0
+    assert link.b.direct_given_up > 0
+    assert link.b.session.receiver.duplicate_bytes > 0
 
 
 def head_of_line_run(head_resend: bool, slow_rate: float) -> Link:

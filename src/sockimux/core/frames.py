@@ -78,6 +78,7 @@ class Frame:
     value: int
     flags: int = 0
     body: bytes | bytearray | memoryview = b""
+    continued: bool = False  # the rest of a DATA body whose header came with an earlier piece
 
 
 def encode_hello(hello: Hello) -> bytes:
@@ -157,7 +158,7 @@ class FrameReader:
     """
 
     __slots__ = ("_scratch", "_buf", "_start", "_end", "_header", "_length", "_body",
-                 "_filled", "_previous")
+                 "_filled", "_previous", "_exact", "_diverted", "_continued")
 
     def __init__(self, scratch: bytearray | None = None) -> None:
         self._scratch = scratch if scratch is not None else bytearray(SCRATCH_SIZE)
@@ -169,11 +170,15 @@ class FrameReader:
         self._body: bytearray | None = None  # that body, when it is read into directly
         self._filled = 0  # bytes of _body that have arrived
         self._previous = 0  # size of the last body if it was large and read directly, else 0
+        self._exact = False  # none of the body is here yet; get_buffer() allocates it whole
+        self._diverted = False  # the body's bytes are the caller's to move (divert())
+        self._continued = False  # the frame awaiting its body had its header counted earlier
 
     # -- bytes in --------------------------------------------------------------
 
     def get_buffer(self) -> memoryview:
         """Where to put the next bytes read (any number, up to its length)."""
+        self._settle()
         if self._body is not None:
             return memoryview(self._body)[self._filled:]
         scratch = self._scratch
@@ -192,8 +197,13 @@ class FrameReader:
             scratch[:pending] = scratch[self._start : self._end]
         self._buf = scratch
         self._start, self._end = 0, pending
-        stop = HEADER_SIZE if self._previous and self._header is None and pending < HEADER_SIZE \
-            else len(scratch)
+        stop = len(scratch)
+        if self._previous:
+            # In a bulk transfer: read up to the end of the next DATA header,
+            # so that none of its body lands here.
+            want = HEADER_SIZE if self._header is None else self._length + HEADER_SIZE
+            if pending < want:
+                stop = want
         return memoryview(scratch)[pending:stop]
 
     def buffer_updated(self, count: int) -> bool:
@@ -211,6 +221,7 @@ class FrameReader:
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes already read elsewhere (copied: the caller may reuse ``data``)."""
         view = memoryview(data).cast("B")
+        self._settle()
         if self._body is not None:
             n = min(len(self._body) - self._filled, len(view))
             self._body[self._filled : self._filled + n] = view[:n]
@@ -224,6 +235,16 @@ class FrameReader:
             self._start = 0
             self._buf += view
             self._end += len(view)
+
+    def _settle(self) -> None:
+        """Bytes are about to come in: a diverted body is ours again, and a
+        body awaited whole gets its buffer."""
+        if self._diverted:
+            self.undivert()
+        if self._exact:
+            self._exact = False
+            self._body = bytearray(self._length)
+            self._filled = 0
 
     def release(self) -> None:
         """Stop using the shared scratch buffer: keep what is unparsed in our own."""
@@ -239,6 +260,60 @@ class FrameReader:
     def buffered(self) -> int:
         """Bytes held: received and not yet returned in a frame."""
         return self._end - self._start + (self._filled if self._body is not None else 0)
+
+    # -- bodies moved by the caller ------------------------------------------------
+
+    def pending_body(self) -> tuple[int, int] | None:
+        """(offset, length) of a DATA body none of whose bytes is here yet, which
+        the caller may take with divert(); otherwise None."""
+        header = self._header
+        if (header is None or header[0] is not FrameType.DATA or self._diverted
+                or self._body is not None or self._end != self._start):
+            return None
+        return header[2], self._length
+
+    def divert(self) -> None:
+        """The caller moves the pending body's bytes itself (say, straight from
+        the socket to their destination) and reports each step with skipped(n).
+        Its header counts as delivered: the rest, if undiverted, comes back as
+        a frame with ``continued`` set."""
+        if self.pending_body() is None:
+            raise RuntimeError("divert() without a pending DATA body")
+        self._diverted = True
+        self._exact = False
+        self._continued = True
+        self._previous = self._length if self._length >= EXACT_MIN else 0
+        self.release()
+
+    @property
+    def diverted(self) -> int:
+        """Bytes of the diverted body still to be moved by the caller (0: none)."""
+        return self._length if self._diverted else 0
+
+    @property
+    def diverted_offset(self) -> int:
+        """The stream offset of the diverted body's next byte."""
+        assert self._header is not None
+        return self._header[2]
+
+    def skipped(self, count: int) -> None:
+        """The caller moved the diverted body's next ``count`` bytes."""
+        if not 0 < count <= self.diverted:
+            raise RuntimeError(f"skipped({count}) with {self.diverted} bytes diverted")
+        assert self._header is not None
+        kind, flags, value = self._header
+        self._length -= count
+        if self._length:
+            self._header = (kind, flags, value + count)
+        else:
+            self._header = None
+            self._diverted = self._continued = False
+
+    def undivert(self) -> None:
+        """The rest of a diverted body is read here again, as a frame of its own."""
+        if self._diverted:
+            self._diverted = False
+            self._exact = True
 
     # -- frames out --------------------------------------------------------------
 
@@ -260,6 +335,8 @@ class FrameReader:
 
         A frame whose type is not in ``accepts`` (when given) is refused on
         its header, as "not allowed in state ``state``"."""
+        if self._diverted or self._exact:
+            return None
         body = self._body
         if body is not None:
             if self._filled < len(body):
@@ -292,11 +369,16 @@ class FrameReader:
         if have >= length:
             start = self._start
             self._start = start + length
-            self._previous = 0
+            if self._header[0] is FrameType.DATA:
+                self._previous = 0
             return self._finish(bytes(memoryview(self._buf)[start : start + length]))
-        if have * 8 >= length or length <= 2 * self._previous:
-            # Enough of the body (or, in a bulk transfer, its header) is here:
-            # the rest goes straight into its final place.
+        bulk = length <= 2 * self._previous and self._header[0] is FrameType.DATA
+        if have == 0 and bulk:
+            # In a bulk transfer, after a header read alone: the body will be
+            # read straight into a buffer of its own, or diverted.
+            self._exact = True
+        elif have * 8 >= length or bulk:
+            # Enough of the body is here: the rest goes straight into its final place.
             body = bytearray(length)
             body[:have] = memoryview(self._buf)[self._start : self._end]
             self._start = self._end
@@ -309,4 +391,5 @@ class FrameReader:
         assert self._header is not None
         kind, flags, value = self._header
         self._header = None
-        return Frame(kind, value, flags, body)
+        continued, self._continued = self._continued, False
+        return Frame(kind, value, flags, body, continued)

@@ -38,9 +38,8 @@ class StreamReceiver:
         self._held: dict[int, Buffer] = {}  # disjoint out-of-order pieces by offset
         self._starts: list[int] = []  # their offsets, sorted
 
-    def receive(self, offset: int, data: Buffer) -> list[Buffer]:
-        """Accept one DATA piece; return the in-order bytes it releases."""
-        end = offset + len(data)
+    def check(self, end: int) -> None:
+        """Raise ProtocolError if the peer may not send data up to offset ``end``."""
         if end > self.credit.advertised:
             raise ProtocolError(
                 f"data up to offset {end} beyond the credit limit {self.credit.advertised}",
@@ -48,6 +47,11 @@ class StreamReceiver:
             )
         if self.fin is not None and end > self.fin:
             raise ProtocolError(f"data up to offset {end} beyond end of stream {self.fin}")
+
+    def receive(self, offset: int, data: Buffer) -> list[Buffer]:
+        """Accept one DATA piece; return the in-order bytes it releases."""
+        end = offset + len(data)
+        self.check(end)
         if end <= self.delivered:
             self.duplicate_bytes += len(data)
             return []
@@ -58,6 +62,21 @@ class StreamReceiver:
             data if offset == self.delivered else memoryview(data)[self.delivered - offset :]
         ]
         self.delivered = end
+        self._release_held(out)
+        return out
+
+    def written_direct(self, count: int) -> list[Buffer]:
+        """The next ``count`` bytes of the stream went to the output without
+        passing through here (the caller checked them with check()); they
+        count as delivered and written.  Returns held bytes this releases."""
+        self.delivered += count
+        self.written += count
+        out: list[Buffer] = []
+        self._release_held(out)
+        return out
+
+    def _release_held(self, out: list[Buffer]) -> None:
+        """Append to ``out`` the held pieces that now continue the stream."""
         starts, held = self._starts, self._held
         released = 0
         while released < len(starts) and starts[released] <= self.delivered:
@@ -73,7 +92,6 @@ class StreamReceiver:
                 self.duplicate_bytes += len(piece)
         if released:
             del starts[:released]
-        return out
 
     def _hold(self, offset: int, data: Buffer) -> None:
         """Keep an out-of-order piece, trimmed so held pieces never overlap:

@@ -5,8 +5,12 @@ Theory of operation
 This is a sans-I/O state machine.  The runtime feeds it events, each with
 the current time ``now`` (seconds, any monotonic origin):
 
-* ``open_subflow`` / ``receive`` / ``subflow_lost``: a connection appeared,
-  delivered bytes, or went away;
+* ``open_subflow`` / ``receive_buffer`` + ``received`` / ``subflow_lost``: a
+  connection appeared, delivered bytes (read into the buffer the session
+  named), or went away;
+* ``divert`` / ``direct_room`` / ``moved_direct``: a DATA body that
+  continues the stream, moved by the runtime from its connection straight
+  to STDOUT (when STDOUT is a pipe, by splice), never entering our memory;
 * ``write_stdin`` / ``stdin_eof``: bytes (and the end) of our input;
 * ``output_written`` / ``output_closed``: what the runtime wrote to STDOUT;
 * ``handle_timer`` at ``next_deadline()``.
@@ -207,6 +211,74 @@ class Session:
             view = view[n:]
             self.received(sid, n, now)
 
+    # -- bodies moved straight to STDOUT ------------------------------------
+
+    def divert(self, sid: int) -> int:
+        """Offer subflow ``sid``'s next DATA body to the runtime, to move from
+        the connection straight to STDOUT.  Returns its length if it may (no
+        byte of it has been read, and it continues the stream), else 0.  The
+        runtime first writes out what take_output() returns, then asks
+        direct_room() before each move, reports each with moved_direct(),
+        and writes nothing else to STDOUT meanwhile."""
+        sub = self.subflows.get(sid)
+        if sub is None or sub.state is not SubflowState.OPEN or self.outcome:
+            return 0
+        pending = sub.reader.pending_body()
+        if pending is None:
+            return 0
+        offset, length = pending
+        if offset != self.receiver.delivered:
+            return 0
+        try:
+            self.receiver.check(offset + length)
+        except ProtocolError:
+            return 0  # read as usual, and refused as usual
+        sub.reader.divert()
+        sub.data_in += frames.HEADER_SIZE
+        return length
+
+    def direct_room(self, sid: int) -> int:
+        """Bytes of subflow ``sid``'s diverted body that may go straight to
+        STDOUT now.  0 when none: whatever is left of it is read as usual."""
+        sub = self.subflows.get(sid)
+        if sub is None:
+            return 0
+        reader = sub.reader
+        room = reader.diverted
+        if not room:
+            return 0
+        if (sub.state is not SubflowState.OPEN or self._output or self.outcome is not None
+                or reader.diverted_offset != self.receiver.delivered):
+            reader.undivert()  # e.g. another subflow delivered these bytes first
+            return 0
+        try:
+            self.receiver.check(self.receiver.delivered + room)  # a FIN may have come since
+        except ProtocolError:
+            reader.undivert()  # read as usual, and refused as usual
+            return 0
+        return room
+
+    def undivert(self, sid: int) -> None:
+        """The runtime will not move the rest of the diverted body (STDOUT is full)."""
+        sub = self.subflows.get(sid)
+        if sub is not None:
+            sub.reader.undivert()
+
+    def moved_direct(self, sid: int, count: int, now: float) -> None:
+        """The next ``count`` bytes of subflow ``sid``'s diverted body were
+        written to STDOUT."""
+        sub = self.subflows[sid]
+        sub.reader.skipped(count)
+        sub.last_heard = sub.last_data_in = now
+        sub.data_in += count
+        if sub.unreported_since is None:
+            sub.unreported_since = now
+        if sub.data_in - sub.data_in_reported >= self.config.ack_every:
+            sub.ack_due = True
+        self._ready.add(sid)
+        self._output.extend(self.receiver.written_direct(count))
+        self._written_more(now)
+
     def subflow_lost(self, sid: int, now: float, reason: str = "connection closed") -> None:
         """The runtime saw the connection end (EOF or error)."""
         sub = self.subflows.get(sid)
@@ -248,8 +320,11 @@ class Session:
         return self.receiver.eof
 
     def output_written(self, count: int, now: float) -> None:
+        self.receiver.on_written(count)
+        self._written_more(now)
+
+    def _written_more(self, now: float) -> None:
         rx = self.receiver
-        rx.on_written(count)
         if rx.written > self._acked_written and self._written_at is None:
             self._written_at = now
         if rx.credit.update_due(rx.written):
@@ -515,7 +590,7 @@ class Session:
     def _on_frame(self, sub: Subflow, frame: Frame, now: float) -> None:
         ftype = frame.type  # the reader refused types this state does not take (ACCEPTS)
         if ftype is FrameType.DATA:
-            sub.data_in += frames.HEADER_SIZE + len(frame.body)
+            sub.data_in += len(frame.body) if frame.continued else frames.HEADER_SIZE + len(frame.body)
             sub.last_data_in = now
             if sub.unreported_since is None:
                 sub.unreported_since = now
