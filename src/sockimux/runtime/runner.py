@@ -10,6 +10,7 @@ wants written and acts on its events.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -47,13 +48,46 @@ HANGUP_GRACE = 5.0  # seconds a session may take to finish after SIGHUP
 
 class SubflowConnection(asyncio.BufferedProtocol):
     """One accepted connection: reads straight into the session's buffers and
-    forwards loss to the runner."""
+    forwards loss to the runner.
+
+    While a DATA body moves straight to STDOUT (see Runner._move_direct),
+    the transport's reading is paused and the runner splices from a
+    duplicate of the socket's descriptor, watched by the loop."""
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self.sid = 0
         self.transport: asyncio.Transport | None = None
         self.full = False  # the transport holds WRITE_HIGH bytes or more
+        self.direct_fd = -1  # our duplicate of the socket, once a body was moved directly
+        self.moving = False  # a body is being moved directly: the transport does not read
+
+    def start_direct(self) -> bool:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return False
+        if self.direct_fd < 0:
+            sock = transport.get_extra_info("socket")
+            if sock is None:
+                return False
+            self.direct_fd = os.dup(sock.fileno())
+        transport.pause_reading()
+        self.runner.loop.add_reader(self.direct_fd, self.runner.move_direct, self, True)
+        self.moving = True
+        return True
+
+    def stop_direct(self) -> None:
+        if self.moving:
+            self.moving = False
+            self.runner.loop.remove_reader(self.direct_fd)
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def forget_direct(self) -> None:
+        self.stop_direct()
+        if self.direct_fd >= 0:
+            os.close(self.direct_fd)
+            self.direct_fd = -1
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -84,6 +118,7 @@ class SubflowConnection(asyncio.BufferedProtocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.forget_direct()
         self.runner.subflow_lost(self.sid, f"error: {exc}" if exc else "connection closed")
 
 
@@ -111,6 +146,9 @@ class Runner:
         else:
             self.writer = OutputWriter(self.loop, out_fd, self._output_written, self._output_error,
                                        self._output_closed)
+        # DATA bodies that continue the stream go from the socket to a STDOUT
+        # pipe by splice(), never through our memory.
+        self.direct = isinstance(self.writer, LoopOutput) and hasattr(os, "splice")
         self.signal: int | None = None
         self._output_pending = 0  # bytes handed to the writer, not yet written
         self._output_closing = False
@@ -147,6 +185,64 @@ class Runner:
     def subflow_data(self, sid: int, count: int) -> None:
         if self.session.received(sid, count, self.loop.time()):
             self._kick()
+            if self.direct and self.session.divert(sid):
+                self._start_direct(sid)
+
+    def _start_direct(self, sid: int) -> None:
+        writer = self.writer
+        assert isinstance(writer, LoopOutput)
+        self._write_output()  # what comes before the body
+        conn = self.connections.get(sid)
+        if conn is None or not writer.idle or not conn.start_direct():
+            self.session.undivert(sid)
+            return
+        self.move_direct(conn, False)
+
+    def move_direct(self, conn: SubflowConnection, woken: bool) -> None:
+        """Splice the diverted body of ``conn`` to STDOUT while the socket has
+        bytes of it and the pipe has room.  ``woken``: the socket was reported
+        readable, so a splice that moves nothing means the pipe is full: the
+        rest of the body is then read as usual, so that the subflow's later
+        frames (ACKs for our own stream among them) never wait for STDOUT."""
+        session, writer, sid = self.session, self.writer, conn.sid
+        assert isinstance(writer, LoopOutput)
+        while True:
+            room = session.direct_room(sid)
+            if not room or not writer.idle:
+                if room:
+                    session.undivert(sid)
+                conn.stop_direct()
+                self._kick()
+                return
+            try:
+                moved = os.splice(conn.direct_fd, writer.fd, room,
+                                  flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
+            except BlockingIOError:
+                if woken:
+                    session.undivert(sid)
+                    conn.stop_direct()
+                    self._kick()
+                return  # wait until the socket is readable
+            except BrokenPipeError:
+                conn.stop_direct()
+                self._output_error("Broken pipe")
+                return
+            except OSError as exc:
+                conn.stop_direct()
+                if exc.errno == errno.EINVAL:  # these descriptors cannot be spliced
+                    self.direct = False
+                    session.undivert(sid)
+                    self._kick()
+                else:
+                    self.subflow_lost(sid, f"error: {exc}")
+                return
+            if moved == 0:
+                conn.stop_direct()
+                self.subflow_lost(sid, "closed by the other end")
+                return
+            session.moved_direct(sid, moved, self.loop.time())
+            self._kick()
+            woken = False
 
     def subflow_writable(self, sid: int) -> None:
         self._writable.add(sid)
@@ -156,6 +252,7 @@ class Runner:
         conn = self.connections.pop(sid, None)
         if conn is None:
             return
+        conn.forget_direct()
         self.session.subflow_lost(sid, self.loop.time(), reason)
         if conn.transport is not None:
             conn.transport.close()
@@ -242,19 +339,25 @@ class Runner:
         if session.outcome is not None:
             self._finish()
             return
-        output = session.take_output()
-        if output:
-            self._output_pending += sum(len(b) for b in output)
-            self.writer.write(output)
+        self._write_output()
         if session.output_eof and self._output_pending == 0 and not self._output_closing:
             self._output_closing = True
             self.writer.close()
         self.reader.set_room(session.stdin_room)
         self._arm_timer()
 
+    def _write_output(self) -> None:
+        output = self.session.take_output()
+        if output:
+            self._output_pending += sum(len(b) for b in output)
+            self.writer.write(output)
+
     def _close_subflow(self, event: CloseSubflow) -> None:
         conn = self.connections.pop(event.sid, None)
-        if conn is None or conn.transport is None:
+        if conn is None:
+            return
+        conn.forget_direct()
+        if conn.transport is None:
             return
         if event.flush:
             if event.final:
@@ -318,6 +421,7 @@ class Runner:
         a connection already torn down."""
         now = self.loop.time()
         for sid, conn in list(self.connections.items()):
+            conn.stop_direct()  # the transport reads again, to see the peer close
             transport = conn.transport
             if transport is None or transport.is_closing():
                 continue

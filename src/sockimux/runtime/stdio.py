@@ -369,6 +369,18 @@ class LoopOutput:
         self._transport.writelines(buffers)
         self.report()
 
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    @property
+    def idle(self) -> bool:
+        """Open, and everything handed to us is in the pipe: bytes written to
+        ``fd`` directly now come next in the stream."""
+        transport = self._transport
+        return (transport is not None and not self._closing and not self._done
+                and not self._reader_gone and transport.get_write_buffer_size() == 0)
+
     def report(self) -> None:
         if self._transport is None:
             return
