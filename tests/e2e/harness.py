@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
@@ -49,11 +50,17 @@ def random_file(path: Path, size: int, seed: int = 0) -> Path:
     return path
 
 
+F_SETPIPE_SZ = 1031
+
+
 class Peer:
-    """One sockimux process with its STDIN from a file (or a pipe) and STDOUT to a file."""
+    """One sockimux process with its STDIN from a file (or a pipe) and STDOUT to
+    a file, or (``stdout_pipe``: 0 for the default size, or a size in bytes)
+    to a pipe that a thread of ours copies to that file."""
 
     def __init__(self, tmp: Path, name: str, stdin: Path | None, *args: str,
-                 stdin_pipe: bool = False, stdout: Path | None = None) -> None:
+                 stdin_pipe: bool = False, stdout: Path | None = None,
+                 stdout_pipe: int | None = None) -> None:
         self.socket = str(tmp / f"{name}.sock")
         self.out = stdout or tmp / f"{name}.out"
         self.err = tmp / f"{name}.err"
@@ -63,16 +70,36 @@ class Peer:
             stdin_arg: int | object = subprocess.PIPE
         else:
             stdin_arg = open(stdin, "rb") if stdin is not None else subprocess.DEVNULL
-        self.proc = subprocess.Popen([SOCKIMUX, *args, self.socket], stdin=stdin_arg,
-                                     stdout=self._stdout_f, stderr=self._stderr_f)
+        self._copier: threading.Thread | None = None
+        if stdout_pipe is None:
+            self.proc = subprocess.Popen([SOCKIMUX, *args, self.socket], stdin=stdin_arg,
+                                         stdout=self._stdout_f, stderr=self._stderr_f)
+        else:
+            read_end, write_end = os.pipe()
+            if stdout_pipe:
+                fcntl.fcntl(read_end, F_SETPIPE_SZ, stdout_pipe)
+            self.proc = subprocess.Popen([SOCKIMUX, *args, self.socket], stdin=stdin_arg,
+                                         stdout=write_end, stderr=self._stderr_f)
+            os.close(write_end)
+            self._copier = threading.Thread(target=self._copy, args=(read_end,), daemon=True)
+            self._copier.start()
         if stdin_arg is not subprocess.PIPE and stdin_arg is not subprocess.DEVNULL:
             stdin_arg.close()  # type: ignore[union-attr]
         wait_for(lambda: os.path.exists(self.socket) or self.proc.poll() is not None, 10,
                  f"{name} to listen")
 
+    def _copy(self, fd: int) -> None:
+        with os.fdopen(fd, "rb", buffering=0) as pipe:
+            while chunk := pipe.read(1 << 20):
+                self._stdout_f.write(chunk)
+        self._stdout_f.flush()
+
     def wait(self, timeout: float) -> int:
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
+            if self._copier is not None:
+                self._copier.join(timeout)
+            return code
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()

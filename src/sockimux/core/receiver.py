@@ -35,6 +35,7 @@ class StreamReceiver:
         self.output_closed = False  # the runtime closed our output after the last byte
         self.held_bytes = 0
         self.duplicate_bytes = 0
+        self.direct_bytes = 0  # of those written, bytes that went out by written_direct()
         self._held: dict[int, Buffer] = {}  # disjoint out-of-order pieces by offset
         self._starts: list[int] = []  # their offsets, sorted
 
@@ -71,6 +72,7 @@ class StreamReceiver:
         count as delivered and written.  Returns held bytes this releases."""
         self.delivered += count
         self.written += count
+        self.direct_bytes += count
         out: list[Buffer] = []
         self._release_held(out)
         return out

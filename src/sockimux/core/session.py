@@ -735,7 +735,8 @@ class Session:
             tx = self.sender
             self._log("info", f"sent {tx.acked} bytes acknowledged of {tx.end} (re-sent {tx.resent_bytes} "
                               f"for lost subflows, {self.head_resent} as head-of-line copies), "
-                              f"received {self.receiver.written} written; subflows established: "
+                              f"received {self.receiver.written} written ({self.receiver.direct_bytes} "
+                              f"of them moved straight to STDOUT); subflows established: "
                               f"{self.subflows_joined}")
 
     def _log(self, level: str, message: str) -> None:
