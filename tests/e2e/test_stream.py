@@ -44,9 +44,10 @@ MOVED = re.compile(r"received (\d+) written \((\d+) of them moved straight to ST
 @pytest.mark.parametrize(("subflows", "pipe"), [(1, 1 << 20), (4, 1 << 20), (1, 0), (1, None)])
 def test_stdout_pipe_gets_bodies_spliced_from_the_subflows(tmp_path: Path, subflows: int,
                                                          pipe: int | None) -> None:
-    """STDOUT a pipe (1 MiB, or the default 64 KiB): DATA bodies that continue
-    the stream are spliced to it from the subflow sockets, the rest read as
-    usual, and the stream is exact; STDOUT a file: everything read as usual."""
+    """STDOUT a pipe (made 1 MiB by the reader, or of the default 64 KiB,
+    which sockimux grows): DATA bodies that continue the stream are spliced
+    to it from the subflow sockets, the rest read as usual, and the stream
+    is exact; STDOUT a file: everything read as usual."""
     require("socat")
     a_in = random_file(tmp_path / "a.in", 64 * MB, seed=subflows)
     b_in = random_file(tmp_path / "b.in", 8 * MB, seed=subflows + 1)

@@ -53,3 +53,23 @@ def test_slow_storage_moves_reads_to_a_thread_in_order(tmp_path: Path,
     assert data == payload
     assert max(sizes) <= 100_000
     assert reader.worker is not None
+
+
+def test_a_stdout_pipe_is_grown_to_one_mebibyte_and_splice_sees_it_idle() -> None:
+    """LoopOutput makes its pipe hold 1 MiB (so bodies can be spliced into it);
+    it is idle, fit to be written around, only while nothing it was handed waits."""
+    read_end, write_end = os.pipe()
+
+    async def main() -> tuple[int, bool, bool]:
+        loop = asyncio.get_running_loop()
+        out = stdio.LoopOutput(loop, write_end, lambda n: None, lambda e: None, lambda: None)
+        assert not out.idle  # not started
+        await out.start()
+        idle_at_start = out.idle
+        out.write([bytes(2 << 20)])  # more than the pipe holds: some waits in the transport
+        return stdio.fcntl.fcntl(read_end, stdio.F_GETPIPE_SZ), idle_at_start, out.idle
+
+    size, idle_at_start, idle_when_full = asyncio.run(main())
+    os.close(read_end)
+    assert size == stdio.PIPE_SIZE
+    assert idle_at_start and not idle_when_full
