@@ -26,6 +26,7 @@ EXIT_SOCKET = 3
 EXIT_OUTPUT_CLOSED = 4
 EXIT_PEER_ABORTED = 5
 EXIT_NO_SUBFLOWS = 6
+EXIT_INPUT_CHANGED = 7
 
 HANDLED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
@@ -34,6 +35,7 @@ EXIT_CODES = {
     Outcome.OUTPUT_CLOSED: EXIT_OUTPUT_CLOSED,
     Outcome.PEER_ABORTED: EXIT_PEER_ABORTED,
     Outcome.NO_SUBFLOWS: EXIT_NO_SUBFLOWS,
+    Outcome.INPUT_CHANGED: EXIT_INPUT_CHANGED,
 }
 
 DESCRIPTION = """\
@@ -65,6 +67,7 @@ exit codes:
   4  our STDOUT was closed before the peer's stream ended (e.g. | head)
   5  the peer ended the session with an error (its STDOUT closed, or it was interrupted)
   6  no subflow for longer than --no-subflow-timeout
+  7  STDIN is a file that was truncated before all of it was sent
   128+N  stopped by signal N (SIGINT 130, SIGTERM 143; SIGHUP 129 if the
          session did not finish within 5 s of it, as when ssh ends a ProxyCommand)
 """

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from sockimux.core import ProtocolError
-from sockimux.core.sender import StreamSender
+from sockimux.core.sender import Extent, StreamSender
 
 
 def take(tx: StreamSender, max_len: int = 1 << 30) -> tuple[int, bytes] | None:
@@ -144,6 +144,26 @@ def test_fin_due_after_everything_sent_once() -> None:
     assert tx.fin_due  # a FIN may overtake re-sent data; the receiver copes
     tx.on_ack(10, 20, True)
     assert not tx.fin_due and tx.done
+
+
+def test_extents_are_handed_out_cut_like_bytes() -> None:
+    """Bytes left in the input file (Extents) are retained, cut, re-sent and
+    released exactly as bytes are; mixed with bytes, each piece stays within
+    one chunk."""
+    tx = StreamSender(1 << 20)
+    tx.push(b"head")  # the first read of a file is bytes
+    tx.push(Extent(4, 100))  # then the file holds the rest: file offset 4 is stream offset 4
+    tx.on_ack(0, 1000, False)
+    assert tx.take(10) == (0, memoryview(b"head"))
+    assert tx.take(30) == (4, Extent(4, 30))
+    assert tx.take(1000) == (34, Extent(34, 70))
+    assert tx.take(1000) is None
+    tx.requeue(20, 50)
+    assert tx.take(1000) == (20, Extent(20, 30))
+    assert tx.peek(60, 90) == (60, Extent(60, 30))
+    tx.on_ack(64, 1000, False)
+    assert tx.room == (1 << 20) - 40
+    assert tx.peek(64, 1000) == (64, Extent(64, 40))
 
 
 def test_empty_stream() -> None:

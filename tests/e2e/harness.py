@@ -56,11 +56,13 @@ F_SETPIPE_SZ = 1031
 class Peer:
     """One sockimux process with its STDIN from a file (or a pipe) and STDOUT to
     a file, or (``stdout_pipe``: 0 for the default size, or a size in bytes)
-    to a pipe that a thread of ours copies to that file."""
+    to a pipe that a thread of ours copies to that file (at ``stdout_rate``
+    bytes/s, if given)."""
 
     def __init__(self, tmp: Path, name: str, stdin: Path | None, *args: str,
                  stdin_pipe: bool = False, stdout: Path | None = None,
-                 stdout_pipe: int | None = None) -> None:
+                 stdout_pipe: int | None = None, stdout_rate: float | None = None) -> None:
+        self._stdout_rate = stdout_rate  # bytes/s the pipe is read at (None: at once)
         self.socket = str(tmp / f"{name}.sock")
         self.out = stdout or tmp / f"{name}.out"
         self.err = tmp / f"{name}.err"
@@ -89,9 +91,15 @@ class Peer:
                  f"{name} to listen")
 
     def _copy(self, fd: int) -> None:
+        rate = self._stdout_rate
+        step = 1 << 20 if rate is None else 64 * 1024
+        start, total = time.monotonic(), 0
         with os.fdopen(fd, "rb", buffering=0) as pipe:
-            while chunk := pipe.read(1 << 20):
+            while chunk := pipe.read(step):
                 self._stdout_f.write(chunk)
+                total += len(chunk)
+                if rate is not None:
+                    time.sleep(max(0.0, start + total / rate - time.monotonic()))
         self._stdout_f.flush()
 
     def wait(self, timeout: float) -> int:

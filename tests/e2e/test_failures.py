@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import re
 import subprocess
 import threading
 import time
@@ -145,6 +147,55 @@ def test_all_but_one_killed(tmp_path: Path) -> None:
         t.check()
     finally:
         t.close()
+
+
+def test_a_file_on_stdin_is_resent_from_the_file_when_subflows_die(tmp_path: Path) -> None:
+    """A regular file on STDIN stays in the file until sent (sendfile, and
+    reads for what the socket does not take): bytes lost with a killed
+    subflow are re-sent from the file.  B's STDOUT is read at 16 MB/s so the
+    kills land mid-transfer."""
+    require("socat")
+    a_in = random_file(tmp_path / "a.in", 48 * MB, seed=400)
+    a = Peer(tmp_path, "a", a_in, "-v")
+    b = Peer(tmp_path, "b", None, "-v", stdout_pipe=1 << 20, stdout_rate=16e6)
+    relays = [socat_subflow(a, b) for _ in range(3)]
+    try:
+        for _ in range(3):
+            wait_for(lambda: b.out.stat().st_size > MB, 20, "data to flow")
+            time.sleep(0.4)
+            kill(relays.pop(0))
+            relays.append(socat_subflow(a, b))
+        assert a.wait(60) == 0, a.stderr()
+        assert b.wait(60) == 0, b.stderr()
+        assert sha256_file(b.out) == sha256_file(a_in)
+        resent = re.search(r"re-sent (\d+) for lost subflows", a.stderr())
+        assert resent and int(resent.group(1)) > 0, a.stderr()
+    finally:
+        for r in relays:
+            kill(r)
+        a.close(), b.close()
+
+
+def test_a_file_on_stdin_truncated_before_it_is_sent_exits_7(tmp_path: Path) -> None:
+    """The bytes of a regular file on STDIN are read when sent: if the file
+    lost them meanwhile, the session ends with one clear line and exit 7
+    (never with other bytes in their place)."""
+    require("socat")
+    a_in = random_file(tmp_path / "a.in", 64 * MB, seed=500)
+    a = Peer(tmp_path, "a", a_in)
+    b = Peer(tmp_path, "b", None)
+    try:
+        time.sleep(0.5)  # A has taken its window's worth of the file (as extents)
+        os.truncate(a_in, 1 * MB)
+        relay = socat_subflow(a, b)
+        assert a.wait(30) == 7, a.stderr()
+        assert "STDIN (a regular file) no longer holds the bytes" in a.stderr()
+        assert "Traceback" not in a.stderr()
+        assert b.wait(30) == 5, b.stderr()  # the peer was told: it ends as aborted
+        assert b.out.read_bytes() == a_in.read_bytes()[: len(b.out.read_bytes())]
+        kill(relay)
+    finally:
+        a.close(), b.close()
 
 
 def test_no_subflow_timeout_exits_6(tmp_path: Path) -> None:

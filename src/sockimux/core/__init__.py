@@ -1,11 +1,13 @@
 """The sans-I/O protocol core: no sockets, no asyncio, no clock (``now`` is passed in)."""
 
 from .errors import CloseCode, LocalError, ProtocolError, SockimuxError
+from .sender import Extent
 from .session import CloseSubflow, Log, Outcome, Session, SessionConfig
 
 __all__ = [
     "CloseCode",
     "CloseSubflow",
+    "Extent",
     "LocalError",
     "Log",
     "Outcome",

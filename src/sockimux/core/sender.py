@@ -22,6 +22,36 @@ import bisect
 from .errors import ProtocolError
 
 
+class Extent:
+    """``length`` bytes of our input left where they are: in the input file, at
+    ``position``.  When STDIN is a regular file the runtime pushes these
+    instead of bytes, and resolves each piece handed out when it writes it
+    (sendfile, or a read when that cannot be used)."""
+
+    __slots__ = ("position", "length")
+
+    def __init__(self, position: int, length: int) -> None:
+        self.position = position
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, Extent) and other.position == self.position
+                and other.length == self.length)
+
+    def __repr__(self) -> str:
+        return f"Extent({self.position}, {self.length})"
+
+    def cut(self, start: int, stop: int) -> Extent:
+        """The part [start, stop) of this extent (clipped to its end)."""
+        return Extent(self.position + start, min(stop, self.length) - start)
+
+
+Piece = memoryview | Extent  # retained bytes as handed out
+
+
 class StreamSender:
     def __init__(self, buffer_limit: int) -> None:
         self.buffer_limit = buffer_limit
@@ -35,7 +65,7 @@ class StreamSender:
         self.resent_bytes = 0
         # Retained bytes as contiguous chunks: _starts[i] is the offset of _chunks[i].
         self._starts: list[int] = []
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes | Extent] = []
         self._resend: list[tuple[int, int]] = []  # sorted, disjoint [start, end) ranges
 
     # -- input from STDIN ---------------------------------------------------
@@ -47,7 +77,7 @@ class StreamSender:
             return 0
         return max(0, self.buffer_limit - (self.end - self.acked))
 
-    def push(self, data: bytes) -> None:
+    def push(self, data: bytes | Extent) -> None:
         if self.eof:
             raise RuntimeError("push() after close()")
         if data:
@@ -119,7 +149,7 @@ class StreamSender:
         queued = sum(e - s for s, e in self._resend)
         return queued + max(0, min(self.end, self.credit) - self.next_new)
 
-    def take(self, max_len: int) -> tuple[int, memoryview] | None:
+    def take(self, max_len: int) -> tuple[int, Piece] | None:
         """Next piece to send, at most max_len bytes, or None."""
         if self._resend:
             start, end = self._resend[0]
@@ -138,18 +168,20 @@ class StreamSender:
         self.next_new = start + len(piece)
         return start, piece
 
-    def peek(self, start: int, stop: int) -> tuple[int, memoryview]:
+    def peek(self, start: int, stop: int) -> tuple[int, Piece]:
         """Retained bytes from ``start`` (not yet acknowledged), up to ``stop``
         or the end of the chunk holding them, without taking them."""
         if not (self.acked <= start < self.next_new and start < stop):
             raise ValueError(f"no retained bytes at {start}")
         return start, self._slice(start, min(stop, self.next_new))
 
-    def _slice(self, start: int, stop: int) -> memoryview:
+    def _slice(self, start: int, stop: int) -> Piece:
         """Retained bytes from start, up to stop, within one chunk (no copy)."""
         i = bisect.bisect_right(self._starts, start) - 1
         base = self._starts[i]
         chunk = self._chunks[i]
+        if isinstance(chunk, Extent):
+            return chunk.cut(start - base, stop - base)
         return memoryview(chunk)[start - base : min(len(chunk), stop - base)]
 
     # -- end of stream -------------------------------------------------------

@@ -43,7 +43,7 @@ from . import auth, frames
 from .errors import CloseCode, ProtocolError
 from .frames import Frame, FrameReader, FrameType, Hello
 from .receiver import StreamReceiver
-from .sender import StreamSender
+from .sender import Extent, Piece, StreamSender
 from .subflow import ACCEPTS, Subflow, SubflowState
 
 
@@ -83,6 +83,10 @@ class Outcome(enum.Enum):
     PEER_ABORTED = "peer aborted"
     NO_SUBFLOWS = "no subflows"  # alone_timeout expired
     INTERRUPTED = "interrupted"  # the runtime shut us down (signal)
+    INPUT_CHANGED = "input changed"  # STDIN, a regular file, lost bytes we had still to send
+
+
+Buffer = bytes | bytearray | memoryview | Extent  # what pull() hands out to write
 
 
 @dataclass(frozen=True)
@@ -92,7 +96,7 @@ class CloseSubflow:
     sid: int
     code: CloseCode
     reason: str
-    final: list[bytes | bytearray | memoryview]
+    final: list[Buffer]
     flush: bool
 
 
@@ -292,7 +296,7 @@ class Session:
         """Bytes of STDIN the session will take now (0: stop reading)."""
         return 0 if self.outcome else self.sender.room
 
-    def write_stdin(self, data: bytes, now: float) -> None:
+    def write_stdin(self, data: bytes | Extent, now: float) -> None:
         self.sender.push(data)
         want = len(data)
         hungry = self._hungry
@@ -348,7 +352,7 @@ class Session:
 
     # -- output to subflows -------------------------------------------------
 
-    def pull(self, sid: int, now: float, limit: int | None = None) -> list[bytes | bytearray | memoryview]:
+    def pull(self, sid: int, now: float, limit: int | None = None) -> list[Buffer]:
         """Buffers to write on subflow ``sid`` now (header and payload separate).
 
         Write all of them, in order.  The data part is bounded by the subflow's
@@ -369,7 +373,7 @@ class Session:
             sub.last_sent = now
         return out
 
-    def _fill(self, sub: Subflow, out: list[bytes | bytearray | memoryview], now: float,
+    def _fill(self, sub: Subflow, out: list[Buffer], now: float,
               limit: int | None) -> None:
         sender = self.sender
         cap = sub.path.cap()
@@ -408,7 +412,7 @@ class Session:
             sender.fin_in_flight = True
             sub.carries_fin = True
 
-    def _head_of_line(self, sub: Subflow, max_len: int) -> tuple[int, memoryview] | None:
+    def _head_of_line(self, sub: Subflow, max_len: int) -> tuple[int, Piece] | None:
         """The first unacknowledged bytes, to send again on ``sub``, if a much
         slower subflow holds them and ``sub`` has nothing else to send.
 

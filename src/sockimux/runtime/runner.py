@@ -18,7 +18,8 @@ import socket
 import struct
 from typing import Any, cast
 
-from ..core.session import CloseSubflow, Log, Outcome, Session
+from ..core.sender import Extent
+from ..core.session import Buffer, CloseSubflow, Log, Outcome, Session
 from .listener import Listener
 from .stdio import (
     FileInput,
@@ -59,18 +60,59 @@ class SubflowConnection(asyncio.BufferedProtocol):
         self.sid = 0
         self.transport: asyncio.Transport | None = None
         self.full = False  # the transport holds WRITE_HIGH bytes or more
-        self.direct_fd = -1  # our duplicate of the socket, once a body was moved directly
+        self.direct_fd = -1  # our duplicate of the socket, for splice and sendfile
         self.moving = False  # a body is being moved directly: the transport does not read
+
+    def _direct_fd(self) -> int:
+        if self.direct_fd < 0:
+            assert self.transport is not None
+            sock = self.transport.get_extra_info("socket")
+            if sock is None:
+                return -1
+            self.direct_fd = os.dup(sock.fileno())
+        return self.direct_fd
+
+    # -- sending ------------------------------------------------------------------
+
+    def send(self, buffers: list[Buffer]) -> None:
+        """Write ``buffers`` in order.  An Extent of the input file goes by
+        sendfile() as far as the socket takes it at once, when nothing is
+        queued before it; the rest of it is read and queued as usual."""
+        transport = self.transport
+        if transport is None:
+            return
+        runner = self.runner
+        start = 0
+        for i, buf in enumerate(buffers):
+            if not isinstance(buf, Extent):
+                continue
+            if not runner.input_holds(buf):  # the session is over: not even its header goes
+                return
+            if i > start:
+                transport.writelines(cast(list[bytes], buffers[start:i]))
+            start = i + 1
+            sent = 0
+            if transport.get_write_buffer_size() == 0 and not transport.is_closing():
+                sent = runner.send_input(self._direct_fd(), buf)
+            if 0 <= sent < len(buf):
+                data = runner.read_input(buf.cut(sent, len(buf)))
+                if data is not None:
+                    transport.write(data)
+                    sent = len(buf)
+                else:
+                    sent = -1
+            if sent < 0:  # the input file shrank: the session is over
+                transport.abort()
+                return
+        if start < len(buffers):
+            transport.writelines(cast(list[bytes], buffers[start:]))
+
+    # -- receiving bodies straight to STDOUT --------------------------------------------
 
     def start_direct(self) -> bool:
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._direct_fd() < 0:
             return False
-        if self.direct_fd < 0:
-            sock = transport.get_extra_info("socket")
-            if sock is None:
-                return False
-            self.direct_fd = os.dup(sock.fileno())
         transport.pause_reading()
         self.runner.loop.add_reader(self.direct_fd, self.runner.move_direct, self, True)
         self.moving = True
@@ -136,7 +178,10 @@ class Runner:
             in_fd = private_fd(in_fd, os.O_RDONLY)
             self.reader = LoopInput(self.loop, in_fd, self._stdin_data, self._stdin_eof)
         elif regular_file(in_fd):
-            self.reader = FileInput(self.loop, in_fd, self._stdin_data, self._stdin_eof)
+            # Its bytes stay in the file until sent (Extents): sendfile() then
+            # takes them from the page cache to the socket.
+            self.reader = FileInput(self.loop, in_fd, self._stdin_data, self._stdin_eof,
+                                    extents=hasattr(os, "sendfile"))
         else:
             self.reader = InputReader(self.loop, in_fd, self._stdin_data, self._stdin_eof)
         if loop_capable(out_fd):
@@ -258,7 +303,60 @@ class Runner:
             conn.transport.close()
         self._kick()
 
-    def _stdin_data(self, data: bytes) -> None:
+    def send_input(self, sock_fd: int, extent: Extent) -> int:
+        """sendfile() as much of ``extent`` as the socket takes now; -1 if the
+        input file no longer holds it (the session is then aborted)."""
+        assert isinstance(self.reader, FileInput)
+        try:
+            sent = os.sendfile(sock_fd, self.reader.fd, extent.position, extent.length)
+        except BlockingIOError:
+            return 0
+        except OSError:
+            return 0  # the socket failed: the transport will say so when given the rest
+        if sent == 0:
+            self._input_shrank(extent)
+            return -1
+        return sent
+
+    def input_holds(self, extent: Extent) -> bool:
+        """Whether the input file still holds ``extent`` (if not, the session is aborted)."""
+        assert isinstance(self.reader, FileInput)
+        try:
+            size = os.fstat(self.reader.fd).st_size
+        except OSError:
+            size = 0
+        if size < extent.position + extent.length:
+            self._input_shrank(extent)
+            return False
+        return True
+
+    def read_input(self, extent: Extent) -> bytes | None:
+        """The bytes of ``extent``, read from the input file; None if it no longer
+        holds them (the session is then aborted)."""
+        assert isinstance(self.reader, FileInput)
+        parts = []
+        position, left = extent.position, extent.length
+        while left:
+            try:
+                data = os.pread(self.reader.fd, left, position)
+            except OSError:
+                data = b""
+            if not data:
+                self._input_shrank(extent)
+                return None
+            parts.append(data)
+            position += len(data)
+            left -= len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _input_shrank(self, extent: Extent) -> None:
+        self.session.abort(Outcome.INPUT_CHANGED,
+                           f"STDIN (a regular file) no longer holds the bytes at file offset "
+                           f"{extent.position} that were still to be sent: it was truncated",
+                           self.loop.time())
+        self._kick()
+
+    def _stdin_data(self, data: bytes | Extent) -> None:
         if self.session.outcome is None:
             self.session.write_stdin(data, self.loop.time())
             self._kick()
@@ -328,7 +426,7 @@ class Runner:
                 buffers = session.pull(sid, now, 0 if conn.full else limit)
                 if not buffers:
                     break
-                conn.transport.writelines(buffers)  # may pause_writing(): conn.full
+                conn.send(buffers)  # may pause_writing(): conn.full
                 if conn.full or conn.transport.is_closing():
                     break
         for event in session.take_events():
@@ -356,14 +454,15 @@ class Runner:
         conn = self.connections.pop(event.sid, None)
         if conn is None:
             return
-        conn.forget_direct()
         if conn.transport is None:
+            conn.forget_direct()
             return
         if event.flush:
-            if event.final:
-                conn.transport.writelines(event.final)
+            conn.send(event.final)
+            conn.forget_direct()
             conn.transport.close()
         else:
+            conn.forget_direct()
             conn.transport.abort()
 
     def _arm_timer(self) -> None:
@@ -425,9 +524,9 @@ class Runner:
             transport = conn.transport
             if transport is None or transport.is_closing():
                 continue
-            buffers = self.session.pull(sid, now)
-            if buffers:
-                transport.writelines(buffers)
+            conn.send(self.session.pull(sid, now))
+            if transport.is_closing():
+                continue
             if transport.can_write_eof():
                 transport.write_eof()
             else:

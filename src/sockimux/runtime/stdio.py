@@ -11,6 +11,7 @@ a file description shared with other processes (the shell's terminal).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import os
@@ -19,6 +20,8 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+
+from ..core import Extent
 
 READ_SIZE = 256 * 1024
 FILE_READ_SIZE = 1024 * 1024  # reads of a regular file on the event loop (2 full DATA frames)
@@ -107,15 +110,18 @@ class FileInput:
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
-                 on_data: Callable[[bytes], None], on_eof: Callable[[str | None], None]) -> None:
+                 on_data: Callable[[bytes | Extent], None], on_eof: Callable[[str | None], None],
+                 extents: bool = False) -> None:
         self._loop = loop
-        self._fd = fd
+        self.fd = fd
         self._on_data = on_data
         self._on_eof = on_eof
         self._room = 0
         self._scheduled = False
         self._ended = False
         self.worker: InputReader | None = None  # set once reads moved to a thread
+        self._extents = extents  # once the storage proved fast, hand out Extents, not bytes
+        self.position: int | None = None  # the file position of the next Extent, in that mode
 
     def start(self) -> None:
         self.set_room(self._room)
@@ -133,9 +139,12 @@ class FileInput:
         self._scheduled = False
         if self._ended or self.worker is not None or self._room <= 0:
             return
+        if self.position is not None:
+            self._extend(self.position)
+            return
         started = time.monotonic()
         try:
-            data = os.read(self._fd, min(self._room, FILE_READ_SIZE))
+            data = os.read(self.fd, min(self._room, FILE_READ_SIZE))
         except OSError as exc:
             self._ended = True
             self._on_eof(None if exc.errno in (errno.EIO, errno.EBADF) else exc.strerror)
@@ -147,9 +156,31 @@ class FileInput:
         self._room -= len(data)
         if time.monotonic() - started > SLOW_READ:
             # Delivered below before the thread reads on: the order holds.
-            self.worker = InputReader(self._loop, self._fd, self._on_data, self._on_eof)
+            self.worker = InputReader(self._loop, self.fd, self._on_data, self._on_eof)
             self.worker.start()
+        elif self._extents:
+            with contextlib.suppress(OSError):  # then bytes it stays
+                self.position = os.lseek(self.fd, 0, os.SEEK_CUR)
         self._on_data(data)  # the runner answers with set_room(), which reads on
+
+    def _extend(self, position: int) -> None:
+        """Hand out the next bytes of the file as an Extent: the file holds them
+        until they are sent.  The file position moves on as a read would."""
+        try:
+            count = min(self._room, os.fstat(self.fd).st_size - position)
+        except OSError as exc:
+            count, error = 0, exc.strerror
+        else:
+            error = None
+        if count <= 0:
+            self._ended = True
+            self._on_eof(error)
+            return
+        self.position = position + count
+        with contextlib.suppress(OSError):
+            os.lseek(self.fd, self.position, os.SEEK_SET)
+        self._room -= count
+        self._on_data(Extent(position, count))
 
 
 class OutputWriter:
