@@ -149,6 +149,12 @@ class FrameReader:
     bulk transfer (after a large body the reader asks for one header at a
     time) every payload byte lands once, where it stays until written.
 
+    A DATA body none of whose bytes has been read yet may also be diverted
+    (``divert()``): its bytes are then the caller's to move elsewhere (the
+    runtime splices them from the socket to STDOUT), each step reported with
+    ``skipped(n)``; ``undivert()`` gives back the rest, which comes out as a
+    frame of its own marked ``continued``.
+
     The header is validated as soon as its 16 bytes are in, so an oversize
     length or a frame the subflow's state does not take is rejected before
     any body is awaited.  A body is set aside at its full size only once an
