@@ -2,9 +2,10 @@
 """Coverage-guided fuzzing of FrameReader (atheris).
 
 The oracle is tests/core/test_fuzz.py's check_reader_input: the bytes are fed
-to a fresh reader whole and split; only ProtocolError may escape, both ways
-give the same frames and the same error, and what stays buffered is at most
-one incomplete frame.
+to a fresh reader whole, split, and split with DATA bodies diverted (moved
+"elsewhere" by the caller, and handed back at random); only ProtocolError
+may escape, every way gives the same frames and the same error, and what
+stays buffered is at most one incomplete frame.
 
 Layout of a fuzz input::
 

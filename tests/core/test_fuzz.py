@@ -288,12 +288,71 @@ def parse(data_chunks: Sequence[bytes], with_hello: bool) -> Parsed:
     return got, hello, None
 
 
+def parse_diverting(data_chunks: Sequence[bytes], with_hello: bool, seed: int) -> Parsed:
+    """Like parse(), but reading into get_buffer() as the runtime does, and
+    diverting DATA bodies whenever the reader offers one: the bytes that
+    follow are "moved elsewhere" (skipped) a random number at a time, and the
+    rest of a body is handed back (undivert) at random.  The pieces are put
+    back together so the frames compare with parse()'s."""
+    rng = random.Random(seed)
+    reader = FrameReader()
+    got: list[tuple[int, int, int, bytes]] = []
+    hello: Hello | None = None
+    moved = bytearray()  # the diverted part of the current body, in order
+    moved_at: tuple[int, int] | None = None  # (flags, offset) of that body's header
+    try:
+        for chunk in data_chunks:
+            view = memoryview(chunk)
+            while view:
+                if reader.diverted:
+                    if rng.random() < 0.2:
+                        reader.undivert()
+                        continue
+                    n = min(reader.diverted, len(view), rng.randint(1, 70_000))
+                    moved += view[:n]
+                    reader.skipped(n)
+                    view = view[n:]
+                    if not reader.diverted and moved_at is not None:
+                        got.append((FrameType.DATA, moved_at[0], moved_at[1], bytes(moved)))
+                        moved, moved_at = bytearray(), None
+                    continue
+                buf = reader.get_buffer()
+                n = min(len(buf), len(view))
+                buf[:n] = view[:n]
+                del buf
+                view = view[n:]
+                reader.buffer_updated(n)
+                if with_hello and hello is None:
+                    hello = reader.take_hello()
+                    if hello is None:
+                        continue
+                while (frame := reader.next_frame()) is not None:
+                    if frame.continued:
+                        assert moved_at is not None
+                        got.append((FrameType.DATA, moved_at[0], moved_at[1],
+                                    bytes(moved) + bytes(frame.body)))
+                        moved, moved_at = bytearray(), None
+                    else:
+                        got.append((frame.type, frame.flags, frame.value, bytes(frame.body)))
+                pending = reader.pending_body()
+                if pending is not None and moved_at is None and rng.random() < 0.7:
+                    flags = reader._header[1] if reader._header else 0  # DATA flags mean nothing
+                    reader.divert()
+                    moved_at = (flags, pending[0])
+    except ProtocolError as exc:
+        return got, hello, (exc.code, str(exc))
+    return got, hello, None
+
+
 def check_reader_input(data: bytes, cuts: Iterable[int], with_hello: bool) -> None:
-    """Oracle for one reader input: split or whole, the same frames and error,
-    and the same as the model of the spec."""
+    """Oracle for one reader input: split or whole or diverting bodies, the same
+    frames and error, and the same as the model of the spec."""
     split = parse(chunks(data, cuts), with_hello)
     whole = parse([data], with_hello)
     assert split == whole, (data, list(cuts))
+    diverting = parse_diverting(chunks(data, cuts), with_hello, len(data))
+    assert diverting[:2] == whole[:2] and (diverting[2] and diverting[2][0]) == (
+        whole[2] and whole[2][0]), (data, list(cuts))
     got, _hello, err = whole
     assert (got, err and err[0]) == model_parse(data, with_hello), (data, with_hello)
 
