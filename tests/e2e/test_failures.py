@@ -100,8 +100,12 @@ def test_random_subflow_kills(tmp_path: Path, seed: int) -> None:
 
 
 def test_frozen_subflow_is_dropped_and_its_data_resent(tmp_path: Path) -> None:
-    """A subflow that stops forwarding without closing is detected and its data re-sent."""
-    t = Transfer(tmp_path, size=8 * MB, seconds=2.0, seed=100)
+    """A subflow that stops forwarding without closing is detected and its data re-sent.
+
+    The input is paced over 6 s, so both sides are still busy when their
+    stall timers run out: with head-of-line copies on the other subflows, a
+    shorter transfer can finish before one side has noticed."""
+    t = Transfer(tmp_path, size=8 * MB, seconds=6.0, seed=100)
     relay = Relay(t.a, t.b)
     try:
         t.add(2)
