@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from sockimux.core import Extent
 from sockimux.runtime import stdio
 
 
-def read_through(path: Path, room: int) -> tuple[bytes, list[int], stdio.FileInput]:
+def read_through(path: Path, room: int, extents: bool = False,
+                 grow: bytes = b"") -> tuple[bytes, list[int], stdio.FileInput]:
     """Read ``path`` with a FileInput that is given ``room`` bytes after each
-    delivery, as the runner does; returns the bytes, the delivery sizes and the reader."""
+    delivery, as the runner does; returns the bytes (Extents read from the
+    file), the delivery sizes and the reader.  ``grow`` is appended to the
+    file after the first Extent."""
 
     async def main() -> tuple[bytes, list[int], stdio.FileInput]:
         loop = asyncio.get_running_loop()
@@ -21,11 +25,20 @@ def read_through(path: Path, room: int) -> tuple[bytes, list[int], stdio.FileInp
         got: list[bytes] = []
         fd = os.open(path, os.O_RDONLY)
 
-        def on_data(data: bytes) -> None:
+        def on_data(data: bytes | Extent) -> None:
+            if isinstance(data, Extent):
+                if grow and not any(kinds):
+                    with open(path, "ab") as f:
+                        f.write(grow)
+                kinds.append(True)
+                data = os.pread(fd, data.length, data.position)
+            else:
+                kinds.append(False)
             got.append(data)
             reader.set_room(room)
 
-        reader = stdio.FileInput(loop, fd, on_data, lambda error: done.set_result(error))
+        kinds: list[bool] = []
+        reader = stdio.FileInput(loop, fd, on_data, lambda error: done.set_result(error), extents)
         reader.start()
         reader.set_room(room)
         assert await asyncio.wait_for(done, 10) is None
@@ -73,3 +86,17 @@ def test_a_stdout_pipe_is_grown_to_one_mebibyte_and_splice_sees_it_idle() -> Non
     os.close(read_end)
     assert size == stdio.PIPE_SIZE
     assert idle_at_start and not idle_when_full
+
+
+def test_after_a_first_read_a_file_is_handed_out_as_extents(tmp_path: Path) -> None:
+    """Extents: the file holds the bytes until they are sent; the stream is the
+    file's, and the file's end is only believed once a read finds it, so
+    bytes appended meanwhile are not lost."""
+    payload = os.urandom(5 * stdio.FILE_READ_SIZE + 12345)
+    more = os.urandom(777_777)
+    (tmp_path / "in").write_bytes(payload)
+    data, sizes, reader = read_through(tmp_path / "in", 3 * stdio.FILE_READ_SIZE, extents=True,
+                                       grow=more)
+    assert data == payload + more
+    assert sizes[0] == stdio.FILE_READ_SIZE  # the first read: bytes
+    assert max(sizes) > stdio.FILE_READ_SIZE  # then Extents (reads are at most FILE_READ_SIZE)

@@ -51,9 +51,10 @@ class SubflowConnection(asyncio.BufferedProtocol):
     """One accepted connection: reads straight into the session's buffers and
     forwards loss to the runner.
 
-    While a DATA body moves straight to STDOUT (see Runner._move_direct),
+    While a DATA body moves straight to STDOUT (see Runner.move_direct),
     the transport's reading is paused and the runner splices from a
-    duplicate of the socket's descriptor, watched by the loop."""
+    duplicate of the socket's descriptor, watched by the loop.  The same
+    duplicate takes Extents of a regular-file STDIN by sendfile() (send())."""
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner

@@ -173,8 +173,15 @@ class FileInput:
         else:
             error = None
         if count <= 0:
-            self._ended = True
-            self._on_eof(error)
+            if error is not None:
+                self._ended = True
+                self._on_eof(error)
+                return
+            # Only a read tells the end (a file may grow, or not know its
+            # size, as in /proc): read once, and hand out Extents again only
+            # if that finds more.
+            self.position = None
+            self._read()
             return
         self.position = position + count
         with contextlib.suppress(OSError):
