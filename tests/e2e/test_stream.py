@@ -19,6 +19,15 @@ def _pair(tmp: Path, a_in: Path | None, b_in: Path | None) -> tuple[Peer, Peer]:
     return Peer(tmp, "a", a_in), Peer(tmp, "b", b_in)
 
 
+def check_both_ways(a: Peer, b: Peer, a_in: Path, b_in: Path) -> None:
+    """Both exit 0 having written each other's input exactly, with no traceback."""
+    assert a.wait(120) == 0, a.stderr()
+    assert b.wait(120) == 0, b.stderr()
+    assert sha256_file(b.out) == sha256_file(a_in)
+    assert sha256_file(a.out) == sha256_file(b_in)
+    assert "Traceback" not in a.stderr() + b.stderr()
+
+
 @pytest.mark.parametrize("subflows", [1, 24, 128])
 def test_full_duplex_over_n_subflows(tmp_path: Path, subflows: int) -> None:
     size_a, size_b = (24 * MB, 16 * MB) if subflows == 24 else (8 * MB, 6 * MB)
@@ -27,11 +36,7 @@ def test_full_duplex_over_n_subflows(tmp_path: Path, subflows: int) -> None:
     a, b = _pair(tmp_path, a_in, b_in)
     relays = [socat_subflow(a, b) for _ in range(subflows)]
     try:
-        assert a.wait(120) == 0, a.stderr()
-        assert b.wait(120) == 0, b.stderr()
-        assert sha256_file(b.out) == sha256_file(a_in)
-        assert sha256_file(a.out) == sha256_file(b_in)
-        assert "Traceback" not in a.stderr() + b.stderr()
+        check_both_ways(a, b, a_in, b_in)
     finally:
         a.close(), b.close()
         for r in relays:
@@ -55,10 +60,7 @@ def test_stdout_pipe_gets_bodies_spliced_from_the_subflows(tmp_path: Path, subfl
     b = Peer(tmp_path, "b", b_in, "-v", stdout_pipe=pipe)
     relays = [socat_subflow(a, b) for _ in range(subflows)]
     try:
-        assert a.wait(120) == 0, a.stderr()
-        assert b.wait(120) == 0, b.stderr()
-        assert sha256_file(b.out) == sha256_file(a_in)
-        assert sha256_file(a.out) == sha256_file(b_in)
+        check_both_ways(a, b, a_in, b_in)
         found = MOVED.search(b.stderr())
         assert found, b.stderr()
         written, moved = map(int, found.groups())

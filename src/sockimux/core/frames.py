@@ -191,11 +191,8 @@ class FrameReader:
         pending = self._end - self._start
         if pending > len(scratch) // 2:
             # Much fed and not parsed: grow our own buffer instead.
-            self.release()
-            del self._buf[self._end :]
-            del self._buf[: self._start]
-            self._start, self._end = 0, pending
-            self._buf += bytes(len(scratch))
+            self._append(bytes(len(scratch)))
+            self._end = pending
             return memoryview(self._buf)[pending:]
         if self._buf is not scratch:
             scratch[:pending] = self._buf[self._start : self._end]
@@ -234,13 +231,16 @@ class FrameReader:
             self._filled += n
             view = view[n:]
         if view:
-            self.release()
-            del self._buf[self._end :]
-            del self._buf[: self._start]
-            self._end -= self._start
-            self._start = 0
-            self._buf += view
-            self._end += len(view)
+            self._append(view)
+
+    def _append(self, data: bytes | memoryview) -> None:
+        """Move the unparsed bytes to the front of our own buffer and ``data``
+        after them (counted as fed)."""
+        self.release()
+        del self._buf[self._end :]
+        del self._buf[: self._start]
+        self._start, self._end = 0, self._end - self._start + len(data)
+        self._buf += data
 
     def _settle(self) -> None:
         """Bytes are about to come in: a diverted body is ours again, and a

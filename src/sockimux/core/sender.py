@@ -50,6 +50,7 @@ class Extent:
 
 
 Piece = memoryview | Extent  # retained bytes as handed out
+Outgoing = bytes | bytearray | memoryview | Extent  # what the session hands out to write on a subflow
 
 
 class StreamSender:

@@ -43,7 +43,7 @@ from . import auth, frames
 from .errors import CloseCode, ProtocolError
 from .frames import Frame, FrameReader, FrameType, Hello
 from .receiver import StreamReceiver
-from .sender import Extent, Piece, StreamSender
+from .sender import Extent, Outgoing, Piece, StreamSender
 from .subflow import ACCEPTS, Subflow, SubflowState
 
 
@@ -86,9 +86,6 @@ class Outcome(enum.Enum):
     INPUT_CHANGED = "input changed"  # STDIN, a regular file, lost bytes we had still to send
 
 
-Buffer = bytes | bytearray | memoryview | Extent  # what pull() hands out to write
-
-
 @dataclass(frozen=True)
 class CloseSubflow:
     """Close this subflow's connection, after writing ``final`` if ``flush``."""
@@ -96,7 +93,7 @@ class CloseSubflow:
     sid: int
     code: CloseCode
     reason: str
-    final: list[Buffer]
+    final: list[Outgoing]
     flush: bool
 
 
@@ -273,12 +270,8 @@ class Session:
         written to STDOUT."""
         sub = self.subflows[sid]
         sub.reader.skipped(count)
-        sub.last_heard = sub.last_data_in = now
-        sub.data_in += count
-        if sub.unreported_since is None:
-            sub.unreported_since = now
-        if sub.data_in - sub.data_in_reported >= self.config.ack_every:
-            sub.ack_due = True
+        sub.last_heard = now
+        self._data_arrived(sub, count, now)
         self._ready.add(sid)
         self._output.extend(self.receiver.written_direct(count))
         self._written_more(now)
@@ -352,7 +345,7 @@ class Session:
 
     # -- output to subflows -------------------------------------------------
 
-    def pull(self, sid: int, now: float, limit: int | None = None) -> list[Buffer]:
+    def pull(self, sid: int, now: float, limit: int | None = None) -> list[Outgoing]:
         """Buffers to write on subflow ``sid`` now (header and payload separate).
 
         Write all of them, in order.  The data part is bounded by the subflow's
@@ -373,7 +366,7 @@ class Session:
             sub.last_sent = now
         return out
 
-    def _fill(self, sub: Subflow, out: list[Buffer], now: float,
+    def _fill(self, sub: Subflow, out: list[Outgoing], now: float,
               limit: int | None) -> None:
         sender = self.sender
         cap = sub.path.cap()
@@ -594,12 +587,8 @@ class Session:
     def _on_frame(self, sub: Subflow, frame: Frame, now: float) -> None:
         ftype = frame.type  # the reader refused types this state does not take (ACCEPTS)
         if ftype is FrameType.DATA:
-            sub.data_in += len(frame.body) if frame.continued else frames.HEADER_SIZE + len(frame.body)
-            sub.last_data_in = now
-            if sub.unreported_since is None:
-                sub.unreported_since = now
-            if sub.data_in - sub.data_in_reported >= self.config.ack_every:
-                sub.ack_due = True
+            header = 0 if frame.continued else frames.HEADER_SIZE
+            self._data_arrived(sub, header + len(frame.body), now)
             pieces = self.receiver.receive(frame.value, frame.body)
             if pieces:
                 self._output.extend(pieces)
@@ -636,6 +625,16 @@ class Session:
             self._log("warning", f"subflow {sub.id}: peer refused it: {reason}")
             self._close(sub, CloseCode(frame.value) if frame.value in CloseCode._value2member_map_
                         else CloseCode.PROTOCOL_ERROR, reason, now)
+
+    def _data_arrived(self, sub: Subflow, count: int, now: float) -> None:
+        """``count`` bytes of DATA frames (as the peer counts them) arrived on
+        ``sub``: owed an ACK after ``ack_every`` of them or ``ack_delay``."""
+        sub.data_in += count
+        sub.last_data_in = now
+        if sub.unreported_since is None:
+            sub.unreported_since = now
+        if sub.data_in - sub.data_in_reported >= self.config.ack_every:
+            sub.ack_due = True
 
     def _ack(self, sub: Subflow) -> bytes:
         rx = self.receiver

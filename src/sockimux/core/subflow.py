@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .frames import FrameReader, FrameType, Hello
 from .scheduler import PathEstimate
-from .sender import Extent
+from .sender import Outgoing
 
 
 class SubflowState(enum.Enum):
@@ -45,7 +45,7 @@ class Subflow:
     reader: FrameReader = field(default_factory=FrameReader)
     hello: Hello | None = None  # the hello we sent
     peer: Hello | None = None  # the hello we received
-    out: list[bytes | bytearray | memoryview | Extent] = field(default_factory=list)  # for pull()
+    out: list[Outgoing] = field(default_factory=list)  # frames waiting for pull()
     last_heard: float = 0.0  # any bytes arrived
     last_sent: float = 0.0  # any bytes handed out for writing
     last_data_in: float = float("-inf")  # a DATA frame, or part of a frame, arrived

@@ -18,8 +18,8 @@ import socket
 import struct
 from typing import Any, cast
 
-from ..core.sender import Extent
-from ..core.session import Buffer, CloseSubflow, Log, Outcome, Session
+from ..core.sender import Extent, Outgoing
+from ..core.session import CloseSubflow, Log, Outcome, Session
 from .listener import Listener
 from .stdio import (
     FileInput,
@@ -75,7 +75,7 @@ class SubflowConnection(asyncio.BufferedProtocol):
 
     # -- sending ------------------------------------------------------------------
 
-    def send(self, buffers: list[Buffer]) -> None:
+    def send(self, buffers: list[Outgoing]) -> None:
         """Write ``buffers`` in order.  An Extent of the input file goes by
         sendfile() as far as the socket takes it at once, when nothing is
         queued before it; the rest of it is read and queued as usual."""
@@ -195,6 +195,7 @@ class Runner:
         # DATA bodies that continue the stream go from the socket to a STDOUT
         # pipe by splice(), never through our memory.
         self.direct = isinstance(self.writer, LoopOutput) and hasattr(os, "splice")
+        self.sendfile = hasattr(os, "sendfile")  # Extents of STDIN go by sendfile()
         self.signal: int | None = None
         self._output_pending = 0  # bytes handed to the writer, not yet written
         self._output_closing = False
@@ -308,12 +309,16 @@ class Runner:
         """sendfile() as much of ``extent`` as the socket takes now; -1 if the
         input file no longer holds it (the session is then aborted)."""
         assert isinstance(self.reader, FileInput)
+        if not self.sendfile:
+            return 0
         try:
             sent = os.sendfile(sock_fd, self.reader.fd, extent.position, extent.length)
         except BlockingIOError:
             return 0
-        except OSError:
-            return 0  # the socket failed: the transport will say so when given the rest
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                self.sendfile = False  # this file cannot be sent so: read it from now on
+            return 0  # or the socket failed: the transport will say so when given the rest
         if sent == 0:
             self._input_shrank(extent)
             return -1

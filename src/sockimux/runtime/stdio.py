@@ -106,7 +106,9 @@ class FileInput:
     (four thousand per GiB, a fifth of the sending side's CPU).  Should the
     storage prove slow (a read taking over SLOW_READ seconds), the reads move
     to a thread for the rest of the file, so a slow disk cannot hold up the
-    subflows.  Same interface as InputReader.
+    subflows.  With ``extents``, once the first read proved fast, the rest
+    of the file is handed out as Extents (position and length) instead of
+    bytes: it stays in the file until sent.  Same interface as InputReader.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
