@@ -844,3 +844,53 @@ def test_hardly_any_head_of_line_copies_between_equal_subflows() -> None:
     """Only while the two rate estimates briefly disagree by 2x: under 2% of the stream."""
     link = head_of_line_run(True, 4e6)
     assert link.a.session.head_resent < 0.02 * len(link.a.data)
+
+
+def _acks_sent(link: Link, pair: Pair) -> list[float]:
+    """Times at which B wrote an ACK on ``pair`` (B sends no DATA here)."""
+    times: list[float] = []
+    pipe = pair.y.out
+    write = pipe.write
+    reader = F.FrameReader()
+    hello: list[Hello] = []
+
+    def recording(now: float, buffers: list[bytes | memoryview]) -> None:
+        data = b"".join(buffers)
+        reader.feed(data)
+        if not hello:
+            hello.extend(filter(None, [reader.take_hello()]))
+        while hello and (frame := reader.next_frame()) is not None:
+            if frame.type is FrameType.ACK:
+                times.append(now)
+        write(now, [data])
+
+    pipe.write = recording  # type: ignore[method-assign]
+    return times
+
+
+@pytest.mark.parametrize(("rate", "spaced"), [(200e6, True), (4e6, False)])
+def test_acks_on_a_fast_path_are_spaced(rate: float, spaced: bool) -> None:
+    """On a path faster than ack_every / ack_interval (16 MB/s), ACKs for
+    DATA are at least ack_interval apart (or ack_most bytes), so there are
+    far fewer of them than one per ack_every bytes; a slower path is
+    acknowledged every ack_every bytes as before (but for reads in the same
+    instant: one ACK for them now).  Either way the stream
+    ends exact, and the last ACK comes by ack_delay once DATA stops."""
+    size = 8 * 1024 * KB
+    counts = {}
+    for interval in (0.0, SessionConfig().ack_interval):
+        cfg = SessionConfig(ack_interval=interval)
+        link = Link.between(payload(size, 1), b"", config=cfg, subflows=1, latency=(0.001, 0.001),
+                            rate=(rate, rate))
+        acks = _acks_sent(link, link.pairs[0])
+        finish(link)
+        counts[interval] = len(acks)
+        gaps = [t1 - t0 for t0, t1 in zip(acks, acks[1:], strict=False)]
+        if interval and spaced:
+            # Every gap is the interval or more, but for those forced by ack_most.
+            short = sum(1 for g in gaps if g < interval)
+            assert short <= size // cfg.ack_most, (short, gaps[:20])
+    if spaced:
+        assert counts[SessionConfig().ack_interval] * 3 < counts[0.0], counts
+    else:  # the same but for reads that come in the same instant (one ACK for them now)
+        assert counts[SessionConfig().ack_interval] >= 0.9 * counts[0.0], counts

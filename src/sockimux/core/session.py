@@ -64,6 +64,8 @@ class SessionConfig:
     handshake_timeout: float = 10.0  # seconds for a new connection to send its hello
     ack_delay: float = 0.02  # longest we sit on received data before acknowledging it
     ack_every: int = 16 * 1024  # DATA bytes on a subflow that trigger an ACK on it
+    ack_interval: float = 0.001  # ...but at most one such ACK per this many seconds, per subflow
+    ack_most: int = 1024 * 1024  # ...unless this many DATA bytes are unreported
     max_subflows: int = 1024  # open subflows (including handshakes) at once
     alone_timeout: float | None = None  # give up after this long with no subflow (None: never)
     alone_warning: float = 10.0  # seconds between "no subflow" warnings
@@ -359,7 +361,7 @@ class Session:
         out, sub.out = sub.out, []
         if sub.state is SubflowState.OPEN:
             if sub.ack_due:
-                out.append(self._ack(sub))
+                out.append(self._ack(sub, now))
             if self.outcome is None and limit != 0:
                 self._fill(sub, out, now, limit)
         if out:
@@ -628,18 +630,35 @@ class Session:
 
     def _data_arrived(self, sub: Subflow, count: int, now: float) -> None:
         """``count`` bytes of DATA frames (as the peer counts them) arrived on
-        ``sub``: owed an ACK after ``ack_every`` of them or ``ack_delay``."""
+        ``sub``: owed an ACK after ``ack_every`` of them or ``ack_delay``.
+
+        On a fast path ``ack_every`` bytes arrive in microseconds; an ACK
+        for each would make ACKs most of both ends' work (each is a write
+        here, a wake-up of whatever relays the subflow, and a read and a
+        pass through the session there).  So such ACKs are also spaced by
+        ``ack_interval``, unless ``ack_most`` bytes are waiting: the first
+        DATA after the interval brings the ACK, and if none comes, the
+        ``ack_delay`` timer does (no timer per interval: with many subflows
+        those wake-ups cost more than the ACKs they save).  A path slower
+        than ``ack_every / ack_interval`` (16 MB/s by default) is
+        acknowledged exactly as without the spacing; a fast one has a cap of
+        megabytes in flight (see scheduler.py), so its sender is not held
+        up by an ACK sitting out the interval."""
         sub.data_in += count
         sub.last_data_in = now
         if sub.unreported_since is None:
             sub.unreported_since = now
-        if sub.data_in - sub.data_in_reported >= self.config.ack_every:
+        cfg = self.config
+        unreported = sub.data_in - sub.data_in_reported
+        if unreported >= cfg.ack_every and (now >= sub.acked_at + cfg.ack_interval
+                                            or unreported >= cfg.ack_most):
             sub.ack_due = True
 
-    def _ack(self, sub: Subflow) -> bytes:
+    def _ack(self, sub: Subflow, now: float) -> bytes:
         rx = self.receiver
         limit = rx.credit.advertise(rx.written)
         sub.data_in_reported = sub.data_in
+        sub.acked_at = now
         sub.unreported_since = None
         sub.ack_due = False
         if rx.written >= self._acked_written:

@@ -56,6 +56,7 @@ class Subflow:
     data_in: int = 0  # received by us
     data_in_reported: int = 0  # data_in as of our last ACK on this subflow
     unreported_since: float | None = None  # first DATA since that ACK
+    acked_at: float = float("-inf")  # when we last sent an ACK on this subflow
     ack_due: bool = False  # send an ACK on the next pull
     ranges: list[tuple[int, int]] = field(default_factory=list)  # stream ranges sent, maybe unacked
     carries_fin: bool = False
