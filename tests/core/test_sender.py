@@ -166,6 +166,28 @@ def test_extents_are_handed_out_cut_like_bytes() -> None:
     assert tx.peek(64, 1000) == (64, Extent(64, 40))
 
 
+def test_consecutive_extents_make_one_piece() -> None:
+    """An input file extended a little at a time is still handed out in
+    pieces as large as asked for; Extents that do not follow on (a file
+    read as bytes in between) are not joined."""
+    tx = StreamSender(1 << 20)
+    for position in range(0, 1000, 100):
+        tx.push(Extent(position, 100))
+    tx.push(b"x" * 10)
+    tx.push(Extent(1010, 50))
+    tx.push(Extent(2000, 50))  # not where the last one ended
+    tx.on_ack(0, 1 << 20, False)
+    assert tx.take(900) == (0, Extent(0, 900))
+    assert tx.take(1000) == (900, Extent(900, 100))
+    assert tx.take(1000) == (1000, memoryview(b"x" * 10))
+    assert tx.take(1000) == (1010, Extent(1010, 50))
+    assert tx.take(1000) == (1060, Extent(2000, 50))
+    tx.requeue(50, 950)
+    assert tx.take(2000) == (50, Extent(50, 900))
+    tx.on_ack(990, 1 << 20, False)
+    assert tx.peek(990, 2000) == (990, Extent(990, 10))
+
+
 def test_empty_stream() -> None:
     tx = StreamSender(10)
     tx.close()

@@ -81,10 +81,21 @@ class StreamSender:
     def push(self, data: bytes | Extent) -> None:
         if self.eof:
             raise RuntimeError("push() after close()")
-        if data:
-            self._starts.append(self.end)
-            self._chunks.append(data)
-            self.end += len(data)
+        if not data:
+            return
+        chunks = self._chunks
+        if isinstance(data, Extent) and chunks:
+            last = chunks[-1]
+            if isinstance(last, Extent) and last.position + last.length == data.position:
+                # One Extent for the file's consecutive bytes: a piece is cut
+                # from one chunk, so pieces (and DATA frames) stay as large as
+                # the subflow allows however little the input was extended by.
+                chunks[-1] = Extent(last.position, last.length + data.length)
+                self.end += len(data)
+                return
+        self._starts.append(self.end)
+        chunks.append(data)
+        self.end += len(data)
 
     def close(self) -> None:
         self.eof = True
