@@ -587,6 +587,12 @@ class Link:
                 ep.stuck = 0
                 continue
             d = ep.session.next_deadline()
+            # The session recomputes only the deadlines of subflows it knows
+            # were touched: one computed afresh must never be earlier.
+            full = ep.session.next_deadline(rescan=True)
+            if full is not None and (d is None or d > full):
+                raise LinkError(f"{ep.name}: next_deadline() {d} is later than a rescan's {full} "
+                                f"(now {now}): a touched subflow was not marked")
             if d is None or d > now:
                 ep.stuck = 0
                 continue

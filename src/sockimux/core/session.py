@@ -138,6 +138,11 @@ class Session:
         self._head_resent_to = 0  # stream offsets below this were re-sent as head of line once
         self.head_resent = 0  # bytes re-sent that way (statistics)
         self._carrier_of: tuple[int, int, int] | None = None  # (offset, subflow, range end)
+        # Each subflow's next deadline, recomputed only for the subflows an
+        # event touched (readied, pulled, timed), so that next_deadline()
+        # after every event does not cost a pass over all subflows.
+        self._deadlines: dict[int, float] = {}
+        self._dirty: set[int] = set()
         # Every subflow's reader reads small frames into this one buffer.
         self._scratch = bytearray(frames.SCRATCH_SIZE)
 
@@ -154,6 +159,7 @@ class Session:
         sub.out.append(frames.encode_hello(sub.hello))
         self.subflows[sid] = sub
         self._ready.add(sid)
+        self._dirty.add(sid)
         pending = sum(1 for s in self.subflows.values() if s.state is not SubflowState.OPEN)
         if len(self.subflows) > self.config.max_subflows:
             self._refuse(sub, CloseCode.TOO_MANY_SUBFLOWS,
@@ -179,6 +185,7 @@ class Session:
         if sub is None or sub.state is SubflowState.CLOSED:
             return False
         sub.last_heard = now
+        self._dirty.add(sid)
         reader = sub.reader
         if not reader.buffer_updated(count):
             sub.last_data_in = now  # part of a frame arrived
@@ -273,6 +280,7 @@ class Session:
         sub = self.subflows[sid]
         sub.reader.skipped(count)
         sub.last_heard = now
+        self._dirty.add(sid)
         self._data_arrived(sub, count, now)
         self._ready.add(sid)
         self._output.extend(self.receiver.written_direct(count))
@@ -362,6 +370,7 @@ class Session:
         sub = self.subflows.get(sid)
         if sub is None:
             return []
+        self._dirty.add(sid)
         out, sub.out = sub.out, []
         if sub.state is SubflowState.OPEN:
             if sub.ack_due:
@@ -468,6 +477,7 @@ class Session:
             ready = [sid for sid in self._ready if sid in self.subflows]
         self._ready_all = False
         self._ready.clear()
+        self._dirty.update(ready)
         return ready
 
     def take_events(self) -> list[Event]:
@@ -476,23 +486,27 @@ class Session:
 
     # -- timers --------------------------------------------------------------
 
-    def next_deadline(self) -> float | None:
+    def next_deadline(self, rescan: bool = False) -> float | None:
+        """When to call handle_timer() next (None: no timer needed).
+
+        Only the deadlines of subflows touched since the last call are
+        recomputed (``rescan``: all of them).  Whatever changes a subflow's
+        deadline marks it touched; the one exception, bytes of a frame still
+        incomplete, only moves its deadline later, and a timer that fires
+        early finds nothing due and re-arms."""
+        deadlines = self._deadlines
+        dirty = self.subflows.keys() if rescan else self._dirty
+        for sid in dirty:
+            sub = self.subflows.get(sid)
+            if sub is not None:
+                deadlines[sid] = self._subflow_deadline(sub)
+        self._dirty.clear()
         cfg = self.config
         times: list[float] = []
-        live = False
-        for sub in self.subflows.values():
-            if sub.state is not SubflowState.OPEN:
-                times.append(sub.opened_at + cfg.handshake_timeout)
-                continue
-            live = True
-            times.append(sub.last_heard + cfg.stall_timeout)
-            if not sub.out:
-                times.append(sub.last_sent + cfg.keepalive)
-            if sub.in_flight > 0:
-                times.append(max(sub.last_progress, sub.last_data_in) + cfg.stall_timeout)
-            if sub.unreported_since is not None and not sub.ack_due:
-                times.append(sub.unreported_since + cfg.ack_delay)
-        if self._written_at is not None and live:
+        if deadlines:
+            times.append(min(deadlines.values()))
+        if self._written_at is not None and any(
+                sub.state is SubflowState.OPEN for sub in self.subflows.values()):
             times.append(self._written_at + cfg.ack_delay)
         if self._alone_since is not None and self.outcome is None:
             times.append(self._alone_warned_at + cfg.alone_warning)
@@ -500,12 +514,26 @@ class Session:
                 times.append(self._alone_since + cfg.alone_timeout)
         return min(times) if times else None
 
+    def _subflow_deadline(self, sub: Subflow) -> float:
+        cfg = self.config
+        if sub.state is not SubflowState.OPEN:
+            return sub.opened_at + cfg.handshake_timeout
+        deadline = sub.last_heard + cfg.stall_timeout
+        if not sub.out:
+            deadline = min(deadline, sub.last_sent + cfg.keepalive)
+        if sub.data_out > sub.peer_in:
+            deadline = min(deadline, max(sub.last_progress, sub.last_data_in) + cfg.stall_timeout)
+        if sub.unreported_since is not None and not sub.ack_due:
+            deadline = min(deadline, sub.unreported_since + cfg.ack_delay)
+        return deadline
+
     def handle_timer(self, now: float) -> None:
         # Every test below is `now >= start + interval`, the very sum that
         # next_deadline() returns, so the timer due at a deadline always fires
         # (`now - start >= interval` can miss it by one rounding).
         cfg = self.config
         self._ready_all = True
+        self._dirty.update(self.subflows)
         for sub in list(self.subflows.values()):
             if sub.state is not SubflowState.OPEN:
                 if now >= sub.opened_at + cfg.handshake_timeout:
@@ -727,6 +755,7 @@ class Session:
         was_open = sub.state is SubflowState.OPEN
         sub.state = SubflowState.CLOSED
         del self.subflows[sub.id]
+        self._deadlines.pop(sub.id, None)
         self._hungry.pop(sub.id, None)
         resend = 0
         for start, end in sub.ranges:
