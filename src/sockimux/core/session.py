@@ -301,11 +301,7 @@ class Session:
 
     def write_stdin(self, data: bytes | Extent, now: float) -> None:
         self.sender.push(data)
-        self._wake_hungry(len(data))
-
-    def _wake_hungry(self, want: int) -> None:
-        """``want`` more bytes may be sent: ready as many of the subflows that
-        found nothing to send as it takes to carry them, oldest first."""
+        want = len(data)
         hungry = self._hungry
         while hungry and want > 0:
             sid = next(iter(hungry))
@@ -635,11 +631,10 @@ class Session:
                 sub.peer_in = peer_in
                 sub.last_progress = now
                 sub.path.on_delivered(peer_in, now, saturated)
-            tx = self.sender
-            sendable = min(tx.end, tx.credit)
-            tx.on_ack(frame.value, limit, bool(frame.flags & frames.ACK_FIN_DONE))
-            if min(tx.end, tx.credit) > sendable:  # new credit for bytes we hold
-                self._wake_hungry(min(tx.end, tx.credit) - max(sendable, tx.next_new))
+            credit_blocked = self.sender.next_new >= self.sender.credit
+            self.sender.on_ack(frame.value, limit, bool(frame.flags & frames.ACK_FIN_DONE))
+            if credit_blocked and self.sender.credit > self.sender.next_new:
+                self._ready_all = True  # new credit: any subflow may take data
             self._trim_ranges(sub)
             self._check_done()
         elif ftype is FrameType.FIN:
