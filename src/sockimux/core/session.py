@@ -487,9 +487,9 @@ class Session:
 
         Only the deadlines of subflows touched since the last call are
         recomputed (``rescan``: all of them).  Whatever changes a subflow's
-        deadline marks it touched; the one exception, bytes of a frame still
-        incomplete, only moves its deadline later, and a timer that fires
-        early finds nothing due and re-arms."""
+        deadline touches it: bytes received on it, a pull, being readied, a
+        timer.  The link tests check after every step that a rescan never
+        finds an earlier deadline."""
         deadlines = self._deadlines
         dirty = self.subflows.keys() if rescan else self._dirty
         for sid in dirty:
@@ -517,7 +517,7 @@ class Session:
         deadline = sub.last_heard + cfg.stall_timeout
         if not sub.out:
             deadline = min(deadline, sub.last_sent + cfg.keepalive)
-        if sub.data_out > sub.peer_in:
+        if sub.in_flight > 0:
             deadline = min(deadline, max(sub.last_progress, sub.last_data_in) + cfg.stall_timeout)
         if sub.unreported_since is not None and not sub.ack_due:
             deadline = min(deadline, sub.unreported_since + cfg.ack_delay)
