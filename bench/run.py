@@ -81,6 +81,7 @@ import latency
 import links
 import memory
 import procs
+import render
 from procs import ROOT, BenchError, Payload, make_payload, payload_dir
 
 SECTIONS = ("bulk", "latency", "memory", "links")
@@ -200,125 +201,6 @@ def machine() -> dict[str, Any]:
     }
 
 
-# -- rendering ----------------------------------------------------------------------------
-
-
-def table(header: list[str], rows: list[list[str]], indent: str = "  ") -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    lines = [header, *rows]
-    return "\n".join(indent + "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in lines)
-
-
-def _x(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
-
-
-def _failed(error: str) -> str:
-    return "  FAILED: " + error.replace("\n", "\n    ")
-
-
-def render(result: dict[str, Any]) -> str:
-    m = result["machine"]
-    out = [
-        f"sockimux bench  {m['date']}",
-        f"machine: nproc {m['nproc']} ({m['cpus_usable']} usable), Linux {m['kernel']}, "
-        f"Python {m['python']}, uvloop {m['uvloop'] or 'not available'}, socat {m['socat']}, "
-        f"sockimux {m['sockimux_commit']}, load {m['loadavg_at_start'][0]:.2f}",
-        f"mode: {'quick' if result['options']['quick'] else 'full'}, repeat {result['options']['repeat']}, "
-        f"sockimux command: {result['options']['sockimux']}",
-    ]
-    sections = result["sections"]
-    if "bulk" in sections:
-        out += ["", "[bulk] throughput ratio sockimux/socat (higher is better; 1.00 = as fast as socat)"]
-        s = sections["bulk"]
-        if "error" in s:
-            out.append(_failed(s["error"]))
-        else:
-            check = ("byte count (sha256 checked in one untimed run per K first)" if s["verify"] == "sha256"
-                     else "byte count")
-            out += [f"  {s['bytes_mib']:g} MiB from {s['payload_dir']} to a sink that checks the {check}",
-                    f"  time from first relay spawned to EOF at the sink; median of {s['repeat']}, "
-                    f"runs alternated",
-                    f"  sockimux:  {s['describe']['sockimux']}",
-                    f"  reference: {s['describe']['reference']}"]
-            rows = [[k, _x(v["ratio"]), f"{_x(v['ratio_min'])}-{_x(v['ratio_max'])}",
-                     _pct(v["all_joined_fraction_of_run_median"]) if not v["runs_where_not_all_joined"]
-                     else f"{_pct(v['all_joined_fraction_of_run_median'])}, "
-                          f"{v['runs_where_not_all_joined']} run(s) never",
-                     str(v["subflows_refused"])]
-                    for k, v in s["subflows"].items()]
-            out.append(table(["subflows", "sockimux/socat", "per-pair range", "all joined at (of run)",
-                              "refused"], rows))
-            if any(v["subflows_refused"] for v in s["subflows"].values()):
-                out.append("  refused: subflows sockimux turned away, summed over runs (JSON: its stderr)")
-            if "ratio_128_to_1" in s:
-                out.append(f"  sockimux 128 subflows / 1 subflow: {_x(s['ratio_128_to_1'])}")
-            elif "ratio_max_to_min_subflows" in s:
-                r = s["ratio_max_to_min_subflows"]
-                out.append(f"  sockimux {r['to']} subflows / {r['from']}: {_x(r['ratio'])}")
-    if "latency" in sections:
-        out += ["", "[latency] 1-byte echo round trip ratio sockimux/socat (lower is better; 1.00 = as fast)"]
-        s = sections["latency"]
-        if "error" in s:
-            out.append(_failed(s["error"]))
-        else:
-            out += [f"  {s['round_trips_per_run']} round trips after {s['warmup_per_run']} warm-up, "
-                    f"x{s['runs_per_kind']} runs alternated, percentiles over all samples",
-                    f"  sockimux:  {s['describe']['sockimux']}",
-                    f"  reference: {s['describe']['reference']}",
-                    table(["", "sockimux/socat"], [["p50", _x(s["ratio_p50"])],
-                                                   ["p99", _x(s["ratio_p99"])]])]
-    if "memory" in sections:
-        out += ["", "[memory] peak RSS (VmHWM) per sockimux, MiB, while the consumer is slow"]
-        s = sections["memory"]
-        if "error" in s:
-            out.append(_failed(s["error"]))
-        else:
-            out += [f"  {s['payload_mib']:g} MiB ready at the sender, reader {s['reader_rate_mb_per_s']:g} "
-                    f"MB/s, {s['seconds']:g} s, {s['subflows']} subflows",
-                    f"  {s['describe']}"]
-            rows = [[n, _x(v["at_listen_mib"], 1), _x(v["peak_mib"], 1), _x(v["above_baseline_mib"], 1)]
-                    for n, v in s["sides"].items()]
-            out.append(table(["side", "at listen MiB", "peak MiB", "peak - baseline MiB"], rows))
-            out.append(f"  baseline: B at listen ({_x(s['baseline_mib'], 1)} MiB), a sockimux holding "
-                       f"no data; A at listen already holds its window of STDIN")
-    if "links" in sections:
-        out += ["", "[links] netlab compare: sockimux throughput / sum of link rates, and / MPTCP"]
-        s = sections["links"]
-        if "skipped" in s:
-            out.append(f"  skipped: {s['skipped']}")
-        elif "error" in s and not s.get("sets"):
-            out.append(_failed(s["error"]))
-        else:
-            rows = []
-            for r in s["sets"]:
-                if "error" in r:
-                    rows.append([r["links"], "FAILED", "-", "-", "-", "-"])
-                    continue
-                cpu = "/".join(_x(r[k]["cpu_busy_pct"], 0) for k in ("tcp", "mptcp", "imux"))
-                rows.append([r["links"], _pct(r["imux_of_link_sum"]), _pct(r["mptcp_of_link_sum"]),
-                             _x(r["ratio_imux_mptcp"]), r["verdict"] or "-", cpu + "%"])
-            out.append(table(["links Mbit/s", "imux of sum", "mptcp of sum", "imux/mptcp", "verdict",
-                              "cpu tcp/mptcp/imux"], rows))
-            out.append("  (TCP payload ceiling: 95.6% of the link rate; cpu: share of the whole machine "
-                       "during each run, anything else running included)")
-            for r in s["sets"]:
-                if "error" in r:
-                    out.append(_failed(f"{r['links']}: {r['error']}"))
-                elif r["verdict"] != "PASS":
-                    reasons = [x for kind in ("tcp", "mptcp", "imux") for x in r[kind]["reasons"]]
-                    out.append(f"  {r['links']}: {'; '.join(reasons) or r['verdict']}")
-                    for side, tail in (r["imux"].get("stderr_tail") or {}).items():
-                        if tail:
-                            out.append(f"    imux {side} stderr: " + tail.replace("\n", "\n      "))
-    return "\n".join(out)
-
-
 # -- the run ------------------------------------------------------------------------------
 
 
@@ -426,8 +308,8 @@ def main(argv: list[str] | None = None) -> int:
                         try:
                             r = links.measure(args.netlab, rates, args.links_timeout, progress)
                             sets.append({"links": rates, **r})
-                            progress(f"links {rates}: imux {_pct(r['imux_of_link_sum'])} of the sum, "
-                                     f"imux/mptcp {_x(r['ratio_imux_mptcp'])}, verdict {r['verdict']}")
+                            progress(f"links {rates}: imux {render.pct(r['imux_of_link_sum'])} of the sum, "
+                                     f"imux/mptcp {render.x(r['ratio_imux_mptcp'])}, verdict {r['verdict']}")
                         except BenchError as exc:
                             failed = True
                             sets.append({"links": rates, "error": str(exc)})
@@ -445,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(render(result))
+        print(render.render(result))
     return 1 if failed else 0
 
 

@@ -1,0 +1,125 @@
+"""The table run.py prints: one block per section, ratios only (``--json`` has the rest)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def table(header: list[str], rows: list[list[str]], indent: str = "  ") -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = [header, *rows]
+    return "\n".join(indent + "  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                     for line in lines)
+
+
+def x(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def failed(error: str) -> str:
+    return "  FAILED: " + error.replace("\n", "\n    ")
+
+
+def _bulk(s: dict[str, Any]) -> list[str]:
+    check = ("byte count (sha256 checked in one untimed run per K first)" if s["verify"] == "sha256"
+             else "byte count")
+    out = [f"  {s['bytes_mib']:g} MiB from {s['payload_dir']} to a sink that checks the {check}",
+           f"  time from first relay spawned to EOF at the sink; median of {s['repeat']}, runs alternated",
+           f"  sockimux:  {s['describe']['sockimux']}",
+           f"  reference: {s['describe']['reference']}"]
+    rows = [[k, x(v["ratio"]), f"{x(v['ratio_min'])}-{x(v['ratio_max'])}",
+             pct(v["all_joined_fraction_of_run_median"]) if not v["runs_where_not_all_joined"]
+             else f"{pct(v['all_joined_fraction_of_run_median'])}, "
+                  f"{v['runs_where_not_all_joined']} run(s) never",
+             str(v["subflows_refused"])]
+            for k, v in s["subflows"].items()]
+    out.append(table(["subflows", "sockimux/socat", "per-pair range", "all joined at (of run)",
+                      "refused"], rows))
+    if any(v["subflows_refused"] for v in s["subflows"].values()):
+        out.append("  refused: subflows sockimux turned away, summed over runs (JSON: its stderr)")
+    if "ratio_128_to_1" in s:
+        out.append(f"  sockimux 128 subflows / 1 subflow: {x(s['ratio_128_to_1'])}")
+    elif "ratio_max_to_min_subflows" in s:
+        r = s["ratio_max_to_min_subflows"]
+        out.append(f"  sockimux {r['to']} subflows / {r['from']}: {x(r['ratio'])}")
+    return out
+
+
+def _latency(s: dict[str, Any]) -> list[str]:
+    return [f"  {s['round_trips_per_run']} round trips after {s['warmup_per_run']} warm-up, "
+            f"x{s['runs_per_kind']} runs alternated, percentiles over all samples",
+            f"  sockimux:  {s['describe']['sockimux']}",
+            f"  reference: {s['describe']['reference']}",
+            table(["", "sockimux/socat"], [["p50", x(s["ratio_p50"])], ["p99", x(s["ratio_p99"])]])]
+
+
+def _memory(s: dict[str, Any]) -> list[str]:
+    rows = [[n, x(v["at_listen_mib"], 1), x(v["peak_mib"], 1), x(v["above_baseline_mib"], 1)]
+            for n, v in s["sides"].items()]
+    return [f"  {s['payload_mib']:g} MiB ready at the sender, reader {s['reader_rate_mb_per_s']:g} "
+            f"MB/s, {s['seconds']:g} s, {s['subflows']} subflows",
+            f"  {s['describe']}",
+            table(["side", "at listen MiB", "peak MiB", "peak - baseline MiB"], rows),
+            f"  baseline: B at listen ({x(s['baseline_mib'], 1)} MiB), a sockimux holding "
+            f"no data; A at listen already holds its window of STDIN"]
+
+
+def _links(s: dict[str, Any]) -> list[str]:
+    if "skipped" in s:
+        return [f"  skipped: {s['skipped']}"]
+    rows = []
+    for r in s["sets"]:
+        if "error" in r:
+            rows.append([r["links"], "FAILED", "-", "-", "-", "-"])
+            continue
+        cpu = "/".join(x(r[k]["cpu_busy_pct"], 0) for k in ("tcp", "mptcp", "imux"))
+        rows.append([r["links"], pct(r["imux_of_link_sum"]), pct(r["mptcp_of_link_sum"]),
+                     x(r["ratio_imux_mptcp"]), r["verdict"] or "-", cpu + "%"])
+    out = [table(["links Mbit/s", "imux of sum", "mptcp of sum", "imux/mptcp", "verdict",
+                  "cpu tcp/mptcp/imux"], rows),
+           "  (TCP payload ceiling: 95.6% of the link rate; cpu: share of the whole machine "
+           "during each run, anything else running included)"]
+    for r in s["sets"]:
+        if "error" in r:
+            out.append(failed(f"{r['links']}: {r['error']}"))
+        elif r["verdict"] != "PASS":
+            reasons = [reason for kind in ("tcp", "mptcp", "imux") for reason in r[kind]["reasons"]]
+            out.append(f"  {r['links']}: {'; '.join(reasons) or r['verdict']}")
+            for side, tail in (r["imux"].get("stderr_tail") or {}).items():
+                if tail:
+                    out.append(f"    imux {side} stderr: " + tail.replace("\n", "\n      "))
+    return out
+
+
+# Per section, in the order printed: its heading and the lines of a measured section.
+SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
+    "bulk": ("throughput ratio sockimux/socat (higher is better; 1.00 = as fast as socat)", _bulk),
+    "latency": ("1-byte echo round trip ratio sockimux/socat (lower is better; 1.00 = as fast)", _latency),
+    "memory": ("peak RSS (VmHWM) per sockimux, MiB, while the consumer is slow", _memory),
+    "links": ("netlab compare: sockimux throughput / sum of link rates, and / MPTCP", _links),
+}
+
+
+def render(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    out = [
+        f"sockimux bench  {m['date']}",
+        f"machine: nproc {m['nproc']} ({m['cpus_usable']} usable), Linux {m['kernel']}, "
+        f"Python {m['python']}, uvloop {m['uvloop'] or 'not available'}, socat {m['socat']}, "
+        f"sockimux {m['sockimux_commit']}, load {m['loadavg_at_start'][0]:.2f}",
+        f"mode: {'quick' if result['options']['quick'] else 'full'}, repeat {result['options']['repeat']}, "
+        f"sockimux command: {result['options']['sockimux']}",
+    ]
+    for name, (heading, body) in SECTIONS.items():
+        s = result["sections"].get(name)
+        if s is None:
+            continue
+        out += ["", f"[{name}] {heading}"]
+        # links keeps the sets that did measure next to the one that failed
+        out += [failed(s["error"])] if "error" in s and not s.get("sets") else body(s)
+    return "\n".join(out)
