@@ -44,16 +44,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ends import FEED_TEXT, OUTPUT_TEXT, Feed, Output
 from procs import (
-    PIPE_SIZE,
     BenchError,
     Child,
     Payload,
     Procs,
-    Sink,
-    close_fds,
     connections,
-    pipe,
     sockimux_argv,
     wait_exit,
     wait_listening,
@@ -62,12 +59,17 @@ from procs import (
 REFUSED = re.compile(r"subflow \d+ refused:")
 
 
-def describe(block: int) -> dict[str, str]:
+DEFAULT_ENDS = ("file", "pipe")  # STDIN, STDOUT: see ends.py
+
+
+def describe(block: int, ends: tuple[str, str] = DEFAULT_ENDS) -> dict[str, str]:
+    before, after, address = FEED_TEXT[ends[0]]
+    out = OUTPUT_TEXT[ends[1]]
     return {
-        "sockimux": (f"sockimux A.sock < payload; sockimux B.sock < /dev/null > sink; "
+        "sockimux": (f"{before}sockimux A.sock{after}; sockimux B.sock < /dev/null{out}; "
                      f"K x socat -b{block} UNIX-CONNECT:A.sock UNIX-CONNECT:B.sock"),
-        "reference": (f"socat -b{block} -u OPEN:payload UNIX-LISTEN:a.sock; "
-                      f"socat -b{block} -u UNIX-LISTEN:b.sock STDOUT > sink; "
+        "reference": (f"{before}socat -b{block} -u {address} UNIX-LISTEN:a.sock; "
+                      f"socat -b{block} -u UNIX-LISTEN:b.sock STDOUT{out}; "
                       f"socat -b{block} UNIX-CONNECT:a.sock UNIX-CONNECT:b.sock"),
     }
 
@@ -103,18 +105,14 @@ def _all_connected(a_sock: str, b_sock: str, count: int, t0: float, timeout: flo
 
 
 def run_sockimux(tmp: Path, payload: Payload, subflows: int, block: int, verify: bool,
-                 timeout: float) -> dict[str, Any]:
-    what = f"bulk sockimux, {subflows} subflow(s)"
-    with Procs(tmp) as procs:
+                 timeout: float, ends: tuple[str, str] = DEFAULT_ENDS) -> dict[str, Any]:
+    what = f"bulk sockimux, STDIN {ends[0]}, STDOUT {ends[1]}, {subflows} subflow(s)"
+    with Procs(tmp) as procs, Output(ends[1], payload) as out:
         a_sock, b_sock = str(tmp / "A.sock"), str(tmp / "B.sock")
-        r, w = pipe(PIPE_SIZE)
-        try:
-            sink = Sink(procs, "sink", r, sha256=verify)
-            b = procs.spawn("sockimux-B", sockimux_argv(b_sock), stdout=w)
-        finally:
-            close_fds(r, w)
-        with open(payload.path, "rb") as src:
-            a = procs.spawn("sockimux-A", sockimux_argv(a_sock), stdin=src)
+        b = procs.spawn("sockimux-B", sockimux_argv(b_sock), stdout=out.fd)
+        sink = out.sink(procs, verify)
+        with Feed(procs, payload, ends[0]) as feed:
+            a = procs.spawn("sockimux-A", sockimux_argv(a_sock), stdin=feed.fd)
         wait_listening([(a, a_sock), (b, b_sock)])
         relay_err = procs.shared_stderr("relays")
         argv = ["socat", f"-b{block}", f"UNIX-CONNECT:{a_sock}", f"UNIX-CONNECT:{b_sock}"]
@@ -142,19 +140,17 @@ def run_sockimux(tmp: Path, payload: Payload, subflows: int, block: int, verify:
                 "stderr_lines": {n: text.splitlines()[:5] for n, text in logs.items() if text}}
 
 
-def run_socat(tmp: Path, payload: Payload, block: int, verify: bool, timeout: float) -> dict[str, Any]:
-    what = "bulk socat reference"
-    with Procs(tmp) as procs:
+def run_socat(tmp: Path, payload: Payload, block: int, verify: bool, timeout: float,
+              ends: tuple[str, str] = DEFAULT_ENDS) -> dict[str, Any]:
+    what = f"bulk socat reference, STDIN {ends[0]}, STDOUT {ends[1]}"
+    with Procs(tmp) as procs, Output(ends[1], payload) as out:
         a_sock, b_sock = str(tmp / "a.sock"), str(tmp / "b.sock")
-        r, w = pipe(PIPE_SIZE)
-        try:
-            sink = Sink(procs, "sink", r, sha256=verify)
-            b = procs.spawn("socat-b", ["socat", f"-b{block}", "-u", f"UNIX-LISTEN:{b_sock}", "STDOUT"],
-                            stdout=w)
-        finally:
-            close_fds(r, w)
-        a = procs.spawn("socat-a", ["socat", f"-b{block}", "-u", f"OPEN:{payload.path}",
-                                    f"UNIX-LISTEN:{a_sock}"])
+        b = procs.spawn("socat-b", ["socat", f"-b{block}", "-u", f"UNIX-LISTEN:{b_sock}", "STDOUT"],
+                        stdout=out.fd)
+        sink = out.sink(procs, verify)
+        with Feed(procs, payload, ends[0]) as feed:
+            a = procs.spawn("socat-a", ["socat", f"-b{block}", "-u", feed.socat_address,
+                                        f"UNIX-LISTEN:{a_sock}"], stdin=feed.fd)
         wait_listening([(a, a_sock), (b, b_sock)])
         t0 = time.monotonic()
         relay = procs.spawn("relay", ["socat", f"-b{block}", f"UNIX-CONNECT:{a_sock}",
@@ -165,32 +161,34 @@ def run_socat(tmp: Path, payload: Payload, block: int, verify: bool, timeout: fl
 
 
 def measure(tmp: Path, payload: Payload, subflow_counts: list[int], repeat: int, block: int,
-            verify: bool, timeout: float, progress: Any) -> dict[str, Any]:
-    """Alternate sockimux and socat runs; medians and ratios per subflow count."""
+            verify: bool, timeout: float, progress: Any, ends: tuple[str, str] = DEFAULT_ENDS,
+            tag: str = "bulk") -> dict[str, Any]:
+    """Alternate sockimux and socat runs; medians and ratios per subflow count.  ``tag``
+    names the runs (progress, directories)."""
     runs: dict[int, dict[str, list[dict[str, Any]]]] = {
         k: {"sockimux": [], "socat": []} for k in subflow_counts}
     mb = payload.size / 1e6
     verified: dict[str, Any] = {}
     if verify:  # untimed: the timed runs' sink only counts, so hashing costs neither kind CPU
         for k in subflow_counts:
-            sub = tmp / f"bulk-verify-{k}"
+            sub = tmp / f"{tag}-verify-{k}"
             sub.mkdir()
-            run = run_sockimux(sub, payload, k, block, True, timeout)
+            run = run_sockimux(sub, payload, k, block, True, timeout, ends)
             verified[str(k)] = {"sha256_ok": True, "seconds": run["seconds"],
                                 "subflows_refused": run["subflows_refused"]}
-            progress(f"bulk verify sockimux K={k:<3} sha256 ok ({run['seconds']:.2f} s, untimed)")
+            progress(f"{tag} verify sockimux K={k:<3} sha256 ok ({run['seconds']:.2f} s, untimed)")
     for rep in range(repeat):
         for k in subflow_counts:
             for kind in ("sockimux", "socat"):
-                sub = tmp / f"bulk-{rep}-{k}-{kind}"
+                sub = tmp / f"{tag}-{rep}-{k}-{kind}"
                 sub.mkdir()
                 if kind == "sockimux":
-                    run = run_sockimux(sub, payload, k, block, False, timeout)
+                    run = run_sockimux(sub, payload, k, block, False, timeout, ends)
                 else:
-                    run = run_socat(sub, payload, block, False, timeout)
+                    run = run_socat(sub, payload, block, False, timeout, ends)
                 run["mb_per_s"] = mb / run["seconds"]
                 runs[k][kind].append(run)
-                progress(f"bulk {rep + 1}/{repeat} {kind:8} K={k:<3} {run['seconds']:.2f} s")
+                progress(f"{tag} {rep + 1}/{repeat} {kind:8} K={k:<3} {run['seconds']:.2f} s")
     per_k: dict[str, Any] = {}
     for k in subflow_counts:
         imux = [r["mb_per_s"] for r in runs[k]["sockimux"]]

@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import json
 import os
+import select
 import shlex
 import signal
 import subprocess
@@ -215,19 +216,34 @@ class Watchdog:
 
 
 class Sink:
-    """``sink.py`` reading ``fd``: counts bytes, optionally hashes and rate-limits.
+    """``sink.py`` reading ``fd`` (or watching the regular file ``file`` until its writer
+    closes it): counts bytes, optionally hashes and rate-limits.
 
     It reports (JSON) bytes, sha256, and CLOCK_MONOTONIC times of the first
     byte and of EOF, which compare directly with this process's
     ``time.monotonic()``.
     """
 
-    def __init__(self, procs: Procs, name: str, fd: int, *, sha256: bool,
-                 rate: float | None = None) -> None:
+    def __init__(self, procs: Procs, name: str, fd: int | None, *, sha256: bool,
+                 rate: float | None = None, file: Path | None = None) -> None:
         argv = [sys.executable, SINK] + (["--sha256"] if sha256 else [])
         if rate:
             argv += ["--rate", str(rate)]
-        self.child = procs.spawn(name, argv, stdin=fd, stdout=subprocess.PIPE)
+        if file is not None:
+            argv += ["--file", str(file)]
+        self.child = procs.spawn(name, argv, stdin=subprocess.DEVNULL if fd is None else fd,
+                                 stdout=subprocess.PIPE)
+        if file is not None:
+            self._watching(10.0)
+
+    def _watching(self, timeout: float) -> None:
+        """Wait for the line that says the watch is set (nothing else is written before
+        the report, so a raw read takes just that line)."""
+        out = self.child.proc.stdout
+        assert out is not None
+        ready, _, _ = select.select([out], [], [], timeout)
+        if not ready or os.read(out.fileno(), 64) != b"watching\n":
+            raise BenchError(f"the sink did not start watching its file: {self.child.describe()}")
 
     def result(self, timeout: float) -> dict[str, Any]:
         """Wait for EOF (or stop it at ``timeout``) and return its report."""
