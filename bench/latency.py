@@ -29,8 +29,10 @@ import math
 import os
 import select
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from procs import (
     BenchError,
@@ -44,6 +46,8 @@ from procs import (
     wait_listening,
 )
 
+T = TypeVar("T")
+
 
 def describe(subflows: int, block: int) -> dict[str, str]:
     return {
@@ -55,13 +59,29 @@ def describe(subflows: int, block: int) -> dict[str, str]:
     }
 
 
-def _round_trips(procs: Procs, to_near: int, from_near: int, count: int, warmup: int,
-                 what: str, blame: list[Child], timeout: float) -> list[int]:
+@dataclass
+class Echo:
+    """A running echo topology: each byte written to ``to_near`` comes back on ``from_near``."""
+
+    what: str  # for error messages
+    procs: Procs
+    to_near: int
+    from_near: int
+    blame: list[Child]  # whose stderr an error message shows: the two endpoints
+    relays: list[Child]
+    add_relay: Callable[[], Child] | None = None  # another subflow joins (sockimux only)
+
+    def error(self, why: str) -> BenchError:
+        return BenchError(f"{self.what}: {why}\n" + "\n".join(c.describe() for c in self.blame))
+
+
+def _round_trips(echo: Echo, count: int, warmup: int, timeout: float) -> list[int]:
     """Nanoseconds per round trip (warm-up dropped).  A stuck echo is cut by a watchdog
     that stops the children, so the blocking read sees EOF."""
-    dog = Watchdog(timeout, procs.close)
+    dog = Watchdog(timeout, echo.procs.close)
     samples: list[int] = []
     write, read, clock = os.write, os.read, time.perf_counter_ns
+    to_near, from_near = echo.to_near, echo.from_near
     try:
         for i in range(warmup + count):
             byte = bytes((i & 0xFF,))
@@ -72,12 +92,11 @@ def _round_trips(procs: Procs, to_near: int, from_near: int, count: int, warmup:
             if got != byte:
                 why = f"no echo within {timeout:g} s" if dog.expired else (
                     "echo ended (EOF)" if not got else f"echo returned {got!r}, expected {byte!r}")
-                raise BenchError(f"{what}: round trip {i}: {why}\n"
-                                 + "\n".join(c.describe() for c in blame))
+                raise echo.error(f"round trip {i}: {why}")
             if i >= warmup:
                 samples.append(dt)
     except OSError as exc:
-        raise BenchError(f"{what}: {exc}\n" + "\n".join(c.describe() for c in blame)) from None
+        raise echo.error(str(exc)) from None
     finally:
         dog.cancel()
     return samples
@@ -93,9 +112,9 @@ def _drain_to_eof(fd: int, seconds: float) -> bool:
     return False
 
 
-def run_sockimux(tmp: Path, subflows: int, block: int, count: int, warmup: int,
-                 timeout: float) -> list[int]:
-    what = f"latency sockimux, {subflows} subflow(s)"
+def sockimux_echo(tmp: Path, subflows: int, block: int, what: str, drive: Callable[[Echo], T]) -> T:
+    """Run ``drive`` on the sockimux topology, then end the session: closing A's STDIN
+    must end A's STDOUT, and both sides must exit 0."""
     with Procs(tmp) as procs:
         a_sock, b_sock = str(tmp / "A.sock"), str(tmp / "B.sock")
         to_a_r, to_a_w = pipe()
@@ -112,27 +131,31 @@ def run_sockimux(tmp: Path, subflows: int, block: int, count: int, warmup: int,
             wait_listening([(a, a_sock), (b, b_sock)])
             relay_err = procs.shared_stderr("relays")
             argv = ["socat", f"-b{block}", f"UNIX-CONNECT:{a_sock}", f"UNIX-CONNECT:{b_sock}"]
-            for i in range(subflows):
-                procs.spawn(f"relay{i}", argv, stderr_file=relay_err)
-            samples = _round_trips(procs, to_a_w, from_a_r, count, warmup, what, [a, b], timeout)
-            # End the session: both sides must deliver and exit 0.
+            relays: list[Child] = []
+
+            def add_relay() -> Child:
+                relays.append(procs.spawn(f"relay{len(relays)}", argv, stderr_file=relay_err))
+                return relays[-1]
+
+            for _ in range(subflows):
+                add_relay()
+            echo = Echo(what, procs, to_a_w, from_a_r, [a, b], relays, add_relay)
+            result = drive(echo)
             close_fds(to_a_w)
             if not _drain_to_eof(from_a_r, 20):
-                raise BenchError(f"{what}: A's STDOUT did not end within 20 s after its STDIN did\n"
-                                 + "\n".join(c.describe() for c in (a, b)))
+                raise echo.error("A's STDOUT did not end within 20 s after its STDIN did")
             for side in (a, b):
                 rc = wait_exit(side, 20)
                 if rc != 0:
-                    raise BenchError(f"{what}: {side.name} "
-                                     f"{'did not exit within 20 s' if rc is None else f'exited {rc}'} "
-                                     f"after the session ended: {side.describe()}")
-            return samples
+                    status = "did not exit within 20 s" if rc is None else f"exited {rc}"
+                    raise echo.error(f"{side.name} {status} after the session ended")
+            return result
         finally:
             close_fds(to_a_w, from_a_r)
 
 
-def run_socat(tmp: Path, block: int, count: int, warmup: int, timeout: float) -> list[int]:
-    what = "latency socat reference"
+def socat_echo(tmp: Path, block: int, what: str, drive: Callable[[Echo], T]) -> T:
+    """Run ``drive`` on the socat-alone topology."""
     with Procs(tmp) as procs:
         a_sock, b_sock = str(tmp / "a.sock"), str(tmp / "b.sock")
         to_a_r, to_a_w = pipe()
@@ -147,7 +170,7 @@ def run_socat(tmp: Path, block: int, count: int, warmup: int, timeout: float) ->
             wait_listening([(a, a_sock), (b, b_sock)])
             relay = procs.spawn("relay", ["socat", f"-b{block}", f"UNIX-CONNECT:{a_sock}",
                                           f"UNIX-CONNECT:{b_sock}"])
-            return _round_trips(procs, to_a_w, from_a_r, count, warmup, what, [a, b, relay], timeout)
+            return drive(Echo(what, procs, to_a_w, from_a_r, [a, b, relay], [relay]))
         finally:
             close_fds(to_a_w, from_a_r)
 
@@ -161,14 +184,18 @@ def measure(tmp: Path, subflows: int, repeat: int, block: int, count: int, warmu
             progress: Any) -> dict[str, Any]:
     timeout = 60.0 + count * 0.05
     samples: dict[str, list[int]] = {"sockimux": [], "socat": []}
+
+    def drive(echo: Echo) -> list[int]:
+        return _round_trips(echo, count, warmup, timeout)
+
     for rep in range(repeat):
         for kind in ("sockimux", "socat"):
             sub = tmp / f"latency-{rep}-{kind}"
             sub.mkdir()
             if kind == "sockimux":
-                got = run_sockimux(sub, subflows, block, count, warmup, timeout)
+                got = sockimux_echo(sub, subflows, block, f"latency sockimux, {subflows} subflow(s)", drive)
             else:
-                got = run_socat(sub, block, count, warmup, timeout)
+                got = socat_echo(sub, block, "latency socat reference", drive)
             samples[kind].extend(got)
             s = sorted(got)
             progress(f"latency {rep + 1}/{repeat} {kind:8} p50 {percentile(s, 0.5) / 1e3:.0f} us "
