@@ -12,6 +12,10 @@ reference, socat alone: the same two endpoints joined by one relay::
     socat -b BLOCK -u UNIX-LISTEN:b.sock STDOUT | sink
     socat -b BLOCK UNIX-CONNECT:a.sock UNIX-CONNECT:b.sock
 
+These are the default ends (STDIN a file, STDOUT a pipe); the paths
+section (paths.py) runs the same with the other kinds (ends.py), for
+sockimux and socat alike.
+
 Both endpoints listen before the clock starts.  t0 is just before the
 bench spawns the first relay; it then spawns the K relays one after the
 other (as a shell loop would, ~2 ms each), and the time runs from t0 to

@@ -29,7 +29,7 @@ import math
 import os
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -175,7 +175,7 @@ def socat_echo(tmp: Path, block: int, what: str, drive: Callable[[Echo], T]) -> 
             close_fds(to_a_w, from_a_r)
 
 
-def percentile(sorted_values: list[int], q: float) -> int:
+def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
 

@@ -124,7 +124,7 @@ class Procs:
         live = [c for c in self.children if c.proc.poll() is None]
         for c in live:
             _signal_group(c.proc, signal.SIGTERM)
-            _signal_group(c.proc, signal.SIGCONT)  # a stopped child (see bulk) must see it
+            _signal_group(c.proc, signal.SIGCONT)  # a stopped child (see stall) must see it
         deadline = time.monotonic() + 3.0
         for c in live:
             try:

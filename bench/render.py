@@ -50,12 +50,51 @@ def _bulk(s: dict[str, Any]) -> list[str]:
     return out
 
 
+def target(met: bool, text: str) -> str:
+    return f"{text}: {'met' if met else 'NOT MET'}"
+
+
+def _paths(s: dict[str, Any]) -> list[str]:
+    check = "sha256 checked in one untimed run per K first" if s["verify"] == "sha256" else "bytes counted"
+    out = [f"  {s['bytes_mib']:g} MiB from {s['payload_dir']} ({check}); time from first relay spawned "
+           f"to EOF at the sink or the file's close; median of {s['repeat']}, runs alternated",
+           *(f"  {end}: {text}" for end, text in s["describe"].items())]
+    rows = [[c["stdin"], c["stdout"], k, x(v["ratio"]), f"{x(v['ratio_min'])}-{x(v['ratio_max'])}",
+             target(v["target_met"], f">= {s['target_ratio']:.2f}")]
+            for c in s["combinations"].values() for k, v in c["subflows"].items()]
+    out.append(table(["STDIN", "STDOUT", "subflows", "sockimux/socat", "per-pair range", "target"], rows))
+    return out
+
+
 def _latency(s: dict[str, Any]) -> list[str]:
     return [f"  {s['round_trips_per_run']} round trips after {s['warmup_per_run']} warm-up, "
             f"x{s['runs_per_kind']} runs alternated, percentiles over all samples",
             f"  sockimux:  {s['describe']['sockimux']}",
             f"  reference: {s['describe']['reference']}",
             table(["", "sockimux/socat"], [["p50", x(s["ratio_p50"])], ["p99", x(s["ratio_p99"])]])]
+
+
+def _stall(s: dict[str, Any]) -> list[str]:
+    slow = f"over {s['slow_ms']:g} ms"
+    names = {"stall": "sockimux, stalls", "quiet": "sockimux, no stall", "socat": "socat alone"}
+    rows = [[names[k], x(s[k]["p50_ms"]), x(s[k]["p99_ms"]), x(s[k]["max_ms"], 1),
+             f"{s[k]['over_slow_ms']} of {s[k]['echoes']}",
+             target(s["target_met"], "none") if k == "stall" else ""]
+            for k in ("stall", "quiet", "socat")]
+    return [f"  a byte every {s['period_ms']:g} ms through {s['subflows']} subflows; every "
+            f"{s['stall_every_s']:g} s the relay carrying it is stopped (SIGSTOP: connections open, "
+            f"nothing moves)",
+            f"  and a new one joins; {s['seconds_per_run']:g} s per run (first {s['warmup_s']:g} s dropped), "
+            f"x{s['runs_per_kind']} of each kind alternated",
+            *(f"  {k}: {text}" for k, text in s["describe"].items()),
+            "  echo times in ms (absolute: socat alone has no subflow to stall)",
+            table(["", "p50", "p99", "max", slow, "target"], rows),
+            f"  stalls made: {s['stalls']} (the worst echo after each: "
+            f"{', '.join(x(e['worst_ms_after'], 0) for e in s['stall_events'][:12]) or '-'}"
+            f"{', ...' if len(s['stall_events']) > 12 else ''} ms); "
+            f"'subflow stalled; dropping it' logged {s['stalled_drops_logged']} times (A and B each log)",
+            f"  no stall, sockimux/socat (lower is better): p50 {x(s['ratio_quiet_p50'])}, "
+            f"p99 {x(s['ratio_quiet_p99'])}"]
 
 
 def _memory(s: dict[str, Any]) -> list[str]:
@@ -99,7 +138,10 @@ def _links(s: dict[str, Any]) -> list[str]:
 # Per section, in the order printed: its heading and the lines of a measured section.
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "bulk": ("throughput ratio sockimux/socat (higher is better; 1.00 = as fast as socat)", _bulk),
+    "paths": ("bulk throughput ratio sockimux/socat by kind of STDIN and STDOUT (higher is better)",
+              _paths),
     "latency": ("1-byte echo round trip ratio sockimux/socat (lower is better; 1.00 = as fast)", _latency),
+    "stall": ("1-byte echo while subflows silently stall", _stall),
     "memory": ("peak RSS (VmHWM) per sockimux, MiB, while the consumer is slow", _memory),
     "links": ("netlab compare: sockimux throughput / sum of link rates, and / MPTCP", _links),
 }

@@ -4,12 +4,12 @@
     .venv/bin/python bench/run.py --quick --skip-links
     .venv/bin/python bench/run.py --only links --json
 
-Sections (``--only bulk,latency,memory,links``):
+Sections (``--only bulk,paths,latency,stall,memory,links``):
 
 bulk
     N bytes (``--bytes``, default 1 GiB; ``--quick`` 128 MiB) of random data
     from a file in /dev/shm, through ``sockimux A.sock < payload`` and
-    ``sockimux B.sock > sink`` joined by K relays
+    ``sockimux B.sock | sink`` joined by K relays
     ``socat -b BLOCK UNIX-CONNECT:A.sock UNIX-CONNECT:B.sock`` for K in 1, 4,
     128; against the reference, the same topology with socat alone:
     endpoint A ``socat -b BLOCK -u OPEN:payload UNIX-LISTEN:a.sock``,
@@ -29,6 +29,17 @@ bulk
     many subflows sockimux refused, and sockimux's 128-subflow /
     1-subflow throughput ratio.  See bulk.py for the details.
 
+paths
+    bulk (same payload size, relays, clock, verification, alternation) for
+    each kind of end: STDIN the payload file or a pipe that ``cat payload``
+    fills, times STDOUT a pipe to the sink or a new regular file in tmpfs
+    (``> out``, its end seen when the writer closes it: inotify
+    IN_CLOSE_WRITE), with 1 and 4 subflows (``--paths-subflows``), each
+    against socat alone with the same ends (socat reading ``OPEN:payload``
+    or that pipe, writing ``STDOUT`` into that pipe or file).  Reported:
+    the ratio of median throughputs, with its target (>= 1.00) beside it.
+    See paths.py and ends.py.
+
 latency
     1-byte echo round trips (``--round-trips`` after ``--warmup``) written
     by this process into the near end's STDIN pipe and read back from its
@@ -37,6 +48,18 @@ latency
     UNIX-LISTEN:a.sock``, relay, endpoint ``socat UNIX-LISTEN:b.sock
     EXEC:cat``).  Runs alternate, ``--repeat`` times; percentiles over all
     samples of a kind.  Ratios of p50 and p99 (higher is slower).
+
+stall
+    a byte every 20 ms, written on schedule whatever came back, through the
+    latency topology with 4 subflows, for ``--stall-seconds`` (default 20,
+    ``--quick`` 10); every 2 s the relay that moved the most since the last
+    stall is stopped with SIGSTOP just after a byte is written (its
+    connections stay open, nothing moves: a silent stall) and stays stopped,
+    and a new relay joins.  Alternated ``--repeat`` times with the same echo
+    without stalls and through socat alone.  Reported, in absolute ms (socat
+    has no subflow to stall): p50, p99, max and the echoes over 100 ms
+    (target: none), the worst echo after each stall; and, without stalls,
+    the p50 and p99 ratios sockimux/socat.  See stall.py.
 
 memory
     Peak RSS (VmHWM) of each sockimux while the receiver's consumer reads
@@ -52,15 +75,17 @@ links
     links in the same run (netlab's ``efficiency_of_link_sum`` and
     ``ratio_imux_mptcp``).  Without root: "skipped: needs root".
 
-The table holds ratios only; ``--json`` prints one JSON object with every
-figure, absolute ones included.  Progress goes to stderr.  Exit status 0 if
-every section measured, 1 if any failed (its error, with the stderr of the
-sockimux that failed, is in the output), 2 for bad usage.
+The table holds ratios only (but for the stall section's echo times);
+``--json`` prints one JSON object with every figure, absolute ones
+included.  Progress goes to stderr.  Exit status 0 if every section
+measured, 1 if any failed (its error, with the stderr of the sockimux that
+failed, is in the output), 2 for bad usage.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -72,7 +97,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,11 +105,13 @@ import bulk
 import latency
 import links
 import memory
+import paths
 import procs
 import render
+import stall
 from procs import ROOT, BenchError, Payload, make_payload, payload_dir
 
-SECTIONS = ("bulk", "latency", "memory", "links")
+SECTIONS = ("bulk", "paths", "latency", "stall", "memory", "links")
 GiB = 1 << 30
 MiB = 1 << 20
 LINK_SETS = ("40,20,10,5", "30,30,30,1")
@@ -124,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="bulk 128 MiB, memory 64 MiB for 8 s (unless given explicitly)")
+                   help="bulk and paths 128 MiB, stall runs of 10 s, memory 64 MiB for 8 s "
+                        "(unless given explicitly)")
     p.add_argument("--only", type=_sections, default=list(SECTIONS), metavar="LIST",
                    help="sections to run, comma-separated: " + ",".join(SECTIONS))
     p.add_argument("--skip-links", action="store_true", help="do not run the links section")
@@ -133,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="command that runs sockimux, split like a shell would; the socket path is "
                         "appended (default: ./sockimux of this checkout)")
     p.add_argument("--repeat", type=int, default=3, metavar="R",
-                   help="alternated runs of each kind, bulk and latency (default 3)")
+                   help="alternated runs of each kind, bulk, paths, latency and stall (default 3)")
     g = p.add_argument_group("bulk")
     g.add_argument("--bytes", type=_size, default=None, metavar="SIZE",
                    help="payload size (default 1G; --quick 128M)")
@@ -147,10 +175,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--socat-block", type=_size, default=262144, metavar="SIZE",
                    help="socat -b for every socat, both kinds (default 262144)")
     g.add_argument("--payload-dir", default=None, metavar="DIR", help="default /dev/shm")
+    g = p.add_argument_group("paths (also takes the bulk options)")
+    g.add_argument("--paths-subflows", type=_counts, default=[1, 4], metavar="LIST",
+                   help="subflow counts (default 1,4)")
     g = p.add_argument_group("latency")
     g.add_argument("--round-trips", type=int, default=2000, metavar="N", help="per run (default 2000)")
     g.add_argument("--warmup", type=int, default=200, metavar="N", help="per run, dropped (default 200)")
     g.add_argument("--latency-subflows", type=int, default=4, metavar="N", help="default 4")
+    g = p.add_argument_group("stall")
+    g.add_argument("--stall-seconds", type=float, default=None, metavar="SEC",
+                   help="length of each run (default 20; --quick 10)")
     g = p.add_argument_group("memory")
     g.add_argument("--memory-bytes", type=_size, default=None, metavar="SIZE",
                    help="ready at the sender (default 256M; --quick 64M)")
@@ -214,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     size = args.bytes or (128 * MiB if args.quick else GiB)
     mem_size = args.memory_bytes or (64 * MiB if args.quick else 256 * MiB)
     mem_seconds = args.memory_seconds or (8.0 if args.quick else 20.0)
+    stall_seconds = args.stall_seconds or (10.0 if args.quick else 20.0)
     if args.repeat < 1:
         print("bench/run.py: --repeat must be at least 1", file=sys.stderr)
         return 2
@@ -244,6 +279,18 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="sockimux-bench-"))
     payloads: list[Payload] = []
 
+    @contextlib.contextmanager
+    def scratch_payload(name: str, nbytes: int) -> Iterator[Payload]:
+        """Random bytes in the payload directory for one section, removed after it."""
+        pdir = payload_dir(args.payload_dir)
+        progress(f"writing {nbytes / MiB:g} MiB of random payload in {pdir}")
+        payload = make_payload(pdir, f"sockimux-bench-{os.getpid()}-{name}", nbytes)
+        payloads.append(payload)
+        try:
+            yield payload
+        finally:
+            payload.path.unlink(missing_ok=True)
+
     def section(name: str, body: Callable[[], dict[str, Any]]) -> None:
         nonlocal failed
         t = time.monotonic()
@@ -256,22 +303,21 @@ def main(argv: list[str] | None = None) -> int:
         result["sections"][name]["wall_s"] = round(time.monotonic() - t, 1)
 
     try:
+        def transfers(module: Any, counts: list[int]) -> dict[str, Any]:
+            """bulk and paths: the same payload size and options."""
+            timeout = args.timeout or 60.0 + size / 5e6
+            with scratch_payload(module.__name__, size) as payload:
+                r = module.measure(tmp, payload, counts, args.repeat, args.socat_block,
+                                   args.verify == "sha256", timeout, progress)
+            return {"bytes": size, "bytes_mib": size / MiB, "payload_dir": str(payload.path.parent),
+                    "verify": args.verify, "repeat": args.repeat, "timeout_s": timeout,
+                    "describe": module.describe(args.socat_block), **r}
+
         if "bulk" in sections:
-            def run_bulk() -> dict[str, Any]:
-                pdir = payload_dir(args.payload_dir)
-                progress(f"writing {size / MiB:g} MiB of random payload in {pdir}")
-                payload = make_payload(pdir, f"sockimux-bench-{os.getpid()}-bulk", size)
-                payloads.append(payload)
-                timeout = args.timeout or 60.0 + size / 5e6
-                try:
-                    r = bulk.measure(tmp, payload, args.subflows, args.repeat, args.socat_block,
-                                     args.verify == "sha256", timeout, progress)
-                finally:
-                    payload.path.unlink(missing_ok=True)
-                return {"bytes": size, "bytes_mib": size / MiB, "payload_dir": str(pdir),
-                        "verify": args.verify, "repeat": args.repeat, "timeout_s": timeout,
-                        "describe": bulk.describe(args.socat_block), **r}
-            section("bulk", run_bulk)
+            section("bulk", lambda: transfers(bulk, args.subflows))
+
+        if "paths" in sections:
+            section("paths", lambda: transfers(paths, args.paths_subflows))
 
         if "latency" in sections:
             def run_latency() -> dict[str, Any]:
@@ -280,18 +326,19 @@ def main(argv: list[str] | None = None) -> int:
                 return {"describe": latency.describe(args.latency_subflows, args.socat_block), **r}
             section("latency", run_latency)
 
+        if "stall" in sections:
+            def run_stall() -> dict[str, Any]:
+                r = stall.measure(tmp, 4, args.repeat, args.socat_block, stall_seconds, progress)
+                return {"describe": stall.describe(4, args.socat_block), **r}
+            section("stall", run_stall)
+
         if "memory" in sections:
             def run_memory() -> dict[str, Any]:
-                pdir = payload_dir(args.payload_dir)
-                payload = make_payload(pdir, f"sockimux-bench-{os.getpid()}-memory", mem_size)
-                payloads.append(payload)
                 sub = tmp / "memory"
                 sub.mkdir()
-                try:
+                with scratch_payload("memory", mem_size) as payload:
                     r = memory.measure(sub, payload, 4, args.socat_block, args.memory_rate, mem_seconds,
                                        progress)
-                finally:
-                    payload.path.unlink(missing_ok=True)
                 return {"describe": memory.describe(4, args.socat_block, args.memory_rate), **r}
             section("memory", run_memory)
 
