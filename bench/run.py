@@ -252,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         print("bench/run.py: --repeat must be at least 1", file=sys.stderr)
         return 2
+    if "stall" in sections and stall_seconds < 2 * stall.STALL_EVERY:
+        print(f"bench/run.py: --stall-seconds must be at least {2 * stall.STALL_EVERY:g} "
+              f"(a stall every {stall.STALL_EVERY:g} s)", file=sys.stderr)
+        return 2
     if "memory" in sections and mem_seconds * args.memory_rate > 0.9 * mem_size:
         print(f"bench/run.py: the reader would take {mem_seconds * args.memory_rate / MiB:.0f} MiB in "
               f"{mem_seconds:g} s: give more --memory-bytes than that", file=sys.stderr)
