@@ -8,7 +8,8 @@ STDIN of the sending end (sockimux A, or the socat endpoint a):
 ``pipe``
     a pipe (1 MiB) that ``cat payload`` fills (``cat payload | sockimux
     A.sock``; socat reads ``STDIN``).  ``cat`` starts before the clock and
-    blocks once the pipe is full.
+    blocks once the pipe is full (sockimux A reads ahead up to its window,
+    as it does from a file: see bulk.py).
 
 STDOUT of the receiving end (sockimux B, or the socat endpoint b):
 
