@@ -119,7 +119,15 @@ class Staller:
 
 def _paced(echo: Echo, seconds: float, on_tick: Callable[[float], None] | None) -> list[tuple[float, int]]:
     """(seconds into the run when sent, echo time in ns) for one byte every PERIOD for
-    ``seconds``; ``on_tick`` (seconds into the run) is called before each byte is sent."""
+    ``seconds``, warm-up dropped; ``on_tick`` (seconds into the run) is called just after
+    each byte is written."""
+    try:
+        return [s for s in _echoes(echo, seconds, on_tick) if s[0] >= WARMUP]
+    except OSError as exc:
+        raise echo.error(str(exc)) from None
+
+
+def _echoes(echo: Echo, seconds: float, on_tick: Callable[[float], None] | None) -> list[tuple[float, int]]:
     clock = time.perf_counter_ns
     period = int(PERIOD * 1e9)
     total = int(seconds / PERIOD)
@@ -153,7 +161,7 @@ def _paced(echo: Echo, seconds: float, on_tick: Callable[[float], None] | None) 
             written = pending.popleft()
             samples.append(((written - start) / 1e9, t - written))
             received += 1
-    return [s for s in samples if s[0] >= WARMUP]
+    return samples
 
 
 class Run:
