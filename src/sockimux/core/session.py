@@ -85,7 +85,7 @@ class Outcome(enum.Enum):
     PEER_ABORTED = "peer aborted"
     NO_SUBFLOWS = "no subflows"  # alone_timeout expired
     INTERRUPTED = "interrupted"  # the runtime shut us down (signal)
-    INPUT_CHANGED = "input changed"  # STDIN, a regular file, lost bytes we had still to send
+    INPUT_CHANGED = "input changed"  # STDIN failed: a regular file lost bytes, or a read error
 
 
 @dataclass(frozen=True)

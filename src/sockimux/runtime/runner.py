@@ -345,8 +345,11 @@ class Runner:
         while left:
             try:
                 data = os.pread(self.reader.fd, left, position)
-            except OSError:
-                data = b""
+            except OSError as exc:
+                self.session.abort(Outcome.INPUT_CHANGED, f"reading STDIN failed at file offset "
+                                   f"{position}: {exc.strerror or exc}", self.loop.time())
+                self._kick()
+                return None
             if not data:
                 self._input_shrank(extent)
                 return None
@@ -368,9 +371,13 @@ class Runner:
             self._kick()
 
     def _stdin_eof(self, error: str | None) -> None:
-        if error:
-            log.warning("reading STDIN failed (%s); treating it as ended", error)
-        self.session.stdin_eof(self.loop.time())
+        """STDIN ended (``error`` None) or failed.  A failure ends the session
+        (exit 7, the peer told): taken for the end of the input, it would
+        pass what was read so far off as the whole stream."""
+        if error is None:
+            self.session.stdin_eof(self.loop.time())
+        else:
+            self.session.abort(Outcome.INPUT_CHANGED, error, self.loop.time())
         self._kick()
 
     def _output_written(self, count: int) -> None:
