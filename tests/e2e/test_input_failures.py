@@ -9,22 +9,13 @@ import ctypes
 import mmap
 import os
 import socket
-import subprocess
-import threading
 import time
 from pathlib import Path
 
-import pytest
-
-from .harness import SOCKIMUX, Peer, kill, random_file, require, wait_for
+from .harness import Peer, kill, random_file, require, wait_for
+from .launch import Piped, subflow
 
 MB = 1 << 20
-
-
-def subflow(x: str, y: str) -> subprocess.Popen[bytes]:
-    """One subflow: socat joining the sockets ``x`` and ``y``."""
-    return subprocess.Popen([require("socat"), f"UNIX-CONNECT:{x}", f"UNIX-CONNECT:{y}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def read_position(pid: int, path: Path) -> int:
@@ -38,54 +29,6 @@ def read_position(pid: int, path: Path) -> int:
         except OSError:
             continue
     return 0
-
-
-class Piped:
-    """sockimux with STDIN ``stdin`` (a descriptor) and its STDOUT a pipe that
-    (``held``) nobody reads until release(): a consumer slow to start, like
-    ``| (sleep 3; cat > out)``."""
-
-    def __init__(self, tmp: Path, name: str, *args: str, stdin: int = subprocess.DEVNULL,
-                 held: bool = False) -> None:
-        self.socket = str(tmp / f"{name}.sock")
-        self.out = tmp / f"{name}.out"
-        self.err = tmp / f"{name}.err"
-        read_end, write_end = os.pipe()
-        with open(self.err, "wb") as err:
-            self.proc = subprocess.Popen([SOCKIMUX, *args, self.socket], stdin=stdin,
-                                         stdout=write_end, stderr=err)
-        os.close(write_end)
-        self._released = threading.Event()
-        if not held:
-            self._released.set()
-        self._copier = threading.Thread(target=self._copy, args=(read_end,), daemon=True)
-        self._copier.start()
-        wait_for(lambda: os.path.exists(self.socket), 10, f"{name} to listen")
-
-    def _copy(self, fd: int) -> None:
-        self._released.wait()
-        with os.fdopen(fd, "rb", buffering=0) as pipe, open(self.out, "wb") as out:
-            while chunk := pipe.read(1 << 20):
-                out.write(chunk)
-
-    def release(self) -> None:
-        self._released.set()
-
-    def wait(self, timeout: float) -> int:
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            kill(self.proc)
-            pytest.fail(f"sockimux {self.socket} did not exit within {timeout} s:\n{self.stderr()}")
-        self._copier.join(timeout)
-        return code
-
-    def stderr(self) -> str:
-        return self.err.read_text(errors="replace")
-
-    def close(self) -> None:
-        self.release()
-        kill(self.proc)
 
 
 def test_a_file_truncated_while_the_consumer_is_slow_to_start_exits_7(tmp_path: Path) -> None:
