@@ -130,8 +130,12 @@ class SubflowConnection(asyncio.BufferedProtocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self._direct_fd() < 0:
             return False
+        try:  # epoll may be out of room (ENOSPC, ENOMEM): then this body is read as usual
+            self.runner.loop.add_reader(self.direct_fd, self.runner.move_direct, self, True)
+        except OSError as exc:
+            self.runner.resource_warning("poll", f"splice to STDOUT: {exc.strerror}")
+            return False
         transport.pause_reading()
-        self.runner.loop.add_reader(self.direct_fd, self.runner.move_direct, self, True)
         self.moving = True
         return True
 
@@ -569,17 +573,17 @@ class Runner:
         loop = self.loop
         loop.set_exception_handler(self._on_exception)
         server = await loop.create_unix_server(lambda: SubflowConnection(self), sock=self.listener.sock)
-        for signo in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signo, self._on_signal, signo)
-        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
-        # The CLI blocked these until now; any that arrived are delivered here.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-        for part in (self.reader, self.writer):
-            started = part.start()
-            if started is not None:
-                await started
-        failed = True
+        failed = True  # until the session ends as sessions do: then an internal error
         try:
+            for signo in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signo, self._on_signal, signo)
+            loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+            # The CLI blocked these until now; any that arrived are delivered here.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+            for part in (self.reader, self.writer):
+                started = part.start()
+                if started is not None:
+                    await started
             self._kick()
             await self._finished
             failed = False
@@ -611,6 +615,7 @@ class Runner:
         a connection already torn down.  ``failed``: after an internal error,
         whatever the session can no longer give is an ABORT of our own."""
         now = self.loop.time()
+        error: Exception | None = None  # a bug met here: raised once every subflow is done
         for sid, conn in list(self.connections.items()):
             transport = conn.transport
             try:
@@ -618,9 +623,9 @@ class Runner:
                 if transport is None or transport.is_closing():
                     continue
                 conn.send(self.session.pull(sid, now))
-            except Exception:
-                if not failed:
-                    raise
+            except Exception as exc:
+                if error is None and not failed:
+                    error = exc
                 log.debug("final frames of subflow %d", sid, exc_info=True)
                 if transport is None or transport.is_closing():
                     continue
@@ -638,3 +643,5 @@ class Runner:
         for conn in self.connections.values():
             if conn.transport is not None:
                 conn.transport.abort()
+        if error is not None:
+            raise error
