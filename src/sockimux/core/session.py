@@ -582,10 +582,11 @@ class Session:
         time is not counted against any subflow: their clocks move on by it,
         and by a keepalive interval more, so that each is judged only after
         what arrived has been read and a keepalive (sent now: last_sent does
-        not move) has had time to be answered.  While the process runs, its
-        deadlines are never much more than a keepalive away, so a timer this
-        late means exactly that.  A peer that did not stop goes on judging our
-        subflows by its own clock, and drops them if we stayed away too long."""
+        not move) has had time to be answered.  While the process runs, a
+        timer fires within milliseconds of its deadline, so one this late
+        means exactly that; a little late (a busy loop), it judges as ever.  A
+        peer that did not stop goes on judging our subflows by its own clock,
+        and drops them if we stayed away too long."""
         shift = late + self.config.keepalive
 
         def moved(t: float) -> float:
@@ -596,8 +597,7 @@ class Session:
             sub.last_heard = moved(sub.last_heard)
             sub.last_progress = moved(sub.last_progress)
             sub.last_data_in = moved(sub.last_data_in)
-            if sub.ping_sent_at is not None:
-                sub.ping_sent_at = moved(sub.ping_sent_at)
+            sub.ping_sent_at = None  # its round trip spans the pause: no measure of the path
         if self._alone_since is not None:
             self._alone_since = moved(self._alone_since)
             self._alone_warned_at = moved(self._alone_warned_at)
