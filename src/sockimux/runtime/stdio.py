@@ -187,8 +187,9 @@ class FileInput:
             self._extend(self.position)
             return
         started = time.monotonic()
+        asked = min(self._room, FILE_READ_SIZE)
         try:
-            data = os.read(self.fd, min(self._room, FILE_READ_SIZE))
+            data = os.read(self.fd, asked)
         except OSError as exc:
             self._end(read_failure(self.fd, exc))
             return
@@ -201,7 +202,10 @@ class FileInput:
             self.worker = InputReader(self._loop, self.fd, self._on_data, self._on_eof,
                                       at_end=self._at_end)
             self.worker.start()
-        elif self._extents:
+        elif self._extents and len(data) == asked:
+            # A short read found the end, whatever the file's size says (files
+            # of /sys report 4096 bytes): only a file that gave all we asked
+            # is handed out by its size, as Extents.
             with contextlib.suppress(OSError):  # then bytes it stays
                 self.position = os.lseek(self.fd, 0, os.SEEK_CUR)
         self._on_data(data)  # the runner answers with set_room(), which reads on
