@@ -67,7 +67,7 @@ exit codes:
   4  our STDOUT was closed before the peer's stream ended (e.g. | head)
   5  the peer ended the session with an error (its STDOUT closed, or it was interrupted)
   6  no subflow for longer than --no-subflow-timeout
-  7  STDIN is a file that was truncated before all of it was sent
+  7  reading STDIN failed (a file truncated before all of it was sent, an I/O error)
   128+N  stopped by signal N (SIGINT 130, SIGTERM 143; SIGHUP 129 if the
          session did not finish within 5 s of it, as when ssh ends a ProxyCommand)
 """

@@ -100,3 +100,51 @@ def test_after_a_first_read_a_file_is_handed_out_as_extents(tmp_path: Path) -> N
     assert data == payload + more
     assert sizes[0] == stdio.FILE_READ_SIZE  # the first read: bytes
     assert max(sizes) > stdio.FILE_READ_SIZE  # then Extents (reads are at most FILE_READ_SIZE)
+
+
+@pytest.mark.parametrize("mode", ["bytes", "extents", "thread"])
+def test_a_file_truncated_below_what_was_read_is_a_failure_not_an_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """Whichever way the file is read (bytes on the loop, Extents, or a thread
+    once reads proved slow), finding it shorter than what was already read
+    is reported as a failure: its end there is not the end of the input."""
+    if mode == "thread":
+        monkeypatch.setattr(stdio, "SLOW_READ", -1.0)
+    path = tmp_path / "in"
+    path.write_bytes(os.urandom(6 * stdio.FILE_READ_SIZE))
+
+    async def main() -> str | None:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str | None] = loop.create_future()
+        fd = os.open(path, os.O_RDONLY)
+        deliveries = []
+
+        def on_data(data: bytes | Extent) -> None:
+            deliveries.append(data)
+            if len(deliveries) == 2:
+                os.truncate(path, 1000)
+            reader.set_room(stdio.FILE_READ_SIZE)
+
+        reader = stdio.FileInput(loop, fd, on_data, done.set_result, extents=mode == "extents")
+        reader.start()
+        reader.set_room(stdio.FILE_READ_SIZE)
+        try:
+            return await asyncio.wait_for(done, 10)
+        finally:
+            assert (reader.worker is not None) == (mode == "thread")
+            assert any(isinstance(d, Extent) for d in deliveries) == (mode == "extents")
+            os.close(fd)
+
+    error = asyncio.run(main())
+    assert error is not None and "it was truncated to 1000 bytes" in error
+
+
+def test_a_file_shorter_than_its_size_is_read_as_bytes_to_its_end() -> None:
+    """Files of /sys report a size of 4096 bytes and hold less: handed out by
+    that size, as Extents, the bytes past the real end could not be sent
+    (sendfile finds nothing there) and the session ended with exit 7."""
+    path = Path("/sys/class/net/lo/address")
+    assert path.stat().st_size > len(path.read_bytes()) > 0, "sysfs is not mounted"
+    data, sizes, _ = read_through(path, 3 * stdio.FILE_READ_SIZE, extents=True)
+    assert data == path.read_bytes()
+    assert sizes == [len(data)]  # one read, and no Extent past the end

@@ -85,7 +85,7 @@ class Outcome(enum.Enum):
     PEER_ABORTED = "peer aborted"
     NO_SUBFLOWS = "no subflows"  # alone_timeout expired
     INTERRUPTED = "interrupted"  # the runtime shut us down (signal)
-    INPUT_CHANGED = "input changed"  # STDIN, a regular file, lost bytes we had still to send
+    INPUT_CHANGED = "input changed"  # STDIN failed: a regular file lost bytes, or a read error
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,7 @@ class Session:
         # after every event does not cost a pass over all subflows.
         self._deadlines: dict[int, float] = {}
         self._dirty: set[int] = set()
+        self._due: float | None = None  # what next_deadline() last returned (see handle_timer)
         # Every subflow's reader reads small frames into this one buffer.
         self._scratch = bytearray(frames.SCRATCH_SIZE)
 
@@ -508,7 +509,8 @@ class Session:
             times.append(self._alone_warned_at + cfg.alone_warning)
             if cfg.alone_timeout is not None:
                 times.append(self._alone_since + cfg.alone_timeout)
-        return min(times) if times else None
+        self._due = min(times) if times else None
+        return self._due
 
     def _subflow_deadline(self, sub: Subflow) -> float:
         cfg = self.config
@@ -530,6 +532,9 @@ class Session:
         cfg = self.config
         self._ready_all = True
         self._dirty.update(self.subflows)
+        due, self._due = self._due, None
+        if due is not None and now - due > cfg.keepalive:
+            self._resumed(now, now - due)
         for sub in list(self.subflows.values()):
             if sub.state is not SubflowState.OPEN:
                 if now >= sub.opened_at + cfg.handshake_timeout:
@@ -566,6 +571,38 @@ class Session:
                 self._alone_warned_at = now
                 self._log("warning", f"no subflow for {alone:.0f} s; waiting for one to join "
                                      f"({self.sender.end - self.sender.acked} bytes unacknowledged)")
+
+    def _resumed(self, now: float, late: float) -> None:
+        """The timer came ``late`` seconds after the deadline next_deadline()
+        gave: the process was not running meanwhile (stopped, as by SIGSTOP, a
+        debugger or a paused container, or its loop blocked).  Then nothing
+        could be read either, and what arrived meanwhile is still waiting to
+        be (uvloop runs due timers before it polls for I/O): judged now, every
+        subflow would look dead, on both ends if both were paused.  So that
+        time is not counted against any subflow: their clocks move on by it,
+        and by a keepalive interval more, so that each is judged only after
+        what arrived has been read and a keepalive (sent now: last_sent does
+        not move) has had time to be answered.  While the process runs, a
+        timer fires within milliseconds of its deadline, so one this late
+        means exactly that; a little late (a busy loop), it judges as ever.  A
+        peer that did not stop goes on judging our subflows by its own clock,
+        and drops them if we stayed away too long."""
+        shift = late + self.config.keepalive
+
+        def moved(t: float) -> float:
+            return min(t + shift, now)
+
+        for sub in self.subflows.values():
+            sub.opened_at = moved(sub.opened_at)
+            sub.last_heard = moved(sub.last_heard)
+            sub.last_progress = moved(sub.last_progress)
+            sub.last_data_in = moved(sub.last_data_in)
+            sub.ping_sent_at = None  # its round trip spans the pause: no measure of the path
+        if self._alone_since is not None:
+            self._alone_since = moved(self._alone_since)
+            self._alone_warned_at = moved(self._alone_warned_at)
+        self._log("info", f"timer {late:.1f} s late (the process was not running): that time "
+                          "is not counted against any subflow")
 
     # -- internals -------------------------------------------------------------
 

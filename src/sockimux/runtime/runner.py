@@ -18,6 +18,9 @@ import socket
 import struct
 from typing import Any, cast
 
+from ..core import frames
+from ..core.errors import CloseCode
+from ..core.frames import FrameType
 from ..core.sender import Extent, Outgoing
 from ..core.session import CloseSubflow, Log, Outcome, Session
 from .listener import Listener
@@ -45,6 +48,11 @@ WRITE_HIGH = 128 * 1024
 WRITE_LOW = 32 * 1024
 CLOSE_GRACE = 2.0  # seconds to let final frames drain before we exit
 HANGUP_GRACE = 5.0  # seconds a session may take to finish after SIGHUP
+# Errors of a system short of resources (descriptors, kernel memory): they
+# cost one connection, or one optimisation, never the session.
+RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+RESOURCE_WARNING_EVERY = 10.0  # seconds between warnings about such errors
+INTERNAL_ERROR = "internal error in the peer"  # what the peer is told of ours
 
 
 class SubflowConnection(asyncio.BufferedProtocol):
@@ -65,12 +73,19 @@ class SubflowConnection(asyncio.BufferedProtocol):
         self.moving = False  # a body is being moved directly: the transport does not read
 
     def _direct_fd(self) -> int:
+        """Our duplicate of the socket, or -1: then this subflow does without
+        splice and sendfile (out of descriptors, it is tried again later)."""
         if self.direct_fd < 0:
             assert self.transport is not None
             sock = self.transport.get_extra_info("socket")
             if sock is None:
                 return -1
-            self.direct_fd = os.dup(sock.fileno())
+            try:
+                self.direct_fd = os.dup(sock.fileno())
+            except OSError as exc:
+                self.runner.resource_warning("dup", f"subflow {self.sid}: sending and receiving "
+                                             f"without sendfile/splice ({exc.strerror})")
+                return -1
         return self.direct_fd
 
     # -- sending ------------------------------------------------------------------
@@ -93,8 +108,9 @@ class SubflowConnection(asyncio.BufferedProtocol):
                 transport.writelines(cast(list[bytes], buffers[start:i]))
             start = i + 1
             sent = 0
-            if transport.get_write_buffer_size() == 0 and not transport.is_closing():
-                sent = runner.send_input(self._direct_fd(), buf)
+            if (runner.sendfile and transport.get_write_buffer_size() == 0
+                    and not transport.is_closing() and self._direct_fd() >= 0):
+                sent = runner.send_input(self.direct_fd, buf)
             if 0 <= sent < len(buf):
                 data = runner.read_input(buf.cut(sent, len(buf)))
                 if data is not None:
@@ -114,8 +130,12 @@ class SubflowConnection(asyncio.BufferedProtocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self._direct_fd() < 0:
             return False
+        try:  # epoll may be out of room (ENOSPC, ENOMEM): then this body is read as usual
+            self.runner.loop.add_reader(self.direct_fd, self.runner.move_direct, self, True)
+        except OSError as exc:
+            self.runner.resource_warning("poll", f"splice to STDOUT: {exc.strerror}")
+            return False
         transport.pause_reading()
-        self.runner.loop.add_reader(self.direct_fd, self.runner.move_direct, self, True)
         self.moving = True
         return True
 
@@ -132,37 +152,61 @@ class SubflowConnection(asyncio.BufferedProtocol):
             os.close(self.direct_fd)
             self.direct_fd = -1
 
+    # The transport's callbacks hand a bug of ours to the runner themselves:
+    # raised to the transport, it would tear this connection down before the
+    # runner could tell the peer on it that the session is over.
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        refusal = self.runner.check_peer(self.transport)
-        if refusal:
-            log.warning("%s", refusal)
-            self.transport.abort()
-            return
-        self.transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
-        self.sid = self.runner.subflow_opened(self)
+        try:
+            refusal = self.runner.check_peer(self.transport)
+            if refusal:
+                log.warning("%s", refusal)
+                self.transport.abort()
+                return
+            self.transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+            self.sid = self.runner.subflow_opened(self)
+        except Exception as exc:
+            self.runner.internal_error(exc)
 
     def pause_writing(self) -> None:
         self.full = True
 
     def resume_writing(self) -> None:
         self.full = False
-        self.runner.subflow_writable(self.sid)
+        try:
+            self.runner.subflow_writable(self.sid)
+        except Exception as exc:
+            self.runner.internal_error(exc)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        return self.runner.session.receive_buffer(self.sid)
+        try:
+            return self.runner.session.receive_buffer(self.sid)
+        except Exception as exc:
+            self.runner.internal_error(exc)
+            self.sid = 0  # what is read now is dropped
+            return memoryview(bytearray(max(sizehint, 1)))
 
     def buffer_updated(self, nbytes: int) -> None:
         if self.sid:
-            self.runner.subflow_data(self.sid, nbytes)
+            try:
+                self.runner.subflow_data(self.sid, nbytes)
+            except Exception as exc:
+                self.runner.internal_error(exc)
 
     def eof_received(self) -> bool:
-        self.runner.subflow_lost(self.sid, "closed by the other end")
+        try:
+            self.runner.subflow_lost(self.sid, "closed by the other end")
+        except Exception as exc:
+            self.runner.internal_error(exc)
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.forget_direct()
-        self.runner.subflow_lost(self.sid, f"error: {exc}" if exc else "connection closed")
+        try:
+            self.forget_direct()
+            self.runner.subflow_lost(self.sid, f"error: {exc}" if exc else "connection closed")
+        except Exception as error:
+            self.runner.internal_error(error)
 
 
 class Runner:
@@ -204,6 +248,8 @@ class Runner:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._hangup_timer: asyncio.TimerHandle | None = None
+        self._resource_warned_at: dict[str, float] = {}
+        self._failed = False  # an internal error: the session is over
         self._finished = self.loop.create_future()
 
     # -- events in ---------------------------------------------------------------
@@ -276,8 +322,11 @@ class Runner:
                 return
             except OSError as exc:
                 conn.stop_direct()
-                if exc.errno == errno.EINVAL:  # these descriptors cannot be spliced
-                    self.direct = False
+                if exc.errno == errno.EINVAL or exc.errno in RESOURCE_ERRORS:
+                    if exc.errno == errno.EINVAL:  # these descriptors cannot be spliced
+                        self.direct = False
+                    else:  # this body is read as usual
+                        self.resource_warning("splice", f"splice to STDOUT: {exc.strerror}")
                     session.undivert(sid)
                     self._kick()
                 else:
@@ -345,8 +394,11 @@ class Runner:
         while left:
             try:
                 data = os.pread(self.reader.fd, left, position)
-            except OSError:
-                data = b""
+            except OSError as exc:
+                self.session.abort(Outcome.INPUT_CHANGED, f"reading STDIN failed at file offset "
+                                   f"{position}: {exc.strerror or exc}", self.loop.time())
+                self._kick()
+                return None
             if not data:
                 self._input_shrank(extent)
                 return None
@@ -368,9 +420,13 @@ class Runner:
             self._kick()
 
     def _stdin_eof(self, error: str | None) -> None:
-        if error:
-            log.warning("reading STDIN failed (%s); treating it as ended", error)
-        self.session.stdin_eof(self.loop.time())
+        """STDIN ended (``error`` None) or failed.  A failure ends the session
+        (exit 7, the peer told): taken for the end of the input, it would
+        pass what was read so far off as the whole stream."""
+        if error is None:
+            self.session.stdin_eof(self.loop.time())
+        else:
+            self.session.abort(Outcome.INPUT_CHANGED, error, self.loop.time())
         self._kick()
 
     def _output_written(self, count: int) -> None:
@@ -417,6 +473,8 @@ class Runner:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        if self._failed:
+            return  # run() takes the last frames; the error is the one line we print
         session = self.session
         now = self.loop.time()
         limit = session.config.chunk
@@ -480,12 +538,30 @@ class Runner:
         self._timer_at = deadline
         self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
 
+    def resource_warning(self, kind: str, message: str) -> None:
+        """One line about running short of resources, at most one of each
+        ``kind`` every RESOURCE_WARNING_EVERY seconds."""
+        now = self.loop.time()
+        if now >= self._resource_warned_at.get(kind, float("-inf")) + RESOURCE_WARNING_EVERY:
+            self._resource_warned_at[kind] = now
+            log.warning("%s", message)
+
     def _on_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-        # A bug in a callback: end the session with one clear line, not a traceback.
         exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in RESOURCE_ERRORS and "socket" in context:
+            # asyncio could not accept a connection (out of descriptors): it
+            # tries again in a moment; the session goes on without it.
+            self.resource_warning("accept", f"cannot accept a connection: {exc.strerror}")
+            return
+        # A bug in a callback: end the session with one clear line, not a traceback.
+        self.internal_error(exc if isinstance(exc, BaseException)
+                            else RuntimeError(str(context.get("message"))))
+
+    def internal_error(self, exc: BaseException) -> None:
+        """A bug: run() tells the peer, then raises ``exc``."""
+        self._failed = True
         if not self._finished.done():
-            self._finished.set_exception(exc if isinstance(exc, BaseException)
-                                         else RuntimeError(str(context.get("message"))))
+            self._finished.set_exception(exc)
 
     def _finish(self) -> None:
         if not self._finished.done():
@@ -497,40 +573,64 @@ class Runner:
         loop = self.loop
         loop.set_exception_handler(self._on_exception)
         server = await loop.create_unix_server(lambda: SubflowConnection(self), sock=self.listener.sock)
-        for signo in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signo, self._on_signal, signo)
-        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
-        # The CLI blocked these until now; any that arrived are delivered here.
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
-        for part in (self.reader, self.writer):
-            started = part.start()
-            if started is not None:
-                await started
-        self._kick()
+        failed = True  # until the session ends as sessions do: then an internal error
         try:
+            for signo in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signo, self._on_signal, signo)
+            loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+            # The CLI blocked these until now; any that arrived are delivered here.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
+            for part in (self.reader, self.writer):
+                started = part.start()
+                if started is not None:
+                    await started
+            self._kick()
             await self._finished
+            failed = False
         finally:
             server.close()
             self.listener.remove()
             for timer in (self._timer, self._hangup_timer):
                 if timer is not None:
                     timer.cancel()
-            await self._drain_and_close()
+            if failed:
+                self._failed = True
+                self._abort_on_internal_error()
+            await self._drain_and_close(failed)
         outcome = self.session.outcome
         assert outcome is not None
         return outcome
 
-    async def _drain_and_close(self) -> None:
+    def _abort_on_internal_error(self) -> None:
+        # However we fail, the peer must learn that the session is over, or
+        # it would wait for the rest of our stream forever.
+        try:
+            self.session.abort(Outcome.INTERRUPTED, INTERNAL_ERROR, self.loop.time())
+        except Exception:
+            log.debug("the session could not abort", exc_info=True)  # _drain_and_close sends ABORT
+
+    async def _drain_and_close(self, failed: bool = False) -> None:
         """Write every subflow's last frames (final ACKs, ABORT), then half-close
         and wait for the peer to close too, so neither side's last frames meet
-        a connection already torn down."""
+        a connection already torn down.  ``failed``: after an internal error,
+        whatever the session can no longer give is an ABORT of our own."""
         now = self.loop.time()
+        error: Exception | None = None  # a bug met here: raised once every subflow is done
         for sid, conn in list(self.connections.items()):
-            conn.stop_direct()  # the transport reads again, to see the peer close
             transport = conn.transport
-            if transport is None or transport.is_closing():
-                continue
-            conn.send(self.session.pull(sid, now))
+            try:
+                conn.stop_direct()  # the transport reads again, to see the peer close
+                if transport is None or transport.is_closing():
+                    continue
+                conn.send(self.session.pull(sid, now))
+            except Exception as exc:
+                if error is None and not failed:
+                    error = exc
+                log.debug("final frames of subflow %d", sid, exc_info=True)
+                if transport is None or transport.is_closing():
+                    continue
+                transport.write(frames.encode_reason(FrameType.ABORT, CloseCode.SHUTDOWN,
+                                                     INTERNAL_ERROR))
             if transport.is_closing():
                 continue
             if transport.can_write_eof():
@@ -543,3 +643,5 @@ class Runner:
         for conn in self.connections.values():
             if conn.transport is not None:
                 conn.transport.abort()
+        if error is not None:
+            raise error

@@ -43,20 +43,53 @@ def _poster(loop: asyncio.AbstractEventLoop) -> Callable[..., bool]:
     return post
 
 
+def read_failure(fd: int, exc: OSError) -> str | None:
+    """What a failed read of STDIN means: None for an input that merely ends
+    (a terminal a background job may not read: the CLI ignores SIGTTIN, so
+    such a read fails with EIO; or a STDIN not open for reading), else the
+    failure.  Any other error must not pass for the end of the input: the
+    peer would take what came before for the whole stream."""
+    if exc.errno == errno.EBADF or (exc.errno == errno.EIO and os.isatty(fd)):
+        return None
+    return f"reading STDIN failed: {exc.strerror or exc}"
+
+
+def shrunk(size: int, position: int) -> str:
+    return (f"STDIN (a regular file) no longer holds the bytes at file offsets {size} to "
+            f"{position}, already read: it was truncated to {size} bytes")
+
+
+def truncation(fd: int, sized: bool) -> str | None:
+    """Why the end of the regular file ``fd``, just found by a read, is not the
+    end of the input: it is now shorter than the position already read (it
+    was truncated).  ``sized``: the file once reported a size (files of /proc
+    report 0 and are read to their end)."""
+    try:
+        size = os.fstat(fd).st_size
+        position = os.lseek(fd, 0, os.SEEK_CUR)
+    except OSError as exc:
+        return f"reading STDIN failed: {exc.strerror or exc}"
+    if size < position and (size > 0 or sized):
+        return shrunk(size, position)
+    return None
+
+
 class InputReader:
     """Reads ``fd`` in a thread while the session has room, handing bytes to the loop.
 
-    A background job reading a terminal would be stopped by SIGTTIN; the CLI
-    ignores SIGTTIN, so such a read fails with EIO, which we take as an
-    empty input, as for /dev/null.
+    ``on_eof(None)`` reports the end of the input, ``on_eof(message)`` its
+    failure (see read_failure; ``at_end``, if given, tells whether an end
+    found by a read is a failure).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
-                 on_data: Callable[[bytes], None], on_eof: Callable[[str | None], None]) -> None:
+                 on_data: Callable[[bytes], None], on_eof: Callable[[str | None], None],
+                 at_end: Callable[[], str | None] | None = None) -> None:
         self._loop = loop
         self._fd = fd
         self._on_data = on_data
         self._on_eof = on_eof
+        self._at_end = at_end
         self._room = 0
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="stdin", daemon=True)
@@ -83,13 +116,10 @@ class InputReader:
             try:
                 data = os.read(self._fd, size)
             except OSError as exc:
-                if exc.errno in (errno.EIO, errno.EBADF):
-                    call(self._on_eof, None)  # background job on a terminal, or no stdin
-                else:
-                    call(self._on_eof, exc.strerror)
+                call(self._on_eof, read_failure(self._fd, exc))
                 return
             if not data:
-                call(self._on_eof, None)
+                call(self._on_eof, None if self._at_end is None else self._at_end())
                 return
             if not call(self._on_data, data):
                 return
@@ -108,7 +138,9 @@ class FileInput:
     to a thread for the rest of the file, so a slow disk cannot hold up the
     subflows.  With ``extents``, once the first read proved fast, the rest
     of the file is handed out as Extents (position and length) instead of
-    bytes: it stays in the file until sent.  Same interface as InputReader.
+    bytes: it stays in the file until sent.  Same interface as InputReader:
+    a file found shorter than the position already read was truncated, which
+    ``on_eof`` reports as a failure, never as the end of the input.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
@@ -124,9 +156,19 @@ class FileInput:
         self.worker: InputReader | None = None  # set once reads moved to a thread
         self._extents = extents  # once the storage proved fast, hand out Extents, not bytes
         self.position: int | None = None  # the file position of the next Extent, in that mode
+        self._sized = False  # the file reported a size: one below what we read means truncation
 
     def start(self) -> None:
+        with contextlib.suppress(OSError):
+            self._sized = os.fstat(self.fd).st_size > 0
         self.set_room(self._room)
+
+    def _end(self, error: str | None) -> None:
+        self._ended = True
+        self._on_eof(error)
+
+    def _at_end(self) -> str | None:
+        return truncation(self.fd, self._sized)
 
     def set_room(self, room: int) -> None:
         if self.worker is not None:
@@ -145,22 +187,25 @@ class FileInput:
             self._extend(self.position)
             return
         started = time.monotonic()
+        asked = min(self._room, FILE_READ_SIZE)
         try:
-            data = os.read(self.fd, min(self._room, FILE_READ_SIZE))
+            data = os.read(self.fd, asked)
         except OSError as exc:
-            self._ended = True
-            self._on_eof(None if exc.errno in (errno.EIO, errno.EBADF) else exc.strerror)
+            self._end(read_failure(self.fd, exc))
             return
         if not data:
-            self._ended = True
-            self._on_eof(None)
+            self._end(self._at_end())
             return
         self._room -= len(data)
         if time.monotonic() - started > SLOW_READ:
             # Delivered below before the thread reads on: the order holds.
-            self.worker = InputReader(self._loop, self.fd, self._on_data, self._on_eof)
+            self.worker = InputReader(self._loop, self.fd, self._on_data, self._on_eof,
+                                      at_end=self._at_end)
             self.worker.start()
-        elif self._extents:
+        elif self._extents and len(data) == asked:
+            # A short read found the end, whatever the file's size says (files
+            # of /sys report 4096 bytes): only a file that gave all we asked
+            # is handed out by its size, as Extents.
             with contextlib.suppress(OSError):  # then bytes it stays
                 self.position = os.lseek(self.fd, 0, os.SEEK_CUR)
         self._on_data(data)  # the runner answers with set_room(), which reads on
@@ -169,16 +214,18 @@ class FileInput:
         """Hand out the next bytes of the file as an Extent: the file holds them
         until they are sent.  The file position moves on as a read would."""
         try:
-            count = min(self._room, os.fstat(self.fd).st_size - position)
+            size = os.fstat(self.fd).st_size
         except OSError as exc:
-            count, error = 0, exc.strerror
-        else:
-            error = None
+            self._end(f"reading STDIN failed: {exc.strerror or exc}")
+            return
+        self._sized = self._sized or size > 0
+        if size < position and self._sized:
+            # Bytes already handed out are gone: whatever is sent of them
+            # fails, and the file's end here is not the end of the input.
+            self._end(shrunk(size, position))
+            return
+        count = min(self._room, size - position)
         if count <= 0:
-            if error is not None:
-                self._ended = True
-                self._on_eof(error)
-                return
             # Only a read tells the end (a file may grow, or not know its
             # size, as in /proc): read once, and hand out Extents again only
             # if that finds more.
@@ -309,7 +356,8 @@ class _InputProtocol(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.ended(str(exc) if exc else None)
+        self.owner.ended(f"reading STDIN failed: {getattr(exc, 'strerror', None) or exc}"
+                         if exc else None)
 
 
 class LoopInput:

@@ -1,0 +1,45 @@
+"""Short of file descriptors: a resource error costs one subflow, or one
+optimisation (sendfile, splice), never the session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from .harness import kill, random_file, require, sha256_file
+from .launch import Piped, fd_limit, subflow
+
+MB = 1 << 20
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_more_subflows_than_descriptors(tmp_path: Path, loop: str) -> None:
+    """Both sides may hold 40 descriptors, and 60 subflows connect.  A's STDIN
+    is a regular file (sent by sendfile() from a duplicate of each socket) and
+    B's STDOUT a pipe (spliced into from such duplicates).  Duplicates that
+    cannot be made leave those subflows with plain writes; connections that
+    cannot be accepted are closed (uvloop) or wait (asyncio, which reports
+    it to the loop's exception handler: that used to end the session as an
+    internal error).  The dup in sendfile's path used to kill A with an
+    internal error (exit 1) and leave B waiting forever."""
+    require("socat")
+    a_in = random_file(tmp_path / "a.in", 32 * MB, seed=24)
+    asyncio_loop = loop == "asyncio"
+    with open(a_in, "rb") as f:
+        a = Piped(tmp_path, "a", "-v", stdin=f.fileno(), asyncio_loop=asyncio_loop,
+                  preexec_fn=fd_limit(40))
+    b = Piped(tmp_path, "b", "-v", asyncio_loop=asyncio_loop, preexec_fn=fd_limit(40))
+    relays = [subflow(a.socket, b.socket) for _ in range(60)]
+    try:
+        assert a.wait(60) == 0, a.stderr()
+        assert b.wait(60) == 0, b.stderr()
+        assert sha256_file(b.out) == sha256_file(a_in)
+        both = a.stderr() + b.stderr()
+        assert "Too many open files" in both  # the limit was reached
+        assert "internal error" not in both and "Traceback" not in both
+    finally:
+        for r in relays:
+            kill(r)
+        a.close()
+        b.close()
