@@ -153,7 +153,7 @@ def test_every_end_reason_is_classified_and_described() -> None:
     assert describe(Failure.EXITED, "status 255") == "command exited: status 255"
 
 
-@pytest.mark.parametrize("reason", FATAL, ids=str)
+@pytest.mark.parametrize("reason", FATAL, ids=lambda r: r.name)
 def test_a_fatal_refusal_stops_the_address_for_good(reason: EndReason) -> None:
     policy = Reopener(NoJitter())
     a = policy.add("TCP:far:7000", 3, 0.0)
@@ -181,7 +181,7 @@ def test_a_fatal_refusal_stops_the_address_for_good(reason: EndReason) -> None:
     assert policy.next_deadline() is None and policy.start_due(10_000.0) == []
 
 
-@pytest.mark.parametrize("reason", FINAL, ids=str)
+@pytest.mark.parametrize("reason", FINAL, ids=lambda r: r.name)
 def test_when_the_session_ends_nothing_is_started_or_reported(reason: EndReason) -> None:
     policy = Reopener(NoJitter())
     policy.add("EXEC:a", 2, 0.0)
@@ -195,7 +195,7 @@ def test_when_the_session_ends_nothing_is_started_or_reported(reason: EndReason)
     assert not policy.gave_up
 
 
-@pytest.mark.parametrize("reason", TRANSIENT, ids=str)
+@pytest.mark.parametrize("reason", TRANSIENT, ids=lambda r: r.name)
 def test_a_transient_end_is_retried(reason: EndReason) -> None:
     policy, clock = one_address()
     (slot,) = clock.run_until(0.0)

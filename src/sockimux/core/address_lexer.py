@@ -94,12 +94,17 @@ def quote(value: str) -> str:
 
     Plain text stays bare (``/tmp/sockB``, ``127.0.0.1``); anything else is
     put in single quotes with ``\\`` and ``'`` escaped, the form socat's
-    own documentation uses (``EXEC:'ssh host ...'``).  Letters are never
-    escaped, so no C escape (``\\n``...) can appear by accident.
+    own documentation uses (``EXEC:'ssh host ...'``).  Newlines, tabs and
+    the other characters with a C escape are written as that escape, so a
+    canonical address fits on one log line.
     """
     if value and not any(c in _SPECIAL or c.isspace() or not c.isprintable() for c in value):
         return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    for letter, char in _C_ESCAPES.items():
+        if letter != "0":  # a NUL is never in a valid address
+            escaped = escaped.replace(char, "\\" + letter)
+    return "'" + escaped + "'"
 
 
 def split_words(command: str) -> tuple[str, ...]:
