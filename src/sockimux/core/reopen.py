@@ -1,12 +1,10 @@
 """Re-opening the subflows we open ourselves: when, how many at once, when to give up.
 
-Every ``--connect`` address with ``count=N`` owns N *slots*; each slot is
-one subflow we keep open for as long as the session lives.  The runtime
-tells this policy what happened to each slot and asks it what to start;
-the policy never touches a socket or a clock (every call takes ``now``) and
-draws its jitter from the ``random.Random`` it is given, so a test can
-replay any sequence exactly.  The loop, as with aioquic's
-``get_timer``/``handle_timer``::
+Every ``--connect`` address with ``count=N`` owns N *slots*, each one
+subflow we keep open as long as the session lives.  The policy touches no
+socket or clock (every call takes ``now``) and draws its jitter from the
+``random.Random`` it is given, so a test replays any sequence exactly.  The
+runtime's loop, as with aioquic's ``get_timer``/``handle_timer``::
 
     for slot in policy.start_due(now): ...open it...    # after every event below
     policy.next_deadline()                              # when to call start_due again
@@ -269,8 +267,7 @@ class Reopener:
     # -- what to start, and when -----------------------------------------------------
 
     def start_due(self, now: float) -> list[Slot]:
-        """The slots to start now; each counts as starting until :meth:`established`
-        or :meth:`ended` is called for it."""
+        """The slots to start now; each is *starting* until established or ended."""
         started: list[Slot] = []
         while self._starting < self.config.max_starting and now >= self._next_start_at:
             due = [(st.due_at, number, index)
