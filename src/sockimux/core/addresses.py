@@ -45,7 +45,7 @@ names would need /etc/services).  ``bind`` takes IP literals only: a name
 could resolve to an address of another interface, and ``so-bindtodevice``
 names the interface itself.
 
-:func:`parse_address` returns one of the frozen dataclasses below, each
+``address_parser.parse_address()`` returns one of the frozen dataclasses below, each
 valid by construction (``__post_init__`` checks what the parser checks),
 and ``str()`` of one is its canonical form, which parses back to an equal
 value.  Every mistake raises :class:`AddressError` with one line naming the
