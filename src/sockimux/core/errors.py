@@ -46,3 +46,12 @@ class ProtocolError(SockimuxError):
     def __init__(self, message: str, code: CloseCode = CloseCode.PROTOCOL_ERROR) -> None:
         super().__init__(message)
         self.code = code
+
+
+class AddressError(LocalError):
+    """A socat-style address (``--connect``, ``--listen``, ``--stream``) is malformed.
+
+    The message is one line naming the address and its bad part, e.g.
+    ``bad address 'TCP:host:70000': port must be 1-65535``; the command line
+    reports it as bad usage (exit 2).
+    """
