@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from ..core.sender import Extent, Outgoing
 from ..core.session import CloseSubflow, Log, Outcome, Session
+from . import lograte
 from .listener import Listener
 from .stdio import (
     FileInput,
@@ -205,6 +206,7 @@ class Runner:
         self._timer_at: float | None = None
         self._hangup_timer: asyncio.TimerHandle | None = None
         self._finished = self.loop.create_future()
+        self._lograte = lograte.install(log, self.loop.time, self.loop.call_later)
 
     # -- events in ---------------------------------------------------------------
 
@@ -426,10 +428,13 @@ class Runner:
             self._writable.clear()
         for sid in ready:
             conn = self.connections.get(sid)
-            if conn is None or conn.transport is None:
+            if conn is None or conn.transport is None or conn.full:
+                # A full transport takes nothing more, control frames included:
+                # what we owe the peer waits in the session as bounded state
+                # (one ACK, one PONG) until resume_writing() pulls it.
                 continue
             while True:
-                buffers = session.pull(sid, now, 0 if conn.full else limit)
+                buffers = session.pull(sid, now, limit)
                 if not buffers:
                     break
                 conn.send(buffers)  # may pause_writing(): conn.full
@@ -516,6 +521,7 @@ class Runner:
                 if timer is not None:
                     timer.cancel()
             await self._drain_and_close()
+            lograte.uninstall(log, self._lograte)
         outcome = self.session.outcome
         assert outcome is not None
         return outcome
