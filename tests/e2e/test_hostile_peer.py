@@ -3,15 +3,18 @@ or log stays bounded, and the session it impersonates is not hijacked."""
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
 from pathlib import Path
 
-from .hostile_peer import PING, PONG, HostilePeer, frame, ready, rss_kib
-from .test_hostile import finish, spawn, stop
+from .harness import Peer, kill, random_file, require, sha256_file, socat_subflow, wait_for
+from .hostile_peer import PING, PONG, HostilePeer, connect, frame, ready, rss_kib, send
+from .test_hostile import REFUSED, finish, spawn, stop
 
 MB = 1 << 20
+SUMMARY = re.compile(r"(\d+) more connections refused in the last \d+ s \(the last: ")
 
 
 def test_a_ping_flood_that_never_reads_stays_bounded(tmp_path: Path) -> None:
@@ -59,3 +62,67 @@ def test_a_ping_flood_that_never_reads_stays_bounded(tmp_path: Path) -> None:
         assert "Traceback" not in err
     finally:
         stop(proc)
+
+
+def test_a_refused_first_subflow_does_not_bind_a_fresh_instance(tmp_path: Path) -> None:
+    """a is bound to b, which dies; a fresh b2 joins a and is refused (foreign
+    instance).  b2 must not take a as its peer: a2 (a restarted) then joins b2, and
+    their transfer completes both ways."""
+    require("socat")
+    a = Peer(tmp_path, "a", None, "-v", stdin_pipe=True)
+    b = Peer(tmp_path, "b", None, "-v", stdin_pipe=True)
+    peers = [a, b]
+    relays = []
+    try:
+        ready(a.socket)
+        ready(b.socket)
+        relays.append(socat_subflow(a, b))
+        wait_for(lambda: " joined" in a.stderr() and " joined" in b.stderr(), 10, "a and b to join")
+        kill(b.proc)
+        a2_in = random_file(tmp_path / "a2.in", 256 * 1024, seed=91)
+        b2_in = random_file(tmp_path / "b2.in", 128 * 1024, seed=92)
+        b2 = Peer(tmp_path, "b2", b2_in, "-v")
+        peers.append(b2)
+        ready(b2.socket)
+        relays.append(socat_subflow(a, b2))
+        wait_for(lambda: "peer refused it" in b2.stderr(), 10, "a to refuse b2")
+        kill(a.proc)
+        a2 = Peer(tmp_path, "a2", a2_in, "-v")
+        peers.append(a2)
+        ready(a2.socket)
+        relays.append(socat_subflow(a2, b2))
+        assert a2.wait(20) == 0, a2.stderr() + b2.stderr()
+        assert b2.wait(20) == 0, b2.stderr()
+        assert sha256_file(b2.out) == sha256_file(a2_in)
+        assert sha256_file(a2.out) == sha256_file(b2_in)
+        assert "Traceback" not in a2.stderr() + b2.stderr()
+    finally:
+        for r in relays:
+            kill(r)
+        for p in peers:
+            p.close()
+
+
+def test_a_burst_of_junk_connections_logs_a_few_lines_and_a_count(tmp_path: Path) -> None:
+    """2,000 junk connections at the default verbosity (ssh's ProxyCommand writes
+    our stderr on the user's terminal): a few refusals, then one summary counting
+    the rest."""
+    a = Peer(tmp_path, "a", None)  # stderr to a file: a pipe nobody reads would block it
+    try:
+        ready(a.socket)
+        for _ in range(2000):
+            with connect(a.socket) as s:
+                send(s, b"GET / HTTP/1.1\r\n\r\n")
+        time.sleep(0.5)
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.wait(10) == 128 + signal.SIGTERM, a.stderr()
+        err = a.stderr()
+        lines = err.splitlines()
+        assert len(lines) < 20, f"{len(lines)} lines on stderr:\n" + "\n".join(lines[:30])
+        logged = [line for line in lines if REFUSED.search(line) and not SUMMARY.search(line)]
+        summaries = [int(m.group(1)) for line in lines if (m := SUMMARY.search(line))]
+        assert logged and summaries, err
+        assert len(logged) + sum(summaries) == 2000, err
+        assert "Traceback" not in err
+    finally:
+        a.close()
