@@ -107,6 +107,28 @@ def test_a_small_send_buffer_does_not_wait_out_the_delayed_ack() -> None:
         f"{size} bytes took {link.now:.3f} s: about ack_delay ({ack_delay} s) per 64 KiB buffer")
 
 
+def window_notes(link: Link) -> list[str]:
+    return [log.message for ep in (link.a, link.b) for _, log in ep.logs
+            if "limits throughput" in log.message]
+
+
+def test_a_small_window_is_noted_once_at_verbose_level() -> None:
+    small = small_send_buffer_run(64 * KB, 1024 * KB)
+    notes = window_notes(small)
+    assert len(notes) == 1 and notes[0].startswith("our --window (the send buffer) of 64 KiB"), notes
+    assert [log.level for _, log in small.a.logs if "limits throughput" in log.message] == ["info"]
+    assert window_notes(small_send_buffer_run(16 * 1024 * KB, 1024 * KB)) == []
+    # The peer's window: its credit is what runs out.
+    a = Endpoint("A", Session(b"A" * 16, 0.0), payload(1024 * KB, 1))
+    b = Endpoint("B", Session(b"B" * 16, 0.0, SessionConfig(window=64 * KB)), b"")
+    link = Link(a, b, seed=4)
+    link.join(latency=0.0002, rate=1e9)
+    link.run(until=60.0)
+    assert a.outcome is Outcome.DONE
+    notes = window_notes(link)
+    assert len(notes) == 1 and notes[0].startswith("the peer's --window of 64 KiB"), notes
+
+
 # -- a tentative peer (issue 11 item 9) --------------------------------------------------
 
 

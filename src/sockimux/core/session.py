@@ -54,6 +54,9 @@ def _printable(raw: bytes | bytearray | memoryview) -> str:
 
 
 MIN_PIECE = 8 * 1024  # smallest DATA payload we cut for a subflow of unknown or low rate
+# Below this a window costs throughput even on loopback (docs/PERFORMANCE.md,
+# "The window"): say so when it is what holds the data back.
+SMALL_WINDOW = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ class Session:
         self._acked_written = 0  # receiver.written as of the last ACK we sent
         self._written_at: float | None = None  # when written first moved past that
         self._ack_asked = 0  # the peer asked for an ACK once written reaches this (DATA_ACK_NOW)
+        self._window_noted = False  # the "window limits throughput" line was logged
         self._fin_done_announced = False
         self._fin_done_sent = False  # an ACK with FIN_DONE was handed to a subflow
         self._alone_since: float | None = now
@@ -410,6 +414,8 @@ class Session:
             piece = sender.take(min(chunk, allowance - frames.HEADER_SIZE, budget))
             if piece is None:
                 self._hungry[sub.id] = None  # room, but nothing to send
+                if sender.starved and not self._window_noted and allowance >= 2 * MIN_PIECE:
+                    self._note_small_window()
                 if self.config.head_resend:
                     piece = self._head_of_line(sub, min(chunk, allowance - frames.HEADER_SIZE, budget))
                 if piece is None:
@@ -437,6 +443,21 @@ class Session:
             out.append(frames.encode_control(FrameType.FIN, sender.end))
             sender.fin_in_flight = True
             sub.carries_fin = True
+
+    def _note_small_window(self) -> None:
+        """Once per session: a subflow had room, but the window (our send
+        buffer, or the peer's credit) held the data back, and that window is
+        small enough that it, not the path, limits throughput."""
+        sender = self.sender
+        if sender.next_new >= sender.credit:
+            window, whose = sender.credit - sender.acked, "the peer's --window"
+        else:
+            window, whose = self.config.window, "our --window (the send buffer)"
+        if 0 < window < SMALL_WINDOW:  # (no credit at all yet: no ACK has come)
+            self._window_noted = True
+            self._log("info", f"{whose} of {window // 1024} KiB is used up while a subflow could "
+                              "carry more: it limits throughput to about a window per round "
+                              f"trip (the default is {SessionConfig().window >> 20} MiB on both sides)")
 
     def _head_of_line(self, sub: Subflow, max_len: int) -> tuple[int, Piece] | None:
         """The first unacknowledged bytes, to send again on ``sub``, if a much
