@@ -96,3 +96,18 @@ def test_verbose_logs_every_refusal(setup: tuple[logging.Logger, Clock, Lines, R
     for i in range(50):
         logger.warning("subflow %d refused: not a sockimux peer (bad magic)", i)
     assert len(lines.lines) == 50 and clock.timers == []
+
+
+def test_kinds_are_limited_apart(setup: tuple[logging.Logger, Clock, Lines, RefusalLimiter]) -> None:
+    """Stalled subflows (a peer can make many) have their own budget and summary."""
+    logger, clock, lines, _limiter = setup
+    for i in range(20):
+        logger.warning("subflow %d stalled (nothing heard for 2.5 s); dropping it", i)
+        logger.warning("subflow %d refused: not a sockimux peer (bad magic)", 100 + i)
+    assert len(lines.lines) == 10
+    clock.advance(1010.0)
+    assert sorted(lines.lines[10:]) == [
+        "15 more connections refused in the last 10 s "
+        "(the last: subflow 119 refused: not a sockimux peer (bad magic))",
+        "15 more subflows dropped as stalled in the last 10 s "
+        "(the last: subflow 19 stalled (nothing heard for 2.5 s); dropping it)"]

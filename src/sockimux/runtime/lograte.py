@@ -1,11 +1,12 @@
-"""Rate limit for log lines a stranger can cause: connections refused.
+"""Rate limit for log lines a stranger (or a misbehaving peer) can cause by the
+thousand: connections refused, subflows dropped as stalled.
 
 Anyone who can reach the socket can open connections by the thousand, and
 each refusal is a warning; when sockimux is ssh's ProxyCommand those land on
-the user's terminal.  At the default verbosity the first ``burst`` refusals
-in a ``period`` are logged, the rest counted, and one summary line per
-period says how many were left out and the last reason.  With -v (or more)
-every refusal is logged: the user asked for every subflow's story.
+the user's terminal.  At the default verbosity the first ``burst`` lines of
+a kind in a ``period`` are logged, the rest counted, and one summary line
+per period says how many were left out and the last of them.  With -v (or
+more) every line is logged: the user asked for every subflow's story.
 """
 
 from __future__ import annotations
@@ -15,10 +16,26 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-# Refusals of a connection, whoever decided them: the session (a REFUSE we
-# send, or one we received) or the runtime (SO_PEERCRED).
-REFUSAL = re.compile(r"subflow \d+ refused: |subflow \d+: peer refused it: |^refused a connection")
+# (what a line of the kind looks like, how the summary names the kind)
+KINDS: list[tuple[re.Pattern[str], str]] = [
+    # Refusals, whoever decided them: the session (a REFUSE we send, or one
+    # we received) or the runtime (SO_PEERCRED).
+    (re.compile(r"subflow \d+ refused: |subflow \d+: peer refused it: |^refused a connection"),
+     "connections refused"),
+    (re.compile(r"^subflow \d+ stalled \("), "subflows dropped as stalled"),
+]
 SUMMARY = "lograte_summary"  # attribute marking our own summary records
+
+
+class _Kind:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.start = float("-inf")  # start of the current period
+        self.logged = 0  # lines logged in it
+        self.suppressed = 0  # lines left out in it
+        self.flooding = False  # the previous period left some out: log none, only summaries
+        self.last = ""
+        self.scheduled = False
 
 
 class RefusalLimiter(logging.Filter):
@@ -35,57 +52,57 @@ class RefusalLimiter(logging.Filter):
         self.schedule = schedule
         self.burst = burst
         self.period = period
-        self.start = float("-inf")  # start of the current period
-        self.logged = 0  # refusals logged in it
-        self.suppressed = 0  # refusals left out in it
-        self.flooding = False  # the previous period left some out: log none, only summaries
-        self.last = ""
-        self._scheduled = False
+        self.kinds = [(pattern, _Kind(name)) for pattern, name in KINDS]
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, SUMMARY, False) or self.logger.isEnabledFor(logging.INFO):
             return True
         message = record.getMessage()
-        if not REFUSAL.search(message):
+        kind = next((k for pattern, k in self.kinds if pattern.search(message)), None)
+        if kind is None:
             return True
-        self._roll(self.clock())
-        if self.logged < (0 if self.flooding else self.burst):
-            self.logged += 1
+        self._roll(kind, self.clock())
+        if kind.logged < (0 if kind.flooding else self.burst):
+            kind.logged += 1
             return True
-        self.suppressed += 1
-        self.last = message
-        if self.schedule is not None and not self._scheduled:
-            self._scheduled = True
-            self.schedule(max(0.0, self.start + self.period - self.clock()), self._due)
+        kind.suppressed += 1
+        kind.last = message
+        if self.schedule is not None and not kind.scheduled:
+            kind.scheduled = True
+            self.schedule(max(0.0, kind.start + self.period - self.clock()), lambda: self._due(kind))
         return False
 
-    def _due(self) -> None:
-        self._scheduled = False
-        self._roll(self.clock())
+    def _due(self, kind: _Kind) -> None:
+        kind.scheduled = False
+        self._roll(kind, self.clock())
 
-    def _roll(self, now: float) -> None:
-        """Close the current period if it is over (summing it up), open the next."""
-        if now < self.start + self.period:
+    def _roll(self, kind: _Kind, now: float) -> None:
+        """Close the kind's current period if it is over (summing it up), open the next."""
+        if now < kind.start + self.period:
             return
-        self.flush()
-        if now >= self.start + 2 * self.period:
-            self.flooding = False  # a quiet period in between: log the first few again
-        self.start = now
-        self.logged = 0
+        self._summarize(kind)
+        if now >= kind.start + 2 * self.period:
+            kind.flooding = False  # a quiet period in between: log the first few again
+        kind.start = now
+        kind.logged = 0
 
-    def flush(self) -> None:
-        """Write the summary of what was left out, if anything (also at exit)."""
-        self.flooding = self.suppressed > 0
-        if not self.suppressed:
+    def _summarize(self, kind: _Kind) -> None:
+        kind.flooding = kind.suppressed > 0
+        if not kind.suppressed:
             return
-        span = min(self.period, max(0.0, self.clock() - self.start))
+        span = min(self.period, max(0.0, self.clock() - kind.start))
         record = self.logger.makeRecord(
             self.logger.name, logging.WARNING, __file__, 0,
-            "%d more connections refused in the last %.0f s (the last: %s)",
-            (self.suppressed, span, self.last), None)
+            "%d more %s in the last %.0f s (the last: %s)",
+            (kind.suppressed, kind.name, span, kind.last), None)
         setattr(record, SUMMARY, True)
-        self.suppressed = 0
+        kind.suppressed = 0
         self.logger.handle(record)
+
+    def flush(self) -> None:
+        """Write the summaries of what was left out, if anything (at exit)."""
+        for _pattern, kind in self.kinds:
+            self._summarize(kind)
 
 
 def install(logger: logging.Logger, clock: Callable[[], float],
