@@ -183,3 +183,28 @@ def test_a_lost_tentative_subflow_unbinds() -> None:
     assert s.peer_instance == b"Q" * 16 and s.peer_confirmed
     s.subflow_lost(other, 0.4)
     assert s.peer_instance == b"Q" * 16
+
+
+def test_frames_left_half_sent_on_many_subflows_are_bounded() -> None:
+    """Each reader may set aside a whole 1 MiB body once an eighth of it is in;
+    over all subflows that stays within twice the window (plus 2 MiB), and the
+    subflow that would go past it is refused (FLOW_CONTROL)."""
+    window = 1024 * KB
+    s = Session(b"A" * 16, 0.0, SessionConfig(window=window))
+    half = F.data_header(0, F.MAX_DATA) + bytes(F.MAX_DATA // 8 + 1)
+    first = raw_peer(s)
+    s.receive(first, F.encode_control(FrameType.PING, 1), 0.0)
+    codes = []
+    for _ in range(20):
+        sid = raw_peer(s)
+        s.receive(sid, half, 0.1)
+        codes += [e.code for e in s.take_events() if isinstance(e, CloseSubflow)]
+        held = sum(sub.reader.held for sub in s.subflows.values())
+        assert held <= 2 * window + 2 * F.MAX_DATA
+    assert len(codes) == 20 - 4 and set(codes) == {CloseCode.FLOW_CONTROL}
+    # Closing subflows gives their share back: new half frames fit again.
+    for sid in [sid for sid in s.subflows if sid != first]:
+        s.subflow_lost(sid, 0.2)
+    sid = raw_peer(s, 0.3)
+    s.receive(sid, half, 0.3)
+    assert sid in s.subflows

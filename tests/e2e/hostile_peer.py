@@ -165,10 +165,11 @@ class HostilePeer:
         self.instance = instance or os.urandom(16)
         self.sock = connect(path)
         send(self.sock, hello(self.instance))
-        self.their_hello = recv_at_least(self.sock, HELLO.size)[: HELLO.size]
+        head = recv_at_least(self.sock, HELLO.size)
+        self.their_hello = head[: HELLO.size]
         assert self.their_hello[: len(MAGIC)] == MAGIC, self.their_hello
-        self.pending = b""  # bytes received after the hello, not yet parsed
-        self.received: list[Frame] = []
+        self.received, self.pending = parse(head[HELLO.size:])  # frames that came with the hello
+        self._unseen = list(self.received)  # ... not yet returned by read()
 
     @property
     def their_instance(self) -> bytes:
@@ -176,7 +177,9 @@ class HostilePeer:
 
     def read(self, timeout: float = 0.0) -> list[Frame]:
         """Read what has arrived (waiting up to ``timeout`` for something); the new frames."""
-        new: list[Frame] = []
+        new, self._unseen = self._unseen, []
+        if new:
+            timeout = 0.0
         self.sock.settimeout(timeout if timeout > 0 else 0.0)
         while True:
             try:
@@ -189,8 +192,8 @@ class HostilePeer:
                 break
             frames, self.pending = parse(self.pending + chunk)
             new += frames
+            self.received += frames
             self.sock.settimeout(0.0)
-        self.received += new
         return new
 
     def expect(self, ftype: int, timeout: float = 5.0) -> Frame:
@@ -210,6 +213,7 @@ class HostilePeer:
         return self.expect(ACK, timeout)
 
     def send(self, data: bytes) -> None:
+        self.sock.settimeout(5.0)  # read() leaves it non-blocking
         send(self.sock, data)
 
     def flood(self, unit: bytes, seconds: float, read: bool = False) -> int:
@@ -232,7 +236,7 @@ class HostilePeer:
 
     def hold_half(self, data: bytes, cut: int) -> None:
         """Send only the first ``cut`` bytes of ``data`` (a frame left half-sent)."""
-        send(self.sock, data[:cut])
+        self.send(data[:cut])
 
     def closed(self, timeout: float = 5.0) -> bool:
         """Whether sockimux closes (or resets) the connection within ``timeout``,

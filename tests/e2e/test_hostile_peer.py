@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .harness import Peer, kill, random_file, require, sha256_file, socat_subflow, wait_for
-from .hostile_peer import PING, PONG, HostilePeer, connect, frame, ready, rss_kib, send
+from .hostile_peer import DATA, PING, PONG, REFUSE, HostilePeer, connect, frame, ready, rss_kib, send
 from .test_hostile import REFUSED, finish, spawn, stop
 
 MB = 1 << 20
@@ -125,4 +125,43 @@ def test_a_burst_of_junk_connections_logs_a_few_lines_and_a_count(tmp_path: Path
         assert len(logged) + sum(summaries) == 2000, err
         assert "Traceback" not in err
     finally:
+        a.close()
+
+
+def test_frames_left_half_sent_on_many_subflows_stay_bounded(tmp_path: Path) -> None:
+    """A peer opens 200 subflows and leaves on each a 1 MiB DATA frame an eighth
+    sent (enough for the body to be set aside whole): what we hold for incomplete
+    frames stays near twice the window, not 200 MiB; the subflows past that bound
+    are refused, and a polite subflow is still served."""
+    path = tmp_path / "a.sock"
+    a = Peer(tmp_path, "a", None, "--window", "4M")
+    subflows: list[HostilePeer] = []
+    try:
+        ready(a.socket)
+        base = rss_kib(a.proc.pid)
+        first = HostilePeer(path)
+        first.open()
+        first.send(frame(PING, 1))  # it accepts us: the binding is final
+        subflows.append(first)
+        half = frame(DATA, 0, bytes(MB))[: 16 + MB // 8 + 1]
+        for _ in range(200):
+            peer = HostilePeer(path, first.instance)
+            peer.open()
+            peer.hold_half(half, len(half))
+            subflows.append(peer)
+        time.sleep(0.5)
+        polite = HostilePeer(path, first.instance)
+        polite.open()
+        polite.send(frame(PING, 42))
+        assert polite.expect(PONG, timeout=2.0).value == 42
+        grown = rss_kib(a.proc.pid) - base
+        assert grown < 60 * 1024, f"RSS grew by {grown} KiB for 200 half-sent frames"
+        refused = sum(1 for p in subflows if any(f.type == REFUSE for f in p.read(0.01)))
+        assert refused > 100, f"only {refused} subflows refused"
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.wait(10) == 128 + signal.SIGTERM
+        assert "incomplete frames on all subflows" in a.stderr()
+    finally:
+        for p in subflows:
+            p.close()
         a.close()

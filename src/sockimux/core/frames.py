@@ -282,6 +282,15 @@ class FrameReader:
         return header[2], self._length
 
     @property
+    def held(self) -> int:
+        """Bytes of memory this reader holds (or is about to) for an
+        incomplete frame: a body set aside, or unparsed bytes of our own."""
+        held = len(self._body) if self._body is not None else (self._length if self._exact else 0)
+        if self._buf is not self._scratch:
+            held += len(self._buf)
+        return held
+
+    @property
     def pending_flags(self) -> int:
         """The flags of the frame whose body is awaited (0: none)."""
         return self._header[1] if self._header is not None else 0

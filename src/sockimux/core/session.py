@@ -130,6 +130,7 @@ class Session:
         self._written_at: float | None = None  # when written first moved past that
         self._ack_asked = 0  # the peer asked for an ACK once written reaches this (DATA_ACK_NOW)
         self._window_noted = False  # the "window limits throughput" line was logged
+        self._partial = 0  # sum of the subflows' `held`: memory set aside for incomplete frames
         self._fin_done_announced = False
         self._fin_done_sent = False  # an ACK with FIN_DONE was handed to a subflow
         self._alone_since: float | None = now
@@ -214,7 +215,25 @@ class Session:
             self._refuse(sub, exc.code, str(exc), now)
         finally:
             reader.release()
+        if sub.id in self.subflows:  # not refused just now
+            self._count_partial(sub, now)
         return True
+
+    def _count_partial(self, sub: Subflow, now: float) -> None:
+        """Bound the memory set aside for frames not complete yet, over all
+        subflows.  An honest peer has at most its credit in flight (a window;
+        twice that with copies of bytes a slower subflow holds up, section
+        8), but each reader may set aside up to a 1 MiB body: without this,
+        a peer could make us hold max_subflows MiB by leaving one large
+        frame half-sent on each subflow."""
+        held = sub.reader.held
+        self._partial += held - sub.held
+        sub.held = held
+        limit = 2 * self.config.window + 2 * frames.MAX_DATA
+        if self._partial > limit:
+            self._refuse(sub, CloseCode.FLOW_CONTROL,
+                         f"incomplete frames on all subflows would hold {self._partial} bytes, "
+                         f"more than {limit}", now)
 
     def receive(self, sid: int, data: bytes | bytearray | memoryview, now: float) -> None:
         """Bytes read from subflow ``sid`` (copied in, as a read would have put them)."""
@@ -813,6 +832,8 @@ class Session:
                notify: bool = True, flush: bool = True) -> None:
         was_open = sub.state is SubflowState.OPEN
         sub.state = SubflowState.CLOSED
+        self._partial -= sub.held
+        sub.held = 0
         del self.subflows[sub.id]
         self._deadlines.pop(sub.id, None)
         self._hungry.pop(sub.id, None)

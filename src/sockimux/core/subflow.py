@@ -66,6 +66,7 @@ class Subflow:
     # a peer sends without reading, we owe it one PONG (the newest token).
     pong_owed: int | None = None
     pong_owed_since: float | None = None  # when the oldest unanswered PING arrived
+    held: int = 0  # reader.held as of the last read (counted in Session._partial)
     path: PathEstimate = field(default_factory=PathEstimate)
     retransmitted: int = 0  # bytes re-sent elsewhere because this subflow went away
 
