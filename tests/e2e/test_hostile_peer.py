@@ -165,3 +165,40 @@ def test_frames_left_half_sent_on_many_subflows_stay_bounded(tmp_path: Path) -> 
         for p in subflows:
             p.close()
         a.close()
+
+
+def test_a_peer_that_never_reads_what_it_is_owed_is_dropped(tmp_path: Path) -> None:
+    """PINGs sent one at a time and never read: each may be read alone and owe a
+    PONG of its own, so our writes to it back up; once a PONG has waited a stall
+    timeout behind them, the subflow is dropped (not kept, buffer full, forever)."""
+    a = Peer(tmp_path, "a", None, "--stall-timeout", "1")
+    try:
+        ready(a.socket)
+        base = rss_kib(a.proc.pid)
+        flooder = HostilePeer(a.socket)
+        flooder.open()
+        ping = frame(PING, 7)
+        flooder.sock.settimeout(0.05)
+        start = time.monotonic()
+        dropped = False
+        peak = base
+        sent = 0
+        while time.monotonic() < start + 12:
+            try:
+                for _ in range(1000):
+                    sent += flooder.sock.send(ping)
+            except TimeoutError:
+                pass
+            except (BrokenPipeError, ConnectionResetError):
+                dropped = True
+                break
+            peak = max(peak, rss_kib(a.proc.pid))
+        took = time.monotonic() - start
+        flooder.close()
+        assert dropped, f"still connected after {took:.1f} s and {sent} bytes of PINGs"
+        assert peak - base < 100 * 1024, f"RSS grew from {base} KiB to {peak} KiB"
+        a.proc.send_signal(signal.SIGTERM)
+        assert a.wait(10) == 128 + signal.SIGTERM
+        assert "has read nothing of ours" in a.stderr(), a.stderr()
+    finally:
+        a.close()
