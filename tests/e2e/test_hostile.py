@@ -1,8 +1,8 @@
 """Hostile and careless neighbours: junk on the socket, idle connections, other users,
 wrong keys, and whatever already sits at the socket path.
 
-Every test drives the real program over real UNIX sockets.  Wire bytes are
-built here from the documented format (docs/PROTOCOL.md, core/frames.py), not
+Every test drives the real program over real UNIX sockets.  Wire bytes come
+from hostile_peer.py, built from the documented format (docs/PROTOCOL.md), not
 with the program's own encoder, so a change to the format shows up here.
 """
 
@@ -30,115 +30,39 @@ from pathlib import Path
 import pytest
 
 from .harness import SOCKIMUX, Peer, kill, random_file, require, sha256_file, socat_subflow, wait_for
+from .hostile_peer import (
+    ACK,
+    AUTH,
+    AUTH_FAILED,
+    BAD_VERSION,
+    DATA,
+    FLOW_CONTROL,
+    FOREIGN_INSTANCE,
+    HANDSHAKE_TIMEOUT,
+    HEADER,
+    HELLO,
+    HELLO_AUTH,
+    MAGIC,
+    NOT_SOCKIMUX,
+    PROTOCOL_ERROR,
+    REFUSE,
+    SELF_CONNECT,
+    TOO_MANY_SUBFLOWS,
+    connect,
+    drain,
+    frame,
+    hello,
+    instance_of,
+    ready,
+    recv_at_least,
+    refusal,
+    send,
+)
 
 MB = 1 << 20
 
-# -- the wire format, written out independently of src/ ------------------------
-
-MAGIC = b"SOCKIMUX"
-HELLO = struct.Struct("!8sHHI16s16s")  # magic, version, flags, reserved, instance, nonce
-HEADER = struct.Struct("!BBHIQ")  # type, flags, reserved, length, value
-HELLO_AUTH = 0x0001
-DATA, ACK, FIN, PING, PONG, ABORT, REFUSE, AUTH = range(1, 9)
-# close codes carried by REFUSE
-PROTOCOL_ERROR, NOT_SOCKIMUX, BAD_VERSION, FOREIGN_INSTANCE, SELF_CONNECT, FLOW_CONTROL = range(1, 7)
-HANDSHAKE_TIMEOUT, TOO_MANY_SUBFLOWS, AUTH_FAILED = 10, 11, 12
-
 REFUSED = re.compile(r"subflow \d+ refused: (.*)")
 NOBODY = 65534
-
-
-def hello(instance: bytes | None = None, *, version: int = 1, flags: int = 0,
-          magic: bytes = MAGIC) -> bytes:
-    return HELLO.pack(magic, version, flags, 0, instance or os.urandom(16), os.urandom(16))
-
-
-def frame(ftype: int, value: int = 0, body: bytes = b"", *, length: int | None = None) -> bytes:
-    return HEADER.pack(ftype, 0, 0, len(body) if length is None else length, value) + body
-
-
-# -- raw connections -------------------------------------------------------------
-
-def connect(path: str | Path, timeout: float = 5.0) -> socket.socket:
-    """A raw connection, retried while the listener is not there yet."""
-    deadline = time.monotonic() + timeout
-    while True:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(str(path))
-            return s
-        except (FileNotFoundError, ConnectionRefusedError):
-            s.close()
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
-
-
-def recv_at_least(s: socket.socket, count: int, timeout: float = 5.0) -> bytes:
-    deadline = time.monotonic() + timeout
-    got = b""
-    while len(got) < count:
-        s.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            chunk = s.recv(65536)
-        except TimeoutError:
-            pytest.fail(f"only {len(got)} of {count} bytes arrived within {timeout} s")
-        if not chunk:
-            pytest.fail(f"connection closed after {len(got)} of {count} bytes")
-        got += chunk
-    return got
-
-
-def drain(s: socket.socket, timeout: float = 3.0) -> tuple[bytes, bool]:
-    """What the other end sends until it closes: (bytes, whether it reset).  Fails
-    if the other end keeps the connection open for `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    chunks: list[bytes] = []
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            pytest.fail(f"the connection was not closed within {timeout} s")
-        s.settimeout(left)
-        try:
-            chunk = s.recv(65536)
-        except TimeoutError:
-            pytest.fail(f"the connection was not closed within {timeout} s")
-        except ConnectionResetError:
-            return b"".join(chunks), True
-        if not chunk:
-            return b"".join(chunks), False
-        chunks.append(chunk)
-
-
-def send(s: socket.socket, data: bytes) -> None:
-    """Send, tolerating that sockimux may already have closed the connection."""
-    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-        s.sendall(data)
-
-
-def refusal(received: bytes) -> tuple[int, str] | None:
-    """The REFUSE frame among what sockimux sent after its hello, as (code, reason)."""
-    assert received[: len(MAGIC)] == MAGIC, f"no hello first: {received[:64]!r}"
-    pos = HELLO.size
-    while pos + HEADER.size <= len(received):
-        ftype, _flags, _reserved, length, value = HEADER.unpack_from(received, pos)
-        if ftype == REFUSE:
-            return value, received[pos + HEADER.size : pos + HEADER.size + length].decode()
-        pos += HEADER.size + length
-    return None
-
-
-def instance_of(path: str | Path) -> bytes:
-    """The instance id a sockimux sends in the hello it writes on every new connection."""
-    with connect(path) as s:
-        return recv_at_least(s, HELLO.size)[16:32]
-
-
-def ready(path: str | Path, timeout: float = 10.0) -> None:
-    """Wait until the process at `path` serves connections (it answers with a hello),
-    i.e. its event loop runs and its signal handlers are in place."""
-    with connect(path, timeout) as s:
-        assert recv_at_least(s, HELLO.size)[: len(MAGIC)] == MAGIC
 
 
 def refusals(stderr: str) -> list[str]:

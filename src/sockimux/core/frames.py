@@ -50,6 +50,9 @@ class FrameType(enum.IntEnum):
 
 HELLO_AUTH = 0x0001  # HELLO flag: this side requires a shared-key proof (AUTH frame)
 ACK_FIN_DONE = 0x01  # ACK flag: the acknowledged stream ended and its output is closed
+# DATA flag: the sender can send nothing more until this frame is acknowledged
+# (its send buffer or its credit is used up): ACK it as soon as it is written.
+DATA_ACK_NOW = 0x01
 
 # The body length each frame type may have: (min, max).
 _BODY_LIMITS = {
@@ -97,9 +100,9 @@ def decode_hello(raw: bytes | bytearray | memoryview) -> Hello:
     return Hello(instance=instance, nonce=nonce, flags=flags, version=version)
 
 
-def data_header(offset: int, length: int) -> bytes:
+def data_header(offset: int, length: int, flags: int = 0) -> bytes:
     """Header of a DATA frame; the payload is written after it as a separate buffer."""
-    return HEADER.pack(FrameType.DATA, 0, 0, length, offset)
+    return HEADER.pack(FrameType.DATA, flags, 0, length, offset)
 
 
 def encode_ack(written: int, limit: int, subflow_in: int, fin_done: bool) -> bytes:
@@ -277,6 +280,20 @@ class FrameReader:
                 or self._body is not None or self._end != self._start):
             return None
         return header[2], self._length
+
+    @property
+    def held(self) -> int:
+        """Bytes of memory this reader holds (or is about to) for an
+        incomplete frame: a body set aside, or unparsed bytes of our own."""
+        held = len(self._body) if self._body is not None else (self._length if self._exact else 0)
+        if self._buf is not self._scratch:
+            held += len(self._buf)
+        return held
+
+    @property
+    def pending_flags(self) -> int:
+        """The flags of the frame whose body is awaited (0: none)."""
+        return self._header[1] if self._header is not None else 0
 
     def divert(self) -> None:
         """The caller moves the pending body's bytes itself (say, straight from

@@ -156,6 +156,15 @@ class StreamSender:
         return bool(self._resend)
 
     @property
+    def starved(self) -> bool:
+        """Nothing more can be sent until the peer acknowledges: every byte we
+        hold went out, and no more may come (the send buffer is full, or the
+        credit is used up)."""
+        if self._resend or self.next_new < min(self.end, self.credit):
+            return False
+        return self.next_new >= self.credit or (not self.eof and self.room == 0)
+
+    @property
     def sendable(self) -> int:
         """Bytes ready to go now: queued re-sends plus new bytes within credit."""
         queued = sum(e - s for s, e in self._resend)

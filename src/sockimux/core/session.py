@@ -54,6 +54,9 @@ def _printable(raw: bytes | bytearray | memoryview) -> str:
 
 
 MIN_PIECE = 8 * 1024  # smallest DATA payload we cut for a subflow of unknown or low rate
+# Below this a window costs throughput even on loopback (docs/PERFORMANCE.md,
+# "The window"): say so when it is what holds the data back.
+SMALL_WINDOW = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class Session:
         self.receiver = StreamReceiver(self.config.window)
         self.subflows: dict[int, Subflow] = {}
         self.peer_instance: bytes | None = None
+        self.peer_confirmed = False  # the peer accepted one of our subflows (any frame but REFUSE)
         self.outcome: Outcome | None = None
         self.outcome_reason = ""
         self.subflows_joined = 0
@@ -124,6 +128,9 @@ class Session:
         self._output: list[bytes | bytearray | memoryview] = []
         self._acked_written = 0  # receiver.written as of the last ACK we sent
         self._written_at: float | None = None  # when written first moved past that
+        self._ack_asked = 0  # the peer asked for an ACK once written reaches this (DATA_ACK_NOW)
+        self._window_noted = False  # the "window limits throughput" line was logged
+        self._partial = 0  # sum of the subflows' `held`: memory set aside for incomplete frames
         self._fin_done_announced = False
         self._fin_done_sent = False  # an ACK with FIN_DONE was handed to a subflow
         self._alone_since: float | None = now
@@ -209,7 +216,25 @@ class Session:
             self._refuse(sub, exc.code, str(exc), now)
         finally:
             reader.release()
+        if sub.id in self.subflows:  # not refused just now
+            self._count_partial(sub, now)
         return True
+
+    def _count_partial(self, sub: Subflow, now: float) -> None:
+        """Bound the memory set aside for frames not complete yet, over all
+        subflows.  An honest peer has at most its credit in flight (a window;
+        twice that with copies of bytes a slower subflow holds up, section
+        8), but each reader may set aside up to a 1 MiB body: without this,
+        a peer could make us hold max_subflows MiB by leaving one large
+        frame half-sent on each subflow."""
+        held = sub.reader.held
+        self._partial += held - sub.held
+        sub.held = held
+        limit = 2 * self.config.window + 2 * frames.MAX_DATA
+        if self._partial > limit:
+            self._refuse(sub, CloseCode.FLOW_CONTROL,
+                         f"incomplete frames on all subflows would hold {self._partial} bytes, "
+                         f"more than {limit}", now)
 
     def receive(self, sid: int, data: bytes | bytearray | memoryview, now: float) -> None:
         """Bytes read from subflow ``sid`` (copied in, as a read would have put them)."""
@@ -244,6 +269,8 @@ class Session:
             self.receiver.check(offset + length)
         except ProtocolError:
             return 0  # read as usual, and refused as usual
+        if sub.reader.pending_flags & frames.DATA_ACK_NOW:
+            self._ack_when_written(offset + length)
         sub.reader.divert()
         sub.data_in += frames.HEADER_SIZE
         return length
@@ -331,8 +358,19 @@ class Session:
         self.receiver.on_written(count)
         self._written_more(now)
 
+    def _ack_when_written(self, end: int) -> None:
+        """The peer waits for an ACK of the stream up to ``end`` (a DATA frame
+        flagged DATA_ACK_NOW): send one as soon as that much is written."""
+        if end > self._ack_asked:
+            self._ack_asked = end
+        if self.receiver.written >= self._ack_asked > self._acked_written:
+            self._ack_on_best_subflow()  # e.g. a copy of bytes already written
+
     def _written_more(self, now: float) -> None:
         rx = self.receiver
+        if self._ack_asked > self._acked_written and rx.written >= self._ack_asked:
+            self._ack_on_best_subflow()
+            return
         if rx.written > self._acked_written and self._written_at is None:
             self._written_at = now
         if rx.credit.update_due(rx.written):
@@ -370,6 +408,9 @@ class Session:
         self._dirty.add(sid)
         out, sub.out = sub.out, []
         if sub.state is SubflowState.OPEN:
+            if sub.pong_owed is not None:
+                out.append(frames.encode_control(FrameType.PONG, sub.pong_owed))
+                sub.pong_owed = sub.pong_owed_since = None
             if sub.ack_due:
                 out.append(self._ack(sub, now))
             if self.outcome is None and limit != 0:
@@ -393,6 +434,8 @@ class Session:
             piece = sender.take(min(chunk, allowance - frames.HEADER_SIZE, budget))
             if piece is None:
                 self._hungry[sub.id] = None  # room, but nothing to send
+                if sender.starved and not self._window_noted and allowance >= 2 * MIN_PIECE:
+                    self._note_small_window()
                 if self.config.head_resend:
                     piece = self._head_of_line(sub, min(chunk, allowance - frames.HEADER_SIZE, budget))
                 if piece is None:
@@ -401,7 +444,11 @@ class Session:
             size = frames.HEADER_SIZE + len(view)
             if sub.in_flight == 0:
                 sub.last_progress = now
-            out.append(frames.data_header(offset, len(view)))
+            # The last frame before we must wait for an ACK asks for it at once:
+            # a peer that holds ACKs for ack_delay would otherwise cost a small
+            # send buffer (or window) that delay per buffer-full.
+            flags = frames.DATA_ACK_NOW if sender.starved else 0
+            out.append(frames.data_header(offset, len(view), flags))
             out.append(view)
             sub.data_out += size
             sub.path.on_sent(sub.data_out, now)
@@ -416,6 +463,21 @@ class Session:
             out.append(frames.encode_control(FrameType.FIN, sender.end))
             sender.fin_in_flight = True
             sub.carries_fin = True
+
+    def _note_small_window(self) -> None:
+        """Once per session: a subflow had room, but the window (our send
+        buffer, or the peer's credit) held the data back, and that window is
+        small enough that it, not the path, limits throughput."""
+        sender = self.sender
+        if sender.next_new >= sender.credit:
+            window, whose = sender.credit - sender.acked, "the peer's --window"
+        else:
+            window, whose = self.config.window, "our --window (the send buffer)"
+        if 0 < window < SMALL_WINDOW:  # (no credit at all yet: no ACK has come)
+            self._window_noted = True
+            self._log("info", f"{whose} of {window // 1024} KiB is used up while a subflow could "
+                              "carry more: it limits throughput to about a window per round "
+                              f"trip (the default is {SessionConfig().window >> 20} MiB on both sides)")
 
     def _head_of_line(self, sub: Subflow, max_len: int) -> tuple[int, Piece] | None:
         """The first unacknowledged bytes, to send again on ``sub``, if a much
@@ -523,6 +585,8 @@ class Session:
             deadline = min(deadline, max(sub.last_progress, sub.last_data_in) + cfg.stall_timeout)
         if sub.unreported_since is not None and not sub.ack_due:
             deadline = min(deadline, sub.unreported_since + cfg.ack_delay)
+        if sub.pong_owed_since is not None:
+            deadline = min(deadline, sub.pong_owed_since + cfg.stall_timeout)
         return deadline
 
     def handle_timer(self, now: float) -> None:
@@ -543,6 +607,13 @@ class Session:
                 continue
             if now >= sub.last_heard + cfg.stall_timeout:
                 self._stalled(sub, f"nothing heard for {now - sub.last_heard:.1f} s", now)
+                continue
+            # The runtime pulls nothing from a subflow whose transport is full:
+            # a PONG still owed after a stall timeout means the peer reads
+            # nothing we send while it keeps sending (say, floods PINGs).
+            if sub.pong_owed_since is not None and now >= sub.pong_owed_since + cfg.stall_timeout:
+                self._stalled(sub, f"the peer has read nothing of ours for "
+                                   f"{now - sub.pong_owed_since:.1f} s while it pinged", now)
                 continue
             # No progress on our data means a dead path only while the peer's
             # data is not streaming in too: its ACKs wait behind that data, and
@@ -633,8 +704,12 @@ class Session:
         hello = sub.peer
         assert hello is not None
         if self.peer_instance is None:
+            # Tentative until the peer shows it accepted this subflow too
+            # (see _on_frame and _close): a peer bound to another instance
+            # refuses us, and must not become ours for life.
             self.peer_instance = hello.instance
-            self._log("debug", f"peer instance {hello.instance.hex()}")
+            self.peer_confirmed = False
+            self._log("debug", f"peer instance {hello.instance.hex()} (until it refuses us)")
         elif hello.instance != self.peer_instance:
             raise ProtocolError(
                 f"hello from instance {hello.instance.hex()[:12]}, but this session's peer is "
@@ -653,12 +728,18 @@ class Session:
 
     def _on_frame(self, sub: Subflow, frame: Frame, now: float) -> None:
         ftype = frame.type  # the reader refused types this state does not take (ACCEPTS)
+        if not self.peer_confirmed and sub.state is SubflowState.OPEN and ftype is not FrameType.REFUSE:
+            # The peer sends an ACK at once on accepting a subflow: any frame
+            # but REFUSE means it accepted us, and the binding holds for life.
+            self.peer_confirmed = True
         if ftype is FrameType.DATA:
             header = 0 if frame.continued else frames.HEADER_SIZE
             self._data_arrived(sub, header + len(frame.body), now)
             pieces = self.receiver.receive(frame.value, frame.body)
             if pieces:
                 self._output.extend(pieces)
+            if frame.flags & frames.DATA_ACK_NOW:
+                self._ack_when_written(frame.value + len(frame.body))
         elif ftype is FrameType.ACK:
             limit, peer_in = frames.decode_ack_body(frame.body)
             if peer_in > sub.data_out:
@@ -677,7 +758,9 @@ class Session:
         elif ftype is FrameType.FIN:
             self.receiver.on_fin(frame.value)
         elif ftype is FrameType.PING:
-            sub.out.append(frames.encode_control(FrameType.PONG, frame.value))
+            if sub.pong_owed_since is None:
+                sub.pong_owed_since = now
+            sub.pong_owed = frame.value
         elif ftype is FrameType.PONG:
             if sub.ping_sent_at is not None and frame.value == sub.ping_token:
                 sub.path.on_rtt(now - sub.ping_sent_at)
@@ -786,6 +869,8 @@ class Session:
                notify: bool = True, flush: bool = True) -> None:
         was_open = sub.state is SubflowState.OPEN
         sub.state = SubflowState.CLOSED
+        self._partial -= sub.held
+        sub.held = 0
         del self.subflows[sub.id]
         self._deadlines.pop(sub.id, None)
         self._hungry.pop(sub.id, None)
@@ -802,6 +887,15 @@ class Session:
         if notify:
             self._events.append(CloseSubflow(sub.id, code, reason, sub.out, flush))
             sub.out = []
+        if was_open and not self.peer_confirmed and self._live_count() == 0:
+            # Refused (or lost) before the peer said a word: it may be bound to
+            # another instance, so we take no peer yet.  Nothing of either
+            # stream moved: we had no credit (it comes in the peer's ACK) and
+            # any DATA from the peer would have confirmed it.
+            assert self.sender.credit == 0 and self.receiver.delivered == 0
+            self._log("info", f"peer instance {self.peer_instance.hex()[:12] if self.peer_instance else ''} "
+                              "did not accept us; the session takes the next peer that does")
+            self.peer_instance = None
         if was_open:
             # The ACK that freed the peer's sender may have died with this
             # subflow: repeat our state at once on the best one left.

@@ -62,6 +62,11 @@ class Subflow:
     carries_fin: bool = False
     ping_token: int = 0
     ping_sent_at: float | None = None
+    # A PING is answered by state, not by a queued frame: however many PINGs
+    # a peer sends without reading, we owe it one PONG (the newest token).
+    pong_owed: int | None = None
+    pong_owed_since: float | None = None  # when the oldest unanswered PING arrived
+    held: int = 0  # reader.held as of the last read (counted in Session._partial)
     path: PathEstimate = field(default_factory=PathEstimate)
     retransmitted: int = 0  # bytes re-sent elsewhere because this subflow went away
 

@@ -23,6 +23,7 @@ from ..core.errors import CloseCode
 from ..core.frames import FrameType
 from ..core.sender import Extent, Outgoing
 from ..core.session import CloseSubflow, Log, Outcome, Session
+from . import lograte
 from .listener import Listener
 from .stdio import (
     FileInput,
@@ -251,6 +252,7 @@ class Runner:
         self._resource_warned_at: dict[str, float] = {}
         self._failed = False  # an internal error: the session is over
         self._finished = self.loop.create_future()
+        self._lograte = lograte.install(log, self.loop.time, self.loop.call_later)
 
     # -- events in ---------------------------------------------------------------
 
@@ -484,10 +486,13 @@ class Runner:
             self._writable.clear()
         for sid in ready:
             conn = self.connections.get(sid)
-            if conn is None or conn.transport is None:
+            if conn is None or conn.transport is None or conn.full:
+                # A full transport takes nothing more, control frames included:
+                # what we owe the peer waits in the session as bounded state
+                # (one ACK, one PONG) until resume_writing() pulls it.
                 continue
             while True:
-                buffers = session.pull(sid, now, 0 if conn.full else limit)
+                buffers = session.pull(sid, now, limit)
                 if not buffers:
                     break
                 conn.send(buffers)  # may pause_writing(): conn.full
@@ -596,7 +601,10 @@ class Runner:
             if failed:
                 self._failed = True
                 self._abort_on_internal_error()
-            await self._drain_and_close(failed)
+            try:
+                await self._drain_and_close(failed)
+            finally:
+                lograte.uninstall(log, self._lograte)
         outcome = self.session.outcome
         assert outcome is not None
         return outcome

@@ -1,0 +1,117 @@
+"""Rate limit for log lines a stranger (or a misbehaving peer) can cause by the
+thousand: connections refused, subflows dropped as stalled.
+
+Anyone who can reach the socket can open connections by the thousand, and
+each refusal is a warning; when sockimux is ssh's ProxyCommand those land on
+the user's terminal.  At the default verbosity the first ``burst`` lines of
+a kind in a ``period`` are logged, the rest counted, and one summary line
+per period says how many were left out and the last of them.  With -v (or
+more) every line is logged: the user asked for every subflow's story.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+# (what a line of the kind looks like, how the summary names the kind)
+KINDS: list[tuple[re.Pattern[str], str]] = [
+    # Refusals, whoever decided them: the session (a REFUSE we send, or one
+    # we received) or the runtime (SO_PEERCRED).
+    (re.compile(r"subflow \d+ refused: |subflow \d+: peer refused it: |^refused a connection"),
+     "connections refused"),
+    (re.compile(r"^subflow \d+ stalled \("), "subflows dropped as stalled"),
+]
+SUMMARY = "lograte_summary"  # attribute marking our own summary records
+
+
+class _Kind:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.start = float("-inf")  # start of the current period
+        self.logged = 0  # lines logged in it
+        self.suppressed = 0  # lines left out in it
+        self.flooding = False  # the previous period left some out: log none, only summaries
+        self.last = ""
+        self.scheduled = False
+
+
+class RefusalLimiter(logging.Filter):
+    """A filter for the ``sockimux`` logger.  ``clock()`` is the time in
+    seconds; ``schedule(delay, callback)`` runs ``callback`` later (the event
+    loop's call_later), so a summary is written even if the flood stops."""
+
+    def __init__(self, logger: logging.Logger, clock: Callable[[], float],
+                 schedule: Callable[[float, Callable[[], None]], Any] | None = None,
+                 burst: int = 5, period: float = 10.0) -> None:
+        super().__init__()
+        self.logger = logger
+        self.clock = clock
+        self.schedule = schedule
+        self.burst = burst
+        self.period = period
+        self.kinds = [(pattern, _Kind(name)) for pattern, name in KINDS]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, SUMMARY, False) or self.logger.isEnabledFor(logging.INFO):
+            return True
+        message = record.getMessage()
+        kind = next((k for pattern, k in self.kinds if pattern.search(message)), None)
+        if kind is None:
+            return True
+        self._roll(kind, self.clock())
+        if kind.logged < (0 if kind.flooding else self.burst):
+            kind.logged += 1
+            return True
+        kind.suppressed += 1
+        kind.last = message
+        if self.schedule is not None and not kind.scheduled:
+            kind.scheduled = True
+            self.schedule(max(0.0, kind.start + self.period - self.clock()), lambda: self._due(kind))
+        return False
+
+    def _due(self, kind: _Kind) -> None:
+        kind.scheduled = False
+        self._roll(kind, self.clock())
+
+    def _roll(self, kind: _Kind, now: float) -> None:
+        """Close the kind's current period if it is over (summing it up), open the next."""
+        if now < kind.start + self.period:
+            return
+        self._summarize(kind)
+        if now >= kind.start + 2 * self.period:
+            kind.flooding = False  # a quiet period in between: log the first few again
+        kind.start = now
+        kind.logged = 0
+
+    def _summarize(self, kind: _Kind) -> None:
+        kind.flooding = kind.suppressed > 0
+        if not kind.suppressed:
+            return
+        span = min(self.period, max(0.0, self.clock() - kind.start))
+        record = self.logger.makeRecord(
+            self.logger.name, logging.WARNING, __file__, 0,
+            "%d more %s in the last %.0f s (the last: %s)",
+            (kind.suppressed, kind.name, span, kind.last), None)
+        setattr(record, SUMMARY, True)
+        kind.suppressed = 0
+        self.logger.handle(record)
+
+    def flush(self) -> None:
+        """Write the summaries of what was left out, if anything (at exit)."""
+        for _pattern, kind in self.kinds:
+            self._summarize(kind)
+
+
+def install(logger: logging.Logger, clock: Callable[[], float],
+            schedule: Callable[[float, Callable[[], None]], Any] | None) -> RefusalLimiter:
+    limiter = RefusalLimiter(logger, clock, schedule)
+    logger.addFilter(limiter)
+    return limiter
+
+
+def uninstall(logger: logging.Logger, limiter: RefusalLimiter) -> None:
+    limiter.flush()
+    logger.removeFilter(limiter)
