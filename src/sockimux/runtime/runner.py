@@ -20,7 +20,7 @@ from typing import Any, cast
 
 from ..core.sender import Extent, Outgoing
 from ..core.session import CloseSubflow, Log, Outcome, Session
-from .listener import Listener
+from .listener import BACKLOG, Listener
 from .stdio import (
     FileInput,
     InputReader,
@@ -496,7 +496,9 @@ class Runner:
     async def run(self) -> Outcome:
         loop = self.loop
         loop.set_exception_handler(self._on_exception)
-        server = await loop.create_unix_server(lambda: SubflowConnection(self), sock=self.listener.sock)
+        # The server listens again on the socket: with our backlog, not its default of 100.
+        server = await loop.create_unix_server(lambda: SubflowConnection(self), sock=self.listener.sock,
+                                               backlog=BACKLOG)
         for signo in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signo, self._on_signal, signo)
         loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
