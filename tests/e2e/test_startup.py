@@ -12,13 +12,11 @@ import ctypes
 import os
 import re
 import resource
-import shutil
 import signal
 import socket
 import subprocess
 import sys
 import sysconfig
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -86,8 +84,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Cmd:
     """The `sockimux` command as `pip install` writes it (into a prefix of its own,
     whose copy of the package comes first on the path)."""
     prefix = tmp_path_factory.mktemp("installed")
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed", "--prefix", str(prefix),
-                    str(ROOT)], check=True, capture_output=True, timeout=300)
+    # --ignore-installed: never uninstall the checkout's own editable install
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed",
+                    "--prefix", str(prefix), str(ROOT)], check=True, capture_output=True, timeout=300)
     site = sysconfig.get_path("purelib", vars={"base": str(prefix)})
     command = prefix / "bin" / "sockimux"
     assert command.exists(), sorted(p.name for p in (prefix / "bin").iterdir())
