@@ -195,7 +195,7 @@ def stale_socket(path: Path) -> None:
 def test_two_instances_racing_for_one_stale_socket(tmp_path: Path) -> None:
     """Many pairs, each pair started at once on its own stale socket: in every pair
     exactly one serves on the path, the other exits 3 with one line."""
-    pairs, batch = 30, 6
+    pairs, batch = 80, 16
     for first in range(0, pairs, batch):
         runs = []
         for n in range(first, first + batch):
