@@ -63,8 +63,10 @@ examples:
 exit codes:
   0  both streams delivered: ours written out by the peer, the peer's by us
   1  internal error (a bug: please report it)
-  2  bad usage
-  3  the socket cannot be used (exists and is not a socket, in use, no permission)
+  2  bad usage (also: a value out of range; STDIN or STDOUT a directory or
+     open the wrong way)
+  3  the socket cannot be used (exists and is not a socket, in use, a stale one
+     that cannot be removed, no permission), or no descriptor left to start
   4  our STDOUT was closed before the peer's stream ended (e.g. | head)
   5  the peer ended the session with an error (its STDOUT closed, or it was interrupted)
   6  no subflow for longer than --no-subflow-timeout
