@@ -9,6 +9,7 @@ matters the `sockimux` command `pip install` writes) as a separate process.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import re
 import resource
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import sysconfig
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -220,6 +222,25 @@ def test_two_instances_racing_for_one_stale_socket(tmp_path: Path) -> None:
                 assert not sock.exists()
             finally:
                 stop(*procs)
+
+
+def test_a_lock_held_on_the_directory_only_delays_the_start(tmp_path: Path) -> None:
+    """Anyone may flock a shared directory such as /tmp for ever: start-up waits
+    for that lock a bounded time, then goes on."""
+    sock, err = tmp_path / "s.sock", tmp_path / "err"
+    stale_socket(sock)
+    holder = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    proc = None
+    try:
+        began = time.monotonic()
+        proc = start([SOCKIMUX], sock, err=err)
+        serving(sock, proc, err, timeout=8)
+        assert time.monotonic() - began < 8
+    finally:
+        os.close(holder)
+        if proc is not None:
+            stop(proc)
 
 
 def _without_file_override() -> None:

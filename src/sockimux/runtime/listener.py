@@ -7,8 +7,9 @@ import fcntl
 import os
 import socket
 import stat
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
 from ..core.errors import LocalError
 
@@ -16,6 +17,7 @@ MAX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
 # Connections the kernel queues before we accept them.  Whoever listens on
 # our socket (the event loop's server too) must pass this, or it is lost.
 BACKLOG = 512
+LOCK_WAIT = 2.0  # seconds we wait for the directory lock (held for microseconds by our own kind)
 
 
 @contextmanager
@@ -30,8 +32,19 @@ def _directory_locked(path: str) -> Iterator[None]:
         yield
         return
     try:
-        with suppress(OSError):  # a file system without locks: go on unlocked
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        # Bounded: in a shared directory (/tmp) anyone may hold a lock on it for
+        # ever; after LOCK_WAIT we go on unlocked rather than hang.
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.005)
+            except OSError:
+                break  # a file system without locks: go on unlocked
         yield
     finally:
         os.close(fd)  # releases the lock
