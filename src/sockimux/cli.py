@@ -93,6 +93,10 @@ def _human(size: int) -> str:
     return f"{size // GIB}G" if size >= GIB and size % GIB == 0 else f"{size // KIB}K"
 
 
+def _window_span() -> str:
+    return f"{_human(WINDOW_RANGE[0])} to {_human(WINDOW_RANGE[1])}"
+
+
 def _span(bounds: tuple[float, float]) -> str:
     return f"{bounds[0]:.10g} to {bounds[1]:.10g}"
 
@@ -110,9 +114,9 @@ def _size(text: str) -> int:
     try:
         number = float(num) * units[unit]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 16M, 512K)") from None
-    lo, hi = WINDOW_RANGE
-    _check(number, WINDOW_RANGE, text, f"{_human(lo)} to {_human(hi)}")
+        raise argparse.ArgumentTypeError(
+            f"not a size from {_window_span()}: {text!r} (e.g. 16M, 512K)") from None
+    _check(number, WINDOW_RANGE, text, _window_span())
     return int(number)
 
 
@@ -121,7 +125,8 @@ def _seconds(bounds: tuple[float, float]) -> Callable[[str], float]:
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"not a number of seconds from {_span(bounds)}: {text!r}") from None
         _check(value, bounds, text, f"{_span(bounds)} seconds")
         return value
     return parse
@@ -131,7 +136,8 @@ def _mode(text: str) -> int:
     try:
         value = int(text, 8)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r} (e.g. 0600)") from None
+        raise argparse.ArgumentTypeError(
+            f"not an octal mode from 0000 to 0777: {text!r} (e.g. 0600)") from None
     _check(value, MODE_RANGE, text, "0000 to 0777")
     return value
 
@@ -141,7 +147,7 @@ def _whole(bounds: tuple[int, int]) -> Callable[[str], int]:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"not a whole number from {_span(bounds)}: {text!r}") from None
         _check(value, bounds, text, _span(bounds))
         return value
     return parse
