@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from . import __version__
 from .core.auth import MIN_KEY_SIZE
 from .core.errors import LocalError
 from .core.session import Outcome, Session, SessionConfig
-from .runtime import allocator
+from .runtime import allocator, process
 from .runtime.listener import Listener
 from .runtime.runner import Runner
 
@@ -62,8 +63,10 @@ examples:
 exit codes:
   0  both streams delivered: ours written out by the peer, the peer's by us
   1  internal error (a bug: please report it)
-  2  bad usage
-  3  the socket cannot be used (exists and is not a socket, in use, no permission)
+  2  bad usage (also: a value out of range; STDIN or STDOUT a directory or
+     open the wrong way)
+  3  the socket cannot be used (exists and is not a socket, in use, a stale one
+     that cannot be removed, no permission), or no descriptor left to start
   4  our STDOUT was closed before the peer's stream ended (e.g. | head)
   5  the peer ended the session with an error (its STDOUT closed, or it was interrupted)
   6  no subflow for longer than --no-subflow-timeout
@@ -73,47 +76,81 @@ exit codes:
 """
 
 
+# Ranges of the numeric options, checked when parsing (exit 2 outside them).
+# The window is carried as a u64 offset on the wire; 1 GiB keeps it, and the
+# memory it lets a peer make us hold, sane.
+KIB, GIB = 1 << 10, 1 << 30
+WINDOW_RANGE = (64 * KIB, GIB)
+STALL_RANGE = (0.5, 3600.0)  # below 0.5 s a busy machine's scheduling delays look like stalls
+HANDSHAKE_RANGE = (0.5, 3600.0)
+NO_SUBFLOW_RANGE = (1.0, 365 * 86400.0)  # a year
+COUNT_RANGE = (1, 65536)  # --max-subflows, --max-handshakes
+MODE_RANGE = (0, 0o777)
+UID_RANGE = (0, 2**32 - 2)  # (uid_t)-1 means "no user"
+
+
+def _human(size: int) -> str:
+    return f"{size // GIB}G" if size >= GIB and size % GIB == 0 else f"{size // KIB}K"
+
+
+def _window_span() -> str:
+    return f"{_human(WINDOW_RANGE[0])} to {_human(WINDOW_RANGE[1])}"
+
+
+def _span(bounds: tuple[float, float]) -> str:
+    return f"{bounds[0]:.10g} to {bounds[1]:.10g}"
+
+
+def _check(value: float, bounds: tuple[float, float], text: str, shown: str) -> None:
+    lo, hi = bounds
+    if not lo <= value <= hi:  # also false for NaN
+        raise argparse.ArgumentTypeError(f"must be from {shown}: {text!r}")
+
+
 def _size(text: str) -> int:
-    units = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    units = {"": 1, "k": KIB, "m": 1 << 20, "g": GIB}
     t = text.strip().lower().removesuffix("b").removesuffix("i")
     num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
     try:
-        value = int(float(num) * units[unit])
+        number = float(num) * units[unit]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 16M, 512K)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(
+            f"not a size from {_window_span()}: {text!r} (e.g. 16M, 512K)") from None
+    _check(number, WINDOW_RANGE, text, _window_span())
+    return int(number)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds: {text!r}")
-    return value
+def _seconds(bounds: tuple[float, float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"not a number of seconds from {_span(bounds)}: {text!r}") from None
+        _check(value, bounds, text, f"{_span(bounds)} seconds")
+        return value
+    return parse
 
 
 def _mode(text: str) -> int:
     try:
         value = int(text, 8)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an octal mode: {text!r} (e.g. 0600)") from None
-    if not 0 <= value <= 0o777:
-        raise argparse.ArgumentTypeError(f"mode out of range: {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"not an octal mode from 0000 to 0777: {text!r} (e.g. 0600)") from None
+    _check(value, MODE_RANGE, text, "0000 to 0777")
     return value
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
+def _whole(bounds: tuple[int, int]) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number from {_span(bounds)}: {text!r}") from None
+        _check(value, bounds, text, _span(bounds))
+        return value
+    return parse
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,28 +169,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="log only errors")
     p.add_argument("--version", action="version", version=f"sockimux {__version__}")
     t = p.add_argument_group("reliability and flow control")
+    w_lo, w_hi = (_human(x) for x in WINDOW_RANGE)
     t.add_argument("--window", type=_size, default=d.window, metavar="SIZE",
                    help="receive window: how far the peer may send ahead of what we have "
-                        "written out; also the send buffer (default %(default)s bytes)")
-    t.add_argument("--stall-timeout", type=_seconds, default=d.stall_timeout, metavar="SEC",
-                   help="drop a subflow that moves nothing and answers no keepalive for this "
-                        "long, re-sending its data on others (default %(default)s)")
-    t.add_argument("--no-subflow-timeout", type=_seconds, default=None, metavar="SEC",
-                   help="give up (exit 6) after this long with no subflow; default: wait "
-                        "forever, warning every 10 s")
-    t.add_argument("--handshake-timeout", type=_seconds, default=d.handshake_timeout,
+                        f"written out; also the send buffer ({w_lo} to {w_hi}; "
+                        "default %(default)s bytes)")
+    t.add_argument("--stall-timeout", type=_seconds(STALL_RANGE), default=d.stall_timeout,
+                   metavar="SEC", help="drop a subflow that moves nothing and answers no keepalive "
+                                        "for this long, re-sending its data on others "
+                                        f"({_span(STALL_RANGE)} s; default %(default)s)")
+    t.add_argument("--no-subflow-timeout", type=_seconds(NO_SUBFLOW_RANGE), default=None,
+                   metavar="SEC", help="give up (exit 6) after this long with no subflow "
+                                        f"({_span(NO_SUBFLOW_RANGE)} s); default: wait forever, "
+                                        "warning every 10 s")
+    t.add_argument("--handshake-timeout", type=_seconds(HANDSHAKE_RANGE), default=d.handshake_timeout,
                    metavar="SEC", help="close a connection that sends no hello in this long "
-                                        "(default %(default)s)")
-    t.add_argument("--max-subflows", type=_count, default=d.max_subflows, metavar="N",
-                   help="refuse connections beyond N at once (default %(default)s)")
-    t.add_argument("--max-handshakes", type=_count, default=d.max_handshakes, metavar="N",
-                   help="refuse connections beyond N that have not finished their hello "
-                        "(default %(default)s)")
+                                        f"({_span(HANDSHAKE_RANGE)} s; default %(default)s)")
+    t.add_argument("--max-subflows", type=_whole(COUNT_RANGE), default=None, metavar="N",
+                   help=f"refuse connections beyond N at once ({_span(COUNT_RANGE)}; default "
+                        f"{d.max_subflows}, or fewer if the open file limit allows fewer: "
+                        f"{process.FDS_PER_SUBFLOW} per subflow, {process.RESERVED_FDS} kept)")
+    t.add_argument("--max-handshakes", type=_whole(COUNT_RANGE), default=d.max_handshakes,
+                   metavar="N", help="refuse connections beyond N that have not finished their "
+                                      f"hello ({_span(COUNT_RANGE)}; default %(default)s)")
     s = p.add_argument_group("security")
     s.add_argument("--socket-mode", type=_mode, default=0o600, metavar="MODE",
-                   help="permissions of the socket file, octal, whatever the umask (default 0600)")
-    s.add_argument("--allow-uid", type=int, action="append", default=[], metavar="UID",
-                   help="also accept connections from this user id (default: only our own "
+                   help="permissions of the socket file, octal, whatever the umask "
+                        "(0000 to 0777; default 0600)")
+    s.add_argument("--allow-uid", type=_whole(UID_RANGE), action="append", default=[], metavar="UID",
+                   help="also accept connections from this user id "
+                        f"({_span(UID_RANGE)}; default: only our own "
                         "user and root, checked with SO_PEERCRED); repeatable")
     s.add_argument("--allow-any-user", action="store_true",
                    help="accept connections from any user the socket mode lets in")
@@ -187,23 +232,18 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.propagate = False
 
 
-def _private_stdio() -> tuple[int, int]:
+def _private_stdio(closed: frozenset[int]) -> tuple[int, int]:
     """Take STDIN and STDOUT for ourselves.
 
     STDOUT is duplicated and fd 1 pointed at /dev/null, so closing our copy
     really ends the stream for the consumer (no stray reference keeps it open).
+    A STDOUT that was closed at start is one whose reader has gone.
     """
-    try:
-        out_fd = os.dup(1)
-    except OSError:
-        out_fd = os.open(os.devnull, os.O_WRONLY)
-    try:
-        in_fd = os.dup(0)
-    except OSError:
-        in_fd = os.open(os.devnull, os.O_RDONLY)
+    out_fd = process.dead_output() if process.STDOUT in closed else os.dup(process.STDOUT)
+    in_fd = os.dup(process.STDIN)  # /dev/null if it was closed: an empty input
     null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
+    os.dup2(null, process.STDIN)
+    os.dup2(null, process.STDOUT)
     os.close(null)
     sys.stdout = None
     return in_fd, out_fd
@@ -217,13 +257,43 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def _max_subflows(requested: int | None, log: logging.Logger) -> int:
+    """--max-subflows, or by default as many as the open file limit allows
+    (raised to its hard limit first), at most the built-in default."""
+    fd_limit = process.raise_fd_limit()
+    fitting = process.subflows_allowed(fd_limit)
+    if requested is None:
+        chosen = min(SessionConfig().max_subflows, fitting)
+        log.info("open file limit %d: at most %d subflows", fd_limit, chosen)
+        return chosen
+    if requested > fitting:
+        log.warning("--max-subflows %d is more than the open file limit (%d) leaves room for "
+                    "(%d subflows); connections beyond that may fail", requested, fd_limit, fitting)
+    return requested
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before anything creates a descriptor: see process.claim_stdio.
+    try:
+        closed = process.claim_stdio()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.write(process.STDERR, f"sockimux[{os.getpid()}]: cannot set up STDIO: {exc}\n".encode())
+        return EXIT_SOCKET
+    if sys.stderr is None:  # it was closed: logging and argparse write to /dev/null instead
+        sys.stderr = open(process.STDERR, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose, args.quiet)
     log = logging.getLogger("sockimux")
+    try:
+        process.check_stdio()
+    except LocalError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
     config = SessionConfig(window=args.window, stall_timeout=args.stall_timeout,
                            handshake_timeout=args.handshake_timeout,
-                           max_subflows=args.max_subflows, alone_timeout=args.no_subflow_timeout)
+                           max_subflows=_max_subflows(args.max_subflows, log),
+                           alone_timeout=args.no_subflow_timeout)
     psk = None
     if args.psk_file is not None:
         try:
@@ -245,9 +315,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LocalError as exc:
         log.error("%s", exc)
         return EXIT_SOCKET
-    in_fd, out_fd = _private_stdio()
+    try:
+        in_fd, out_fd = _private_stdio(closed)
+        loop = _new_loop()
+    except OSError as exc:  # e.g. no descriptor left: one line, as for the socket
+        log.error("cannot start: %s", exc.strerror or exc)
+        listener.close()
+        return EXIT_SOCKET
     allocator.tune()
-    loop = _new_loop()
     runner: Runner | None = None
 
     async def run() -> Outcome:

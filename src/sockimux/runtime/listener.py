@@ -3,13 +3,51 @@
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import socket
 import stat
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ..core.errors import LocalError
 
 MAX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
+# Connections the kernel queues before we accept them.  Whoever listens on
+# our socket (the event loop's server too) must pass this, or it is lost.
+BACKLOG = 512
+LOCK_WAIT = 2.0  # seconds we wait for the directory lock (held for microseconds by our own kind)
+
+
+@contextmanager
+def _directory_locked(path: str) -> Iterator[None]:
+    """Hold an exclusive flock on the socket's directory: two of us starting
+    at once on one stale socket would otherwise both see it stale, and one
+    could remove the socket the other has just bound.  Without read access
+    to the directory we go on unlocked (the kernel still lets only one bind)."""
+    try:
+        fd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        yield
+        return
+    try:
+        # Bounded: in a shared directory (/tmp) anyone may hold a lock on it for
+        # ever; after LOCK_WAIT we go on unlocked rather than hang.
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.005)
+            except OSError:
+                break  # a file system without locks: go on unlocked
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 class Listener:
@@ -21,11 +59,19 @@ class Listener:
     umask, and on close we remove it only if it is still the one we made.
     """
 
-    def __init__(self, path: str, mode: int = 0o600, backlog: int = 512) -> None:
+    def __init__(self, path: str, mode: int = 0o600, backlog: int = BACKLOG) -> None:
         self.path = path
         size = len(os.fsencode(path))
         if size > MAX_PATH:
             raise LocalError(f"socket path is too long ({size} bytes, max {MAX_PATH}): {path}")
+        # Every OSError of the set-up becomes one line (LocalError): no traceback.
+        try:
+            with _directory_locked(path):
+                self.sock = self._listen(path, mode, backlog)
+        except OSError as exc:
+            raise LocalError(f"cannot listen on {path}: {exc.strerror or exc}") from None
+
+    def _listen(self, path: str, mode: int, backlog: int) -> socket.socket:
         self._clear_stale(path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o777)  # bind creates the file with no permissions...
@@ -46,7 +92,7 @@ class Listener:
             sock.close()
             raise LocalError(f"cannot listen on {path}: {exc.strerror}") from None
         sock.setblocking(False)
-        self.sock = sock
+        return sock
 
     @staticmethod
     def _clear_stale(path: str) -> None:
@@ -59,10 +105,18 @@ class Listener:
         if not stat.S_ISSOCK(st.st_mode):
             raise LocalError(f"{path} exists and is not a socket; refusing to touch it")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.setblocking(False)  # a live listener with a full backlog must not block us
         try:
             probe.connect(path)
+        except BlockingIOError:
+            pass  # its backlog is full: someone is listening
         except ConnectionRefusedError:
-            os.unlink(path)  # stale: left behind by a process that is gone
+            try:
+                os.unlink(path)  # stale: left behind by a process that is gone
+            except FileNotFoundError:
+                pass  # someone else removed it first: bind decides which of us has it
+            except OSError as exc:
+                raise LocalError(f"cannot remove the stale socket {path}: {exc.strerror}") from None
             return
         except OSError as exc:
             raise LocalError(f"cannot use {path}: {exc.strerror}") from None

@@ -24,7 +24,7 @@ from ..core.frames import FrameType
 from ..core.sender import Extent, Outgoing
 from ..core.session import CloseSubflow, Log, Outcome, Session
 from . import lograte
-from .listener import Listener
+from .listener import BACKLOG, Listener
 from .stdio import (
     FileInput,
     InputReader,
@@ -577,7 +577,9 @@ class Runner:
     async def run(self) -> Outcome:
         loop = self.loop
         loop.set_exception_handler(self._on_exception)
-        server = await loop.create_unix_server(lambda: SubflowConnection(self), sock=self.listener.sock)
+        # The server listens again on the socket: with our backlog, not its default of 100.
+        server = await loop.create_unix_server(lambda: SubflowConnection(self), sock=self.listener.sock,
+                                               backlog=BACKLOG)
         failed = True  # until the session ends as sessions do: then an internal error
         try:
             for signo in (signal.SIGINT, signal.SIGTERM):
