@@ -22,14 +22,16 @@ def test_more_subflows_than_descriptors(tmp_path: Path, loop: str) -> None:
     cannot be accepted are closed (uvloop) or wait (asyncio, which reports
     it to the loop's exception handler: that used to end the session as an
     internal error).  The dup in sendfile's path used to kill A with an
-    internal error (exit 1) and leave B waiting forever."""
+    internal error (exit 1) and leave B waiting forever.  ``--max-subflows``
+    is set above what the limit allows (by default it follows the limit), so
+    that the limit, not the cap, is what is reached."""
     require("socat")
     a_in = random_file(tmp_path / "a.in", 32 * MB, seed=24)
     asyncio_loop = loop == "asyncio"
     with open(a_in, "rb") as f:
-        a = Piped(tmp_path, "a", "-v", stdin=f.fileno(), asyncio_loop=asyncio_loop,
+        a = Piped(tmp_path, "a", "-v", "--max-subflows", "100", stdin=f.fileno(), asyncio_loop=asyncio_loop,
                   preexec_fn=fd_limit(40))
-    b = Piped(tmp_path, "b", "-v", asyncio_loop=asyncio_loop, preexec_fn=fd_limit(40))
+    b = Piped(tmp_path, "b", "-v", "--max-subflows", "100", asyncio_loop=asyncio_loop, preexec_fn=fd_limit(40))
     relays = [subflow(a.socket, b.socket) for _ in range(60)]
     try:
         assert a.wait(60) == 0, a.stderr()
