@@ -31,7 +31,8 @@ def test_more_subflows_than_descriptors(tmp_path: Path, loop: str) -> None:
     with open(a_in, "rb") as f:
         a = Piped(tmp_path, "a", "-v", "--max-subflows", "100", stdin=f.fileno(), asyncio_loop=asyncio_loop,
                   preexec_fn=fd_limit(40))
-    b = Piped(tmp_path, "b", "-v", "--max-subflows", "100", asyncio_loop=asyncio_loop, preexec_fn=fd_limit(40))
+    b = Piped(tmp_path, "b", "-v", "--max-subflows", "100", asyncio_loop=asyncio_loop,
+              preexec_fn=fd_limit(40))
     relays = [subflow(a.socket, b.socket) for _ in range(60)]
     try:
         assert a.wait(60) == 0, a.stderr()
