@@ -182,7 +182,9 @@ def read_into(reader: FrameReader, stream: bytes, reads: list[int]) -> list[Fram
 def test_reads_into_shared_scratch_yield_the_same_frames(encoded: list[bytes], bulk: list[int],
                                                         data: st.DataObject) -> None:
     """Two readers sharing one scratch buffer, their reads interleaved in any
-    sizes: each yields exactly the frames of its own stream."""
+    sizes, some of them finding nothing (a buffer asked for and no read
+    reported, as an event loop does on EAGAIN): each yields exactly the frames
+    of its own stream."""
     streams = [b"".join(encoded) + b"".join(F.data_header(i, n) + bytes([i]) * n for i, n in enumerate(bulk)),
                b"".join(reversed(encoded))]
     scratch = bytearray(F.SCRATCH_SIZE)
@@ -191,12 +193,29 @@ def test_reads_into_shared_scratch_yield_the_same_frames(encoded: list[bytes], b
     pos = [0, 0]
     while pos[0] < len(streams[0]) or pos[1] < len(streams[1]):
         which = data.draw(st.sampled_from([i for i in (0, 1) if pos[i] < len(streams[i])]))
+        if data.draw(st.booleans()):
+            readers[which].get_buffer()  # a read that found nothing: no buffer_updated()
+            continue
         size = data.draw(st.integers(1, 300_000))
         got[which] += read_into(readers[which], streams[which][pos[which] : pos[which] + size], [])
         pos[which] += size
     for which in (0, 1):
         assert got[which] == parse(streams[which])
         assert readers[which].buffered == 0
+
+
+def test_a_read_that_finds_nothing_leaves_the_shared_scratch_to_others() -> None:
+    """Reader A holds half a frame and asks for a buffer, but its read finds
+    nothing (EAGAIN: no buffer_updated()); B then reads into the same scratch.
+    A's half frame must survive B's bytes."""
+    scratch = bytearray(F.SCRATCH_SIZE)
+    a, b = FrameReader(scratch), FrameReader(scratch)
+    frame = F.encode_control(FrameType.PING, 0x0123456789ABCDEF)
+    assert read_into(a, frame[:10], []) == []  # half a frame, held by A
+    a.get_buffer()  # ...and a read that found nothing
+    junk = F.encode_control(FrameType.PONG, 0xFFFFFFFFFFFFFFFF) * 4
+    assert read_into(b, junk, []) == parse(junk)
+    assert read_into(a, frame[10:], []) == [Frame(FrameType.PING, 0x0123456789ABCDEF, 0)]
 
 
 def test_bulk_bodies_are_read_into_place() -> None:

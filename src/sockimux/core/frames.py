@@ -145,8 +145,10 @@ class FrameReader:
     does the same for bytes already in hand.
 
     Small frames are read into a scratch buffer (which may be shared by all
-    the readers of a session: a reader only uses it between ``get_buffer()``
-    and the ``take_hello()``/``next_frame()`` call that returns None) and
+    the readers of a session: a reader only relies on it from
+    ``buffer_updated()`` to the ``take_hello()``/``next_frame()`` call that
+    returns None, so a ``get_buffer()`` never followed by ``buffer_updated()``
+    (a read that found nothing) costs the other readers nothing) and
     their bodies copied out.  A body that did not arrive whole is allocated
     at its exact size and the rest of it is read straight into it, so in a
     bulk transfer (after a large body the reader asks for one header at a
@@ -167,7 +169,7 @@ class FrameReader:
     """
 
     __slots__ = ("_scratch", "_buf", "_start", "_end", "_header", "_length", "_body",
-                 "_filled", "_previous", "_exact", "_diverted", "_continued")
+                 "_filled", "_previous", "_exact", "_diverted", "_continued", "_lent")
 
     def __init__(self, scratch: bytearray | None = None) -> None:
         self._scratch = scratch if scratch is not None else bytearray(SCRATCH_SIZE)
@@ -182,12 +184,19 @@ class FrameReader:
         self._exact = False  # none of the body is here yet; get_buffer() allocates it whole
         self._diverted = False  # the body's bytes are the caller's to move (divert())
         self._continued = False  # the frame awaiting its body had its header counted earlier
+        # Unparsed bytes copied to the front of the scratch buffer by the last
+        # get_buffer() (None: it lent no scratch).  The scratch holds them only
+        # from buffer_updated() on: an event loop may ask for a buffer and then
+        # find nothing to read (EAGAIN) and report nothing, and another
+        # subflow's reader may then read into the same scratch.
+        self._lent: int | None = None
 
     # -- bytes in --------------------------------------------------------------
 
     def get_buffer(self) -> memoryview:
         """Where to put the next bytes read (any number, up to its length)."""
         self._settle()
+        self._lent = None
         if self._body is not None:
             return memoryview(self._body)[self._filled:]
         scratch = self._scratch
@@ -197,12 +206,11 @@ class FrameReader:
             self._append(bytes(len(scratch)))
             self._end = pending
             return memoryview(self._buf)[pending:]
-        if self._buf is not scratch:
+        # The unparsed bytes stay where they are (our own buffer, see release())
+        # until buffer_updated(): a copy goes in front of what is read.
+        if pending:
             scratch[:pending] = self._buf[self._start : self._end]
-        elif self._start:
-            scratch[:pending] = scratch[self._start : self._end]
-        self._buf = scratch
-        self._start, self._end = 0, pending
+        self._lent = pending
         stop = len(scratch)
         if self._previous:
             # In a bulk transfer: read up to the end of the next DATA header,
@@ -221,13 +229,20 @@ class FrameReader:
         if body is not None:
             self._filled += count
             return self._filled >= len(body)
-        self._end += count
+        lent = self._lent
+        if lent is not None:  # read into the scratch, behind a copy of the unparsed bytes
+            self._lent = None
+            self._buf = self._scratch
+            self._start, self._end = 0, lent + count
+        else:
+            self._end += count
         return True
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Bytes already read elsewhere (copied: the caller may reuse ``data``)."""
         view = memoryview(data).cast("B")
         self._settle()
+        self._lent = None
         if self._body is not None:
             n = min(len(self._body) - self._filled, len(view))
             self._body[self._filled : self._filled + n] = view[:n]
