@@ -152,6 +152,12 @@ class Runner:
         self.session.output_closed(self.loop.time())
         self.kick()
 
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.session.handle_timer(self.loop.time())
+        self._flush()
+
     # -- what the process tells us (the CLI's signal and exception handlers) ----------
 
     def interrupt(self, signo: int) -> None:
@@ -166,12 +172,6 @@ class Runner:
         """One line about running short of resources, at most one of each
         ``kind`` every lograte.RESOURCE_PERIOD seconds."""
         log.warning("%s", message, extra={lograte.KIND: kind})
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
-        self.session.handle_timer(self.loop.time())
-        self._flush()
 
     # -- acting on the session ---------------------------------------------------
 
@@ -267,12 +267,13 @@ class Runner:
         failed = True  # until the session ends as sessions do: then an internal error
         started: list[Attached] = []
         try:
-            # The stream first: a connection attached may join at once.
-            await self.source.start()
-            await self.sink.start()
             for part in attached:
                 await part.attach(self)
                 started.append(part)
+            # A connection may join while these start: the source keeps the
+            # room it is given until then, the sink what it is handed.
+            await self.source.start()
+            await self.sink.start()
             self.kick()
             await self._finished
             failed = False
