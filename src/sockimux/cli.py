@@ -16,6 +16,7 @@ from . import __version__
 from .core.auth import MIN_KEY_SIZE
 from .core.errors import LocalError
 from .core.session import Outcome, Session, SessionConfig
+from .interrupts import HANDLED_SIGNALS, ProcessSignals
 from .runtime import allocator, process
 from .runtime.listener import Listener
 from .runtime.runner import Runner
@@ -28,8 +29,6 @@ EXIT_OUTPUT_CLOSED = 4
 EXIT_PEER_ABORTED = 5
 EXIT_NO_SUBFLOWS = 6
 EXIT_INPUT_CHANGED = 7
-
-HANDLED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 EXIT_CODES = {
     Outcome.DONE: EXIT_OK,
@@ -311,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # runner handles them, so an early signal cannot leave the socket behind.
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     try:
-        listener = Listener(args.socket, mode=args.socket_mode)
+        listener = Listener(args.socket, mode=args.socket_mode, allowed_uids=allowed)
     except LocalError as exc:
         log.error("%s", exc)
         return EXIT_SOCKET
@@ -328,8 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     async def run() -> Outcome:
         nonlocal runner
         session = Session(os.urandom(16), loop.time(), config)
-        runner = Runner(session, listener, in_fd, out_fd, allowed)
-        return await runner.run()
+        runner = Runner(session, in_fd, out_fd)
+        return await runner.run(ProcessSignals(), listener)
 
     try:
         outcome = loop.run_until_complete(run())

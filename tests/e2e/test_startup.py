@@ -86,9 +86,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Cmd:
     """The `sockimux` command as `pip install` writes it (into a prefix of its own,
     whose copy of the package comes first on the path)."""
     prefix = tmp_path_factory.mktemp("installed")
-    # --ignore-installed: never uninstall the checkout's own editable install
+    # --ignore-installed: never uninstall the checkout's own editable install;
+    # --no-build-isolation --no-index: built by the hatchling of the dev
+    # extras, so the test needs no package index.
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--ignore-installed",
-                    "--prefix", str(prefix), str(ROOT)], check=True, capture_output=True, timeout=300)
+                    "--no-build-isolation", "--no-index", "--prefix", str(prefix), str(ROOT)],
+                   check=True, capture_output=True, timeout=300)
     site = sysconfig.get_path("purelib", vars={"base": str(prefix)})
     command = prefix / "bin" / "sockimux"
     assert command.exists(), sorted(p.name for p in (prefix / "bin").iterdir())

@@ -18,6 +18,7 @@ import pytest
 import uvloop
 
 from sockimux.core import Session
+from sockimux.interrupts import ProcessSignals
 from sockimux.runtime.listener import Listener
 from sockimux.runtime.runner import Runner
 
@@ -68,7 +69,7 @@ def test_an_internal_error_tells_the_peer(tmp_path: Path, where: str, loop_name:
     async def run() -> None:
         session = BuggySession(os.urandom(16), loop.time())
         session.where = where
-        await Runner(session, listener, in_fd, out_fd).run()
+        await Runner(session, in_fd, out_fd).run(ProcessSignals(), listener)
 
     try:
         with pytest.raises(Bug):

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from sockimux.runtime import lograte
 from sockimux.runtime.lograte import RefusalLimiter
 
 
@@ -111,3 +112,25 @@ def test_kinds_are_limited_apart(setup: tuple[logging.Logger, Clock, Lines, Refu
         "(the last: subflow 119 refused: not a sockimux peer (bad magic))",
         "15 more subflows dropped as stalled in the last 10 s "
         "(the last: subflow 19 stalled (nothing heard for 2.5 s); dropping it)"]
+
+
+@pytest.mark.parametrize("level", [logging.WARNING, logging.DEBUG])
+def test_resource_warnings_are_one_per_kind_every_period_at_any_verbosity(
+        setup: tuple[logging.Logger, Clock, Lines, RefusalLimiter], level: int) -> None:
+    """Running short of descriptors can fail every accept or dup: one line of
+    each kind per RESOURCE_PERIOD, with or without -v, and no summary."""
+    logger, clock, lines, limiter = setup
+    logger.setLevel(level)
+    for i in range(2500):  # 100 a second for 25 s, of two kinds
+        clock.advance(1000.0 + i / 100)
+        logger.warning("cannot accept a connection: Too many open files",
+                       extra={lograte.KIND: "accept"})
+        logger.warning("subflow %d: sending and receiving without sendfile/splice "
+                       "(Too many open files)", i, extra={lograte.KIND: "dup"})
+    limiter.flush()
+    accepts = [line for line in lines.lines if line.startswith("cannot accept")]
+    assert accepts == ["cannot accept a connection: Too many open files"] * 3  # at 0, 10, 20 s
+    assert [line for line in lines.lines if line not in accepts] == [
+        f"subflow {i}: sending and receiving without sendfile/splice (Too many open files)"
+        for i in (0, 1000, 2000)]
+    assert clock.timers == []

@@ -1,22 +1,32 @@
-"""The UNIX socket that subflows connect to: created safely, removed on exit."""
+"""The UNIX socket that subflows connect to: created safely, removed on exit;
+while the session runs, it hands every connection it accepts to the runner,
+once the connecting user passes the SO_PEERCRED policy."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import os
 import socket
 import stat
+import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from ..core.errors import LocalError
+
+if TYPE_CHECKING:
+    from .connection import SubflowConnection
+    from .runner import Runner
 
 MAX_PATH = 107  # sun_path is 108 bytes including the terminating NUL
 # Connections the kernel queues before we accept them.  Whoever listens on
 # our socket (the event loop's server too) must pass this, or it is lost.
 BACKLOG = 512
+PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 LOCK_WAIT = 2.0  # seconds we wait for the directory lock (held for microseconds by our own kind)
 
 
@@ -57,10 +67,15 @@ class Listener:
     another live process listens on, and replace a stale one (nobody
     accepts on it).  The socket file is created with ``mode`` whatever the
     umask, and on close we remove it only if it is still the one we made.
+    ``allowed_uids``: the users who may connect (None: anyone the socket's
+    mode lets in).
     """
 
-    def __init__(self, path: str, mode: int = 0o600, backlog: int = BACKLOG) -> None:
+    def __init__(self, path: str, mode: int = 0o600, backlog: int = BACKLOG,
+                 allowed_uids: frozenset[int] | None = None) -> None:
         self.path = path
+        self.allowed_uids = allowed_uids
+        self._server: asyncio.AbstractServer | None = None
         size = len(os.fsencode(path))
         if size > MAX_PATH:
             raise LocalError(f"socket path is too long ({size} bytes, max {MAX_PATH}): {path}")
@@ -135,3 +150,34 @@ class Listener:
     def close(self) -> None:
         self.sock.close()
         self.remove()
+
+    # -- handing connections to the session (runner.Attached) ----------------------
+
+    async def attach(self, runner: Runner) -> None:
+        """Accept connections for ``runner`` until detach()."""
+
+        def connection() -> SubflowConnection:
+            return runner.connection(self.admit)
+
+        # The server listens again on the socket: with our backlog, not its default of 100.
+        self._server = await runner.loop.create_unix_server(connection, sock=self.sock,
+                                                            backlog=BACKLOG)
+
+    def detach(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.remove()
+
+    def admit(self, sock: socket.socket) -> str | None:
+        """Why a new connection must be refused (its user is not allowed), or None."""
+        if self.allowed_uids is None:
+            return None
+        try:
+            creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size)
+        except (OSError, AttributeError) as exc:
+            return f"refused a connection: cannot tell its user ({exc})"
+        pid, uid, _gid = PEERCRED.unpack(creds)
+        if uid in self.allowed_uids:
+            return None
+        return (f"refused a connection from uid {uid} (pid {pid}): only uids "
+                f"{', '.join(map(str, sorted(self.allowed_uids)))} may connect (see --allow-uid)")

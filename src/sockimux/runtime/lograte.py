@@ -7,6 +7,12 @@ the user's terminal.  At the default verbosity the first ``burst`` lines of
 a kind in a ``period`` are logged, the rest counted, and one summary line
 per period says how many were left out and the last of them.  With -v (or
 more) every line is logged: the user asked for every subflow's story.
+
+Warnings about running short of resources (out of descriptors, of kernel
+memory) are limited by the same mechanism, at any verbosity: a record
+tagged with a kind (``extra={KIND: "accept"}``) is logged at most once per
+``RESOURCE_PERIOD`` for its kind, and nothing sums up the rest (the next
+line, if the shortage lasts, says it again).
 """
 
 from __future__ import annotations
@@ -25,11 +31,16 @@ KINDS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^subflow \d+ stalled \("), "subflows dropped as stalled"),
 ]
 SUMMARY = "lograte_summary"  # attribute marking our own summary records
+KIND = "lograte_kind"  # attribute naming the resource kind of a record (see above)
+RESOURCE_PERIOD = 10.0  # seconds: at most one warning of a resource kind in this long
 
 
 class _Kind:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, burst: int, period: float, summarize: bool = True) -> None:
         self.name = name
+        self.burst = burst  # lines logged per period
+        self.period = period
+        self.summarize = summarize  # sum up what was left out (else: drop it)
         self.start = float("-inf")  # start of the current period
         self.logged = 0  # lines logged in it
         self.suppressed = 0  # lines left out in it
@@ -52,24 +63,36 @@ class RefusalLimiter(logging.Filter):
         self.schedule = schedule
         self.burst = burst
         self.period = period
-        self.kinds = [(pattern, _Kind(name)) for pattern, name in KINDS]
+        self.kinds = [(pattern, _Kind(name, burst, period)) for pattern, name in KINDS]
+        self.resources: dict[str, _Kind] = {}  # tagged kinds, by tag
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, SUMMARY, False) or self.logger.isEnabledFor(logging.INFO):
+        if getattr(record, SUMMARY, False):
             return True
-        message = record.getMessage()
-        kind = next((k for pattern, k in self.kinds if pattern.search(message)), None)
-        if kind is None:
-            return True
+        tag = getattr(record, KIND, None)
+        if tag is not None:
+            kind = self.resources.get(tag)
+            if kind is None:
+                kind = self.resources[tag] = _Kind(tag, 1, RESOURCE_PERIOD, summarize=False)
+        else:
+            if self.logger.isEnabledFor(logging.INFO):
+                return True
+            message = record.getMessage()
+            found = next((k for pattern, k in self.kinds if pattern.search(message)), None)
+            if found is None:
+                return True
+            kind = found
         self._roll(kind, self.clock())
-        if kind.logged < (0 if kind.flooding else self.burst):
+        if kind.logged < (0 if kind.flooding else kind.burst):
             kind.logged += 1
             return True
+        if not kind.summarize:
+            return False
         kind.suppressed += 1
-        kind.last = message
+        kind.last = record.getMessage()
         if self.schedule is not None and not kind.scheduled:
             kind.scheduled = True
-            self.schedule(max(0.0, kind.start + self.period - self.clock()), lambda: self._due(kind))
+            self.schedule(max(0.0, kind.start + kind.period - self.clock()), lambda: self._due(kind))
         return False
 
     def _due(self, kind: _Kind) -> None:
@@ -78,10 +101,10 @@ class RefusalLimiter(logging.Filter):
 
     def _roll(self, kind: _Kind, now: float) -> None:
         """Close the kind's current period if it is over (summing it up), open the next."""
-        if now < kind.start + self.period:
+        if now < kind.start + kind.period:
             return
         self._summarize(kind)
-        if now >= kind.start + 2 * self.period:
+        if now >= kind.start + 2 * kind.period:
             kind.flooding = False  # a quiet period in between: log the first few again
         kind.start = now
         kind.logged = 0
@@ -90,7 +113,7 @@ class RefusalLimiter(logging.Filter):
         kind.flooding = kind.suppressed > 0
         if not kind.suppressed:
             return
-        span = min(self.period, max(0.0, self.clock() - kind.start))
+        span = min(kind.period, max(0.0, self.clock() - kind.start))
         record = self.logger.makeRecord(
             self.logger.name, logging.WARNING, __file__, 0,
             "%d more %s in the last %.0f s (the last: %s)",

@@ -1,11 +1,18 @@
-"""STDIN and STDOUT, whatever they are (pipe, file, terminal, socket).
+"""Stream sources: where the session's outgoing stream comes from (STDIN).
 
-Pipes are driven by the event loop (LoopInput, LoopOutput) on file
-descriptions of our own, and a regular STDIN is read by the loop too
-(FileInput).  Everything else gets a thread doing plain blocking I/O
-(InputReader, OutputWriter): that works for every kind of file descriptor,
-including terminals that asyncio cannot watch, and never sets O_NONBLOCK on
-a file description shared with other processes (the shell's terminal).
+Every source has the same small interface (StreamSource): ``await start()``,
+then ``set_room(n)`` whenever the session's room for input changes; bytes
+(or Extents of a regular file) come back through ``on_data``, the end or a
+failure through ``on_eof``.  stream.open_source picks the kind:
+
+- LoopInput: a pipe, driven by the event loop on a file description of our
+  own: no thread hand-off, which is most of a keystroke's latency.
+- FileInput: a regular file, read by the loop itself (a file never waits
+  for a peer); it hands out Extents that stay in the file until sent, and
+  sends them itself (sendfile, or pread when that cannot be used).
+- InputReader: anything else (terminals, sockets), a thread doing plain
+  blocking reads: that never sets O_NONBLOCK on a file description shared
+  with other processes (the shell's terminal).
 """
 
 from __future__ import annotations
@@ -13,23 +20,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import os
-import stat
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 from ..core import Extent
 
 READ_SIZE = 256 * 1024
 FILE_READ_SIZE = 1024 * 1024  # reads of a regular file on the event loop (2 full DATA frames)
 SLOW_READ = 0.05  # seconds: a file read slower than this moves reads to a thread
-IOV_MAX = 1024
 
 
-def _poster(loop: asyncio.AbstractEventLoop) -> Callable[..., bool]:
+class StreamSource(Protocol):
+    """Where the outgoing stream comes from."""
+
+    async def start(self) -> None:
+        """Begin reading (within the room given so far)."""
+
+    def set_room(self, room: int) -> None:
+        """How many bytes the session will take now; called after every change."""
+
+
+def thread_poster(loop: asyncio.AbstractEventLoop) -> Callable[..., bool]:
     """call_soon_threadsafe that reports, instead of raising, a loop already closed
     (the process is exiting; the thread just stops)."""
 
@@ -94,7 +108,11 @@ class InputReader:
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="stdin", daemon=True)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        self.spawn()
+
+    def spawn(self) -> None:
+        """Start the thread (from synchronous code)."""
         self._thread.start()
 
     def set_room(self, room: int) -> None:
@@ -106,7 +124,7 @@ class InputReader:
                     self._cond.notify()
 
     def _run(self) -> None:
-        call = _poster(self._loop)
+        call = thread_poster(self._loop)
         while True:
             with self._cond:
                 while self._room <= 0:
@@ -138,8 +156,9 @@ class FileInput:
     to a thread for the rest of the file, so a slow disk cannot hold up the
     subflows.  With ``extents``, once the first read proved fast, the rest
     of the file is handed out as Extents (position and length) instead of
-    bytes: it stays in the file until sent.  Same interface as InputReader:
-    a file found shorter than the position already read was truncated, which
+    bytes: it stays in the file until sent, by send() (sendfile) or by
+    read_extent() (pread).  A file found shorter than the position already
+    read, or than an Extent still to be sent, was truncated, which
     ``on_eof`` reports as a failure, never as the end of the input.
     """
 
@@ -157,8 +176,9 @@ class FileInput:
         self._extents = extents  # once the storage proved fast, hand out Extents, not bytes
         self.position: int | None = None  # the file position of the next Extent, in that mode
         self._sized = False  # the file reported a size: one below what we read means truncation
+        self.sendfile = extents and hasattr(os, "sendfile")  # Extents go by sendfile()
 
-    def start(self) -> None:
+    async def start(self) -> None:
         with contextlib.suppress(OSError):
             self._sized = os.fstat(self.fd).st_size > 0
         self.set_room(self._room)
@@ -201,7 +221,7 @@ class FileInput:
             # Delivered below before the thread reads on: the order holds.
             self.worker = InputReader(self._loop, self.fd, self._on_data, self._on_eof,
                                       at_end=self._at_end)
-            self.worker.start()
+            self.worker.spawn()
         elif self._extents and len(data) == asked:
             # A short read found the end, whatever the file's size says (files
             # of /sys report 4096 bytes): only a file that gave all we asked
@@ -238,110 +258,60 @@ class FileInput:
         self._room -= count
         self._on_data(Extent(position, count))
 
+    # -- sending Extents ---------------------------------------------------------
 
-class OutputWriter:
-    """Writes buffers to ``fd`` in a thread, reporting progress to the loop.
-
-    ``on_written(n)`` follows each write, ``on_error(message)`` ends it on
-    failure (EPIPE when the consumer went away), ``on_closed()`` follows
-    ``close()`` once everything queued has been written and the fd closed.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
-                 on_written: Callable[[int], None], on_error: Callable[[str], None],
-                 on_closed: Callable[[], None]) -> None:
-        self._loop = loop
-        self._fd = fd
-        self._on_written = on_written
-        self._on_error = on_error
-        self._on_closed = on_closed
-        self._queue: deque[bytes | bytearray | memoryview] = deque()
-        self._closing = False
-        self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._run, name="stdout", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def write(self, buffers: list[bytes | bytearray | memoryview]) -> None:
-        with self._cond:
-            self._queue.extend(buffers)
-            self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self._closing = True
-            self._cond.notify()
-
-    def _run(self) -> None:
-        call = _poster(self._loop)
-        queue = self._queue
-        while True:
-            with self._cond:
-                while not queue and not self._closing:
-                    self._cond.wait()
-                if not queue:
-                    break
-                batch = [queue.popleft() for _ in range(min(len(queue), IOV_MAX))]
-            total = sum(len(b) for b in batch)
-            try:
-                self._write_all(batch)
-            except OSError as exc:
-                call(self._on_error, exc.strerror or str(exc))
-                return
-            if not call(self._on_written, total):
-                return
+    def send(self, sock_fd: int, extent: Extent) -> int:
+        """sendfile() as much of ``extent`` as the socket takes now; -1 if the
+        file no longer holds it (the session is then ended by on_eof)."""
+        if not self.sendfile:
+            return 0
         try:
-            os.close(self._fd)
+            sent = os.sendfile(sock_fd, self.fd, extent.position, extent.length)
+        except BlockingIOError:
+            return 0
         except OSError as exc:
-            call(self._on_error, exc.strerror or str(exc))
-            return
-        call(self._on_closed)
+            if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                self.sendfile = False  # this file cannot be sent so: read it from now on
+            return 0  # or the socket failed: the transport will say so when given the rest
+        if sent == 0:
+            self._shrank(extent)
+            return -1
+        return sent
 
-    def _write_all(self, batch: list[bytes | bytearray | memoryview]) -> None:
-        views = [memoryview(b) for b in batch]
-        while views:
-            n = os.writev(self._fd, views)
-            while n and views:
-                if n >= len(views[0]):
-                    n -= len(views[0])
-                    views.pop(0)
-                else:
-                    views[0] = views[0][n:]
-                    n = 0
-
-
-def loop_capable(fd: int) -> bool:
-    """Whether the event loop can drive ``fd`` itself: a pipe.  Not a terminal
-    (shared with the shell), a regular file (never "ready"), nor a socket:
-    STDIN and STDOUT are often one socket (socat EXEC), which cannot be
-    non-blocking for one and blocking for the other, and asyncio's write
-    transports read a socket to notice its closing, stealing input."""
-    try:
-        mode = os.fstat(fd).st_mode
-    except OSError:
-        return False
-    return stat.S_ISFIFO(mode) and not os.isatty(fd)
-
-
-def regular_file(fd: int) -> bool:
-    try:
-        return stat.S_ISREG(os.fstat(fd).st_mode)
-    except OSError:
-        return False
-
-
-def private_fd(fd: int, flags: int) -> int:
-    """A descriptor for the same pipe on a file description of our own, so that
-    making it non-blocking cannot affect another process that shares ``fd``."""
-    if stat.S_ISFIFO(os.fstat(fd).st_mode):
+    def holds(self, extent: Extent) -> bool:
+        """Whether the file still holds ``extent`` (if not, the session is ended)."""
         try:
-            new = os.open(f"/proc/self/fd/{fd}", flags)
+            size = os.fstat(self.fd).st_size
         except OSError:
-            return fd
-        os.close(fd)
-        return new
-    return fd
+            size = 0
+        if size < extent.position + extent.length:
+            self._shrank(extent)
+            return False
+        return True
+
+    def read_extent(self, extent: Extent) -> bytes | None:
+        """The bytes of ``extent``, read from the file; None if it no longer
+        holds them (the session is then ended)."""
+        parts = []
+        position, left = extent.position, extent.length
+        while left:
+            try:
+                data = os.pread(self.fd, left, position)
+            except OSError as exc:
+                self._on_eof(f"reading STDIN failed at file offset {position}: "
+                             f"{exc.strerror or exc}")
+                return None
+            if not data:
+                self._shrank(extent)
+                return None
+            parts.append(data)
+            position += len(data)
+            left -= len(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _shrank(self, extent: Extent) -> None:
+        self._on_eof(f"STDIN (a regular file) no longer holds the bytes at file offset "
+                     f"{extent.position} that were still to be sent: it was truncated")
 
 
 class _InputProtocol(asyncio.Protocol):
@@ -362,7 +332,7 @@ class _InputProtocol(asyncio.Protocol):
 
 class LoopInput:
     """STDIN read by the event loop (pipes): no thread hand-off,
-    which is most of a keystroke's latency.  Same interface as InputReader."""
+    which is most of a keystroke's latency."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
                  on_data: Callable[[bytes], None], on_eof: Callable[[str | None], None]) -> None:
@@ -399,120 +369,3 @@ class LoopInput:
             self._on_eof(error)
 
 
-class _OutputProtocol(asyncio.Protocol):
-    def __init__(self, owner: LoopOutput) -> None:
-        self.owner = owner
-
-    def pause_writing(self) -> None:
-        pass
-
-    def resume_writing(self) -> None:
-        self.owner.report()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.lost(exc)
-
-
-F_GETPIPE_SZ = 1032  # fcntl commands, Linux
-F_SETPIPE_SZ = 1031
-PIPE_SIZE = 1 << 20  # what an unprivileged process may ask for (/proc/sys/fs/pipe-max-size)
-
-
-def _grow_pipe(fd: int) -> None:
-    """Make the STDOUT pipe hold up to 1 MiB, if the kernel lets us: with the
-    default 64 KiB, a pipe is mostly full, so few bodies could be spliced
-    into it and each write wakes the consumer for little."""
-    try:
-        if fcntl.fcntl(fd, F_GETPIPE_SZ) < PIPE_SIZE:
-            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass  # not Linux, or over the user's pipe-buffer allowance: keep its size
-
-
-class LoopOutput:
-    """STDOUT written by the event loop (pipes).  Bytes count as
-    written once the kernel has taken them.  Same interface as OutputWriter."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
-                 on_written: Callable[[int], None], on_error: Callable[[str], None],
-                 on_closed: Callable[[], None]) -> None:
-        self._loop = loop
-        self._fd = fd
-        self._on_written = on_written
-        self._on_error = on_error
-        self._on_closed = on_closed
-        self._transport: asyncio.WriteTransport | None = None
-        self._early: list[bytes | bytearray | memoryview] = []
-        self._handed = 0
-        self._reported = 0
-        self._closing = False
-        self._done = False
-        self._reader_gone = False
-
-    async def start(self) -> None:
-        _grow_pipe(self._fd)
-        file = os.fdopen(self._fd, "wb", buffering=0, closefd=True)
-        transport, _ = await self._loop.connect_write_pipe(lambda: _OutputProtocol(self), file)
-        # Resume (and so report) as soon as the buffer is empty again.
-        transport.set_write_buffer_limits(high=0, low=0)
-        self._transport = transport
-        if self._early:
-            self.write(self._early)
-            self._early = []
-        if self._closing:
-            transport.close()
-
-    def write(self, buffers: list[bytes | bytearray | memoryview]) -> None:
-        if self._reader_gone and not self._done:
-            self._done = True
-            self._on_error("Broken pipe")
-        if self._done:
-            return
-        if self._transport is None:
-            self._early.extend(buffers)
-            return
-        self._handed += sum(len(b) for b in buffers)
-        self._transport.writelines(buffers)
-        self.report()
-
-    @property
-    def fd(self) -> int:
-        return self._fd
-
-    @property
-    def idle(self) -> bool:
-        """Open, and everything handed to us is in the pipe: bytes written to
-        ``fd`` directly now come next in the stream."""
-        transport = self._transport
-        return (transport is not None and not self._closing and not self._done
-                and not self._reader_gone and transport.get_write_buffer_size() == 0)
-
-    def report(self) -> None:
-        if self._transport is None:
-            return
-        written = self._handed - self._transport.get_write_buffer_size()
-        if written > self._reported:
-            count, self._reported = written - self._reported, written
-            self._loop.call_soon(self._on_written, count)
-
-    def close(self) -> None:
-        self._closing = True
-        if self._reader_gone:
-            self._loop.call_soon(self._on_closed)
-        elif self._transport is not None:
-            self._transport.close()
-
-    def lost(self, exc: Exception | None) -> None:
-        if self._done or self._reader_gone:
-            return
-        if exc is not None:
-            self._done = True
-            self._on_error(getattr(exc, "strerror", None) or str(exc))
-        elif self._closing:
-            self._done = True
-            self.report()
-            self._loop.call_soon(self._on_closed)
-        else:
-            # The reader went away.  That is only an error if we still have
-            # something to write, as with a blocking write's EPIPE.
-            self._reader_gone = True

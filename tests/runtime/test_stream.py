@@ -1,4 +1,5 @@
-"""STDIN from a regular file, read by the event loop (FileInput), with real files."""
+"""STDIN from a regular file, read by the event loop (FileInput), with real
+files; a STDOUT pipe (LoopOutput)."""
 
 from __future__ import annotations
 
@@ -9,17 +10,17 @@ from pathlib import Path
 import pytest
 
 from sockimux.core import Extent
-from sockimux.runtime import stdio
+from sockimux.runtime import sink, source
 
 
 def read_through(path: Path, room: int, extents: bool = False,
-                 grow: bytes = b"") -> tuple[bytes, list[int], stdio.FileInput]:
+                 grow: bytes = b"") -> tuple[bytes, list[int], source.FileInput]:
     """Read ``path`` with a FileInput that is given ``room`` bytes after each
     delivery, as the runner does; returns the bytes (Extents read from the
     file), the delivery sizes and the reader.  ``grow`` is appended to the
     file after the first Extent."""
 
-    async def main() -> tuple[bytes, list[int], stdio.FileInput]:
+    async def main() -> tuple[bytes, list[int], source.FileInput]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[str | None] = loop.create_future()
         got: list[bytes] = []
@@ -38,8 +39,8 @@ def read_through(path: Path, room: int, extents: bool = False,
             reader.set_room(room)
 
         kinds: list[bool] = []
-        reader = stdio.FileInput(loop, fd, on_data, lambda error: done.set_result(error), extents)
-        reader.start()
+        reader = source.FileInput(loop, fd, on_data, lambda error: done.set_result(error), extents)
+        await reader.start()
         reader.set_room(room)
         assert await asyncio.wait_for(done, 10) is None
         os.close(fd)
@@ -49,7 +50,7 @@ def read_through(path: Path, room: int, extents: bool = False,
 
 
 def test_a_file_is_read_whole_within_the_room(tmp_path: Path) -> None:
-    payload = os.urandom(5 * stdio.FILE_READ_SIZE + 12345)
+    payload = os.urandom(5 * source.FILE_READ_SIZE + 12345)
     (tmp_path / "in").write_bytes(payload)
     data, sizes, reader = read_through(tmp_path / "in", 300_000)
     assert data == payload
@@ -59,8 +60,8 @@ def test_a_file_is_read_whole_within_the_room(tmp_path: Path) -> None:
 
 def test_slow_storage_moves_reads_to_a_thread_in_order(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(stdio, "SLOW_READ", -1.0)  # every read counts as slow
-    payload = os.urandom(3 * stdio.READ_SIZE + 999)
+    monkeypatch.setattr(source, "SLOW_READ", -1.0)  # every read counts as slow
+    payload = os.urandom(3 * source.READ_SIZE + 999)
     (tmp_path / "in").write_bytes(payload)
     data, sizes, reader = read_through(tmp_path / "in", 100_000)
     assert data == payload
@@ -75,16 +76,16 @@ def test_a_stdout_pipe_is_grown_to_one_mebibyte_and_splice_sees_it_idle() -> Non
 
     async def main() -> tuple[int, bool, bool]:
         loop = asyncio.get_running_loop()
-        out = stdio.LoopOutput(loop, write_end, lambda n: None, lambda e: None, lambda: None)
+        out = sink.LoopOutput(loop, write_end, lambda n: None, lambda e: None, lambda: None)
         assert not out.idle  # not started
         await out.start()
         idle_at_start = out.idle
         out.write([bytes(2 << 20)])  # more than the pipe holds: some waits in the transport
-        return stdio.fcntl.fcntl(read_end, stdio.F_GETPIPE_SZ), idle_at_start, out.idle
+        return sink.fcntl.fcntl(read_end, sink.F_GETPIPE_SZ), idle_at_start, out.idle
 
     size, idle_at_start, idle_when_full = asyncio.run(main())
     os.close(read_end)
-    assert size == stdio.PIPE_SIZE
+    assert size == sink.PIPE_SIZE
     assert idle_at_start and not idle_when_full
 
 
@@ -92,14 +93,14 @@ def test_after_a_first_read_a_file_is_handed_out_as_extents(tmp_path: Path) -> N
     """Extents: the file holds the bytes until they are sent; the stream is the
     file's, and the file's end is only believed once a read finds it, so
     bytes appended meanwhile are not lost."""
-    payload = os.urandom(5 * stdio.FILE_READ_SIZE + 12345)
+    payload = os.urandom(5 * source.FILE_READ_SIZE + 12345)
     more = os.urandom(777_777)
     (tmp_path / "in").write_bytes(payload)
-    data, sizes, reader = read_through(tmp_path / "in", 3 * stdio.FILE_READ_SIZE, extents=True,
+    data, sizes, reader = read_through(tmp_path / "in", 3 * source.FILE_READ_SIZE, extents=True,
                                        grow=more)
     assert data == payload + more
-    assert sizes[0] == stdio.FILE_READ_SIZE  # the first read: bytes
-    assert max(sizes) > stdio.FILE_READ_SIZE  # then Extents (reads are at most FILE_READ_SIZE)
+    assert sizes[0] == source.FILE_READ_SIZE  # the first read: bytes
+    assert max(sizes) > source.FILE_READ_SIZE  # then Extents (reads are at most FILE_READ_SIZE)
 
 
 @pytest.mark.parametrize("mode", ["bytes", "extents", "thread"])
@@ -109,9 +110,9 @@ def test_a_file_truncated_below_what_was_read_is_a_failure_not_an_end(
     once reads proved slow), finding it shorter than what was already read
     is reported as a failure: its end there is not the end of the input."""
     if mode == "thread":
-        monkeypatch.setattr(stdio, "SLOW_READ", -1.0)
+        monkeypatch.setattr(source, "SLOW_READ", -1.0)
     path = tmp_path / "in"
-    path.write_bytes(os.urandom(6 * stdio.FILE_READ_SIZE))
+    path.write_bytes(os.urandom(6 * source.FILE_READ_SIZE))
 
     async def main() -> str | None:
         loop = asyncio.get_running_loop()
@@ -123,11 +124,11 @@ def test_a_file_truncated_below_what_was_read_is_a_failure_not_an_end(
             deliveries.append(data)
             if len(deliveries) == 2:
                 os.truncate(path, 1000)
-            reader.set_room(stdio.FILE_READ_SIZE)
+            reader.set_room(source.FILE_READ_SIZE)
 
-        reader = stdio.FileInput(loop, fd, on_data, done.set_result, extents=mode == "extents")
-        reader.start()
-        reader.set_room(stdio.FILE_READ_SIZE)
+        reader = source.FileInput(loop, fd, on_data, done.set_result, extents=mode == "extents")
+        await reader.start()
+        reader.set_room(source.FILE_READ_SIZE)
         try:
             return await asyncio.wait_for(done, 10)
         finally:
@@ -145,6 +146,6 @@ def test_a_file_shorter_than_its_size_is_read_as_bytes_to_its_end() -> None:
     (sendfile finds nothing there) and the session ended with exit 7."""
     path = Path("/sys/class/net/lo/address")
     assert path.stat().st_size > len(path.read_bytes()) > 0, "sysfs is not mounted"
-    data, sizes, _ = read_through(path, 3 * stdio.FILE_READ_SIZE, extents=True)
+    data, sizes, _ = read_through(path, 3 * source.FILE_READ_SIZE, extents=True)
     assert data == path.read_bytes()
     assert sizes == [len(data)]  # one read, and no Extent past the end

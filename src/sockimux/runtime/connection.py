@@ -1,0 +1,259 @@
+"""One subflow's connection: any connected stream socket (accepted on a
+UNIX listener today; dialed over TCP or a socketpair to a child next).
+
+SubflowConnection is the asyncio protocol: it reads straight into the
+session's buffers (BufferedProtocol) and hands the session's frames to the
+transport.  It also owns the two paths around our memory:
+
+- sendfile(): an Extent of a regular-file STDIN goes from the page cache
+  to the socket (send()).
+- splice(): a DATA body that continues the stream moves from the socket to
+  a STDOUT pipe (divert_body(), move()).  Meanwhile the transport's reading
+  is paused and we splice from a duplicate of the socket's descriptor,
+  watched by the loop.
+
+What happens to the session is the runner's: the connection calls back
+subflow_opened, subflow_data, subflow_writable and subflow_lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+from ..core.sender import Extent, Outgoing
+from .sink import LoopOutput
+
+if TYPE_CHECKING:
+    from .runner import Runner
+
+log = logging.getLogger("sockimux")
+
+# Data is handed to a subflow only while its transport holds less than
+# WRITE_HIGH bytes, one full-size DATA frame at a time: what the kernel
+# cannot take yet stays with the session, free to go to whichever subflow
+# drains first.
+WRITE_HIGH = 128 * 1024
+WRITE_LOW = 32 * 1024
+# Errors of a system short of resources (descriptors, kernel memory): they
+# cost one connection, or one optimisation, never the session.
+RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+# Whoever hands connections in may refuse one before it joins the session:
+# given the connection's socket, the reason to refuse it (logged), or None.
+Admission = Callable[[socket.socket], "str | None"]
+
+
+class SubflowConnection(asyncio.BufferedProtocol):
+    """One connection, from connection_made on: see the module's comment."""
+
+    def __init__(self, runner: Runner, admit: Admission | None = None) -> None:
+        self.runner = runner
+        self.admit = admit
+        self.sid = 0
+        self.transport: asyncio.Transport | None = None
+        self.full = False  # the transport holds WRITE_HIGH bytes or more
+        self.direct_fd = -1  # our duplicate of the socket, for splice and sendfile
+        self.moving = False  # a body is being moved directly: the transport does not read
+
+    def _direct_fd(self) -> int:
+        """Our duplicate of the socket, or -1: then this subflow does without
+        splice and sendfile (out of descriptors, it is tried again later)."""
+        if self.direct_fd < 0:
+            assert self.transport is not None
+            sock = self.transport.get_extra_info("socket")
+            if sock is None:
+                return -1
+            try:
+                self.direct_fd = os.dup(sock.fileno())
+            except OSError as exc:
+                self.runner.resource_warning("dup", f"subflow {self.sid}: sending and receiving "
+                                             f"without sendfile/splice ({exc.strerror})")
+                return -1
+        return self.direct_fd
+
+    # -- sending ------------------------------------------------------------------
+
+    def send(self, buffers: list[Outgoing]) -> None:
+        """Write ``buffers`` in order.  An Extent of the input file goes by
+        sendfile() as far as the socket takes it at once, when nothing is
+        queued before it; the rest of it is read and queued as usual."""
+        transport = self.transport
+        if transport is None:
+            return
+        start = 0
+        for i, buf in enumerate(buffers):
+            if not isinstance(buf, Extent):
+                continue
+            source = self.runner.file_source
+            assert source is not None  # only a regular-file STDIN hands out Extents
+            if not source.holds(buf):  # the session is over: not even its header goes
+                return
+            if i > start:
+                transport.writelines(cast(list[bytes], buffers[start:i]))
+            start = i + 1
+            sent = 0
+            if (source.sendfile and transport.get_write_buffer_size() == 0
+                    and not transport.is_closing() and self._direct_fd() >= 0):
+                sent = source.send(self.direct_fd, buf)
+            if 0 <= sent < len(buf):
+                data = source.read_extent(buf.cut(sent, len(buf)))
+                if data is not None:
+                    transport.write(data)
+                    sent = len(buf)
+                else:
+                    sent = -1
+            if sent < 0:  # the input file shrank: the session is over
+                transport.abort()
+                return
+        if start < len(buffers):
+            transport.writelines(cast(list[bytes], buffers[start:]))
+
+    # -- receiving bodies straight to STDOUT --------------------------------------------
+
+    def divert_body(self, sink: LoopOutput) -> None:
+        """The session diverted the DATA body now arriving: splice it into
+        ``sink``'s pipe, or give it back (undivert) to be read as usual."""
+        self.runner.write_output()  # what comes before the body
+        if not sink.idle or not self._start_direct(sink):
+            self.runner.session.undivert(self.sid)
+            return
+        self.move(sink, False)
+
+    def move(self, sink: LoopOutput, woken: bool) -> None:
+        """Splice the diverted body to ``sink`` while the socket has bytes of
+        it and the pipe has room.  ``woken``: the socket was reported
+        readable, so a splice that moves nothing means the pipe is full: the
+        rest of the body is then read as usual, so that the subflow's later
+        frames (ACKs for our own stream among them) never wait for STDOUT."""
+        runner = self.runner
+        session, sid = runner.session, self.sid
+        while True:
+            room = session.direct_room(sid)
+            if not room or not sink.idle:
+                if room:
+                    session.undivert(sid)
+                self.stop_direct()
+                runner.kick()
+                return
+            try:
+                moved = os.splice(self.direct_fd, sink.fd, room,
+                                  flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
+            except BlockingIOError:
+                if woken:
+                    session.undivert(sid)
+                    self.stop_direct()
+                    runner.kick()
+                return  # wait until the socket is readable
+            except BrokenPipeError:
+                self.stop_direct()
+                runner.output_failed("Broken pipe")
+                return
+            except OSError as exc:
+                self.stop_direct()
+                if exc.errno == errno.EINVAL or exc.errno in RESOURCE_ERRORS:
+                    if exc.errno == errno.EINVAL:  # these descriptors cannot be spliced
+                        runner.direct = False
+                    else:  # this body is read as usual
+                        runner.resource_warning("splice", f"splice to STDOUT: {exc.strerror}")
+                    session.undivert(sid)
+                    runner.kick()
+                else:
+                    runner.subflow_lost(sid, f"error: {exc}")
+                return
+            if moved == 0:
+                self.stop_direct()
+                runner.subflow_lost(sid, "closed by the other end")
+                return
+            session.moved_direct(sid, moved, runner.loop.time())
+            runner.kick()
+            woken = False
+
+    def _start_direct(self, sink: LoopOutput) -> bool:
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._direct_fd() < 0:
+            return False
+        runner = self.runner
+        try:  # epoll may be out of room (ENOSPC, ENOMEM): then this body is read as usual
+            runner.loop.add_reader(self.direct_fd, self.move, sink, True)
+        except OSError as exc:
+            runner.resource_warning("poll", f"splice to STDOUT: {exc.strerror}")
+            return False
+        transport.pause_reading()
+        self.moving = True
+        return True
+
+    def stop_direct(self) -> None:
+        if self.moving:
+            self.moving = False
+            self.runner.loop.remove_reader(self.direct_fd)
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+
+    def forget_direct(self) -> None:
+        self.stop_direct()
+        if self.direct_fd >= 0:
+            os.close(self.direct_fd)
+            self.direct_fd = -1
+
+    # The transport's callbacks hand a bug of ours to the runner themselves:
+    # raised to the transport, it would tear this connection down before the
+    # runner could tell the peer on it that the session is over.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        try:
+            if self.admit is not None:
+                refusal = self.admit(self.transport.get_extra_info("socket"))
+                if refusal:
+                    log.warning("%s", refusal)
+                    self.transport.abort()
+                    return
+            self.transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+            self.sid = self.runner.subflow_opened(self)
+        except Exception as exc:
+            self.runner.internal_error(exc)
+
+    def pause_writing(self) -> None:
+        self.full = True
+
+    def resume_writing(self) -> None:
+        self.full = False
+        try:
+            self.runner.subflow_writable(self.sid)
+        except Exception as exc:
+            self.runner.internal_error(exc)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        try:
+            return self.runner.session.receive_buffer(self.sid)
+        except Exception as exc:
+            self.runner.internal_error(exc)
+            self.sid = 0  # what is read now is dropped
+            return memoryview(bytearray(max(sizehint, 1)))
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self.sid:
+            try:
+                self.runner.subflow_data(self.sid, nbytes)
+            except Exception as exc:
+                self.runner.internal_error(exc)
+
+    def eof_received(self) -> bool:
+        try:
+            self.runner.subflow_lost(self.sid, "closed by the other end")
+        except Exception as exc:
+            self.runner.internal_error(exc)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        try:
+            self.forget_direct()
+            self.runner.subflow_lost(self.sid, f"error: {exc}" if exc else "connection closed")
+        except Exception as error:
+            self.runner.internal_error(error)

@@ -1,0 +1,233 @@
+"""Stream sinks: where the peer's stream goes (STDOUT).
+
+Every sink has the same small interface (StreamSink): ``await start()``,
+``write(buffers)``, ``close()`` once the stream has ended; progress comes
+back through ``on_written(n)`` (bytes now out of our hands), a failure
+through ``on_error(message)``, the end through ``on_closed()``.
+stream.open_sink picks the kind:
+
+- LoopOutput: a pipe, written by the event loop; it is also the target of
+  splice() (connection.py), which moves DATA bodies from a subflow's
+  socket into the pipe without passing through our memory.
+- OutputWriter: anything else (terminals, files, sockets), a thread doing
+  plain blocking writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from .source import thread_poster
+
+IOV_MAX = 1024
+Buffers = list[bytes | bytearray | memoryview]
+
+
+class StreamSink(Protocol):
+    """Where the incoming stream goes."""
+
+    async def start(self) -> None:
+        """Get ready to write (what is written before is kept)."""
+
+    def write(self, buffers: Buffers) -> None:
+        """Queue ``buffers`` in order; on_written reports them once out."""
+
+    def close(self) -> None:
+        """The stream ended: close once everything queued is written."""
+
+
+class OutputWriter:
+    """Writes buffers to ``fd`` in a thread, reporting progress to the loop.
+
+    ``on_written(n)`` follows each write, ``on_error(message)`` ends it on
+    failure (EPIPE when the consumer went away), ``on_closed()`` follows
+    ``close()`` once everything queued has been written and the fd closed.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
+                 on_written: Callable[[int], None], on_error: Callable[[str], None],
+                 on_closed: Callable[[], None]) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._on_written = on_written
+        self._on_error = on_error
+        self._on_closed = on_closed
+        self._queue: deque[bytes | bytearray | memoryview] = deque()
+        self._closing = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="stdout", daemon=True)
+
+    async def start(self) -> None:
+        self._thread.start()
+
+    def write(self, buffers: list[bytes | bytearray | memoryview]) -> None:
+        with self._cond:
+            self._queue.extend(buffers)
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+
+    def _run(self) -> None:
+        call = thread_poster(self._loop)
+        queue = self._queue
+        while True:
+            with self._cond:
+                while not queue and not self._closing:
+                    self._cond.wait()
+                if not queue:
+                    break
+                batch = [queue.popleft() for _ in range(min(len(queue), IOV_MAX))]
+            total = sum(len(b) for b in batch)
+            try:
+                self._write_all(batch)
+            except OSError as exc:
+                call(self._on_error, exc.strerror or str(exc))
+                return
+            if not call(self._on_written, total):
+                return
+        try:
+            os.close(self._fd)
+        except OSError as exc:
+            call(self._on_error, exc.strerror or str(exc))
+            return
+        call(self._on_closed)
+
+    def _write_all(self, batch: list[bytes | bytearray | memoryview]) -> None:
+        views = [memoryview(b) for b in batch]
+        while views:
+            n = os.writev(self._fd, views)
+            while n and views:
+                if n >= len(views[0]):
+                    n -= len(views[0])
+                    views.pop(0)
+                else:
+                    views[0] = views[0][n:]
+                    n = 0
+
+
+class _OutputProtocol(asyncio.Protocol):
+    def __init__(self, owner: LoopOutput) -> None:
+        self.owner = owner
+
+    def pause_writing(self) -> None:
+        pass
+
+    def resume_writing(self) -> None:
+        self.owner.report()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.lost(exc)
+
+
+F_GETPIPE_SZ = 1032  # fcntl commands, Linux
+F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1 << 20  # what an unprivileged process may ask for (/proc/sys/fs/pipe-max-size)
+
+
+def _grow_pipe(fd: int) -> None:
+    """Make the STDOUT pipe hold up to 1 MiB, if the kernel lets us: with the
+    default 64 KiB, a pipe is mostly full, so few bodies could be spliced
+    into it and each write wakes the consumer for little."""
+    try:
+        if fcntl.fcntl(fd, F_GETPIPE_SZ) < PIPE_SIZE:
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # not Linux, or over the user's pipe-buffer allowance: keep its size
+
+
+class LoopOutput:
+    """STDOUT written by the event loop (pipes).  Bytes count as
+    written once the kernel has taken them."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
+                 on_written: Callable[[int], None], on_error: Callable[[str], None],
+                 on_closed: Callable[[], None]) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._on_written = on_written
+        self._on_error = on_error
+        self._on_closed = on_closed
+        self._transport: asyncio.WriteTransport | None = None
+        self._early: list[bytes | bytearray | memoryview] = []
+        self._handed = 0
+        self._reported = 0
+        self._closing = False
+        self._done = False
+        self._reader_gone = False
+
+    async def start(self) -> None:
+        _grow_pipe(self._fd)
+        file = os.fdopen(self._fd, "wb", buffering=0, closefd=True)
+        transport, _ = await self._loop.connect_write_pipe(lambda: _OutputProtocol(self), file)
+        # Resume (and so report) as soon as the buffer is empty again.
+        transport.set_write_buffer_limits(high=0, low=0)
+        self._transport = transport
+        if self._early:
+            self.write(self._early)
+            self._early = []
+        if self._closing:
+            transport.close()
+
+    def write(self, buffers: list[bytes | bytearray | memoryview]) -> None:
+        if self._reader_gone and not self._done:
+            self._done = True
+            self._on_error("Broken pipe")
+        if self._done:
+            return
+        if self._transport is None:
+            self._early.extend(buffers)
+            return
+        self._handed += sum(len(b) for b in buffers)
+        self._transport.writelines(buffers)
+        self.report()
+
+    @property
+    def fd(self) -> int:
+        return self._fd
+
+    @property
+    def idle(self) -> bool:
+        """Open, and everything handed to us is in the pipe: bytes written to
+        ``fd`` directly now come next in the stream."""
+        transport = self._transport
+        return (transport is not None and not self._closing and not self._done
+                and not self._reader_gone and transport.get_write_buffer_size() == 0)
+
+    def report(self) -> None:
+        if self._transport is None:
+            return
+        written = self._handed - self._transport.get_write_buffer_size()
+        if written > self._reported:
+            count, self._reported = written - self._reported, written
+            self._loop.call_soon(self._on_written, count)
+
+    def close(self) -> None:
+        self._closing = True
+        if self._reader_gone:
+            self._loop.call_soon(self._on_closed)
+        elif self._transport is not None:
+            self._transport.close()
+
+    def lost(self, exc: Exception | None) -> None:
+        if self._done or self._reader_gone:
+            return
+        if exc is not None:
+            self._done = True
+            self._on_error(getattr(exc, "strerror", None) or str(exc))
+        elif self._closing:
+            self._done = True
+            self.report()
+            self._loop.call_soon(self._on_closed)
+        else:
+            # The reader went away.  That is only an error if we still have
+            # something to write, as with a blocking write's EPIPE.
+            self._reader_gone = True
