@@ -134,6 +134,8 @@ def test_four_helpers_hand_their_channels_over_and_the_far_process_outlives_the_
     with _processes() as procs:
         first, info = _start_far(sshd, procs, ["--idle-timeout", str(idle)])
         assert os.getsid(info.pid) == info.pid, "the far process has no session of its own"
+        # Its own fds 0-2 hold no channel: a stray write must not land in a subflow.
+        assert [os.readlink(f"/proc/{info.pid}/fd/{fd}") for fd in (0, 1, 2)] == ["/dev/null"] * 3
         assert Path(info.socket).is_socket()
         assert os.stat(Path(info.socket).parent).st_mode & 0o777 == 0o700
         _echo(first, 1 << 20, seed=1)
