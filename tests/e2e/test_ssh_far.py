@@ -12,6 +12,7 @@ import contextlib
 import os
 import select
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,6 +30,7 @@ from sockimux.remote.handoff import HELPER, FarInfo, helper_command, parse_pream
 from .harness import require
 from .test_ssh_example import Sshd, sshd  # noqa: F401 (the fixture)
 
+PYENV = Path("/root/.pyenv/versions")
 CLEAN_PYTHON = ("env", "-i", "/usr/bin/python3", "-I", "-S")  # no venv, no site, no environment
 PREAMBLE_TIMEOUT = 20.0
 
@@ -278,5 +280,48 @@ def test_the_command_lines_survive_any_shell_quoting() -> None:
     pass shlex.quote's single-quoted words through unchanged."""
     for code in (bootstrap.LOADER, HELPER):
         assert not set(code) & set("'\\\n"), code
-    assert len(bootstrap.remote_command("sockimux.remote.far")) < 300
+    assert len(bootstrap.remote_command("sockimux.remote.far")) < 400
     assert len(helper_command("/tmp/sockimux-0-abcdefgh/s")) < 700
+
+
+def _pyenv_python(version: str) -> str:
+    """A python of that minor version: pyenv's (as on the test host), or pythonX.Y on PATH."""
+    found = sorted(PYENV.glob(f"{version}.*/bin/python{version.split('.')[0]}"))
+    on_path = shutil.which(f"python{version}")
+    if on_path:
+        found.append(on_path)
+    if not found:
+        pytest.fail(f"no python {version} under {PYENV}: the test needs it")
+    return str(found[-1])
+
+
+@pytest.mark.parametrize("version", ["3.10", "3.12", "3.13"])
+def test_the_bootstrap_runs_on_every_supported_python(version: str) -> None:
+    python = _pyenv_python(version)
+    cmd = bootstrap.remote_command("sockimux.remote.far", ["--loopback", "--idle-timeout", "1"],
+                                   ("env", "-i", python, "-I", "-S"))
+    proc = subprocess.Popen([require("sh"), "-c", cmd], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, bufsize=0, start_new_session=True)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(bootstrap.bootstrap_input())
+        info = parse_preamble(_read_line(proc))
+        _echo(proc, 256 << 10, seed=7)
+        _close(proc)
+        _wait_until(lambda: not _alive(info.pid), 10, "the far process to exit")
+        assert not Path(info.socket).parent.exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+@pytest.mark.parametrize("version", ["3.6", "3.9"])
+def test_a_python_too_old_is_one_line_and_exit_3(version: str) -> None:
+    python = (_pyenv_python(version), "-I", "-S")
+    cmd = bootstrap.remote_command("sockimux.remote.far", ["--loopback"], python)
+    run = subprocess.run([require("sh"), "-c", cmd], input=bootstrap.bootstrap_input(), capture_output=True,
+                         timeout=30)
+    assert run.returncode == 3 and run.stdout == b""
+    want = f"sockimux: python3 on this host is {version}; sockimux needs 3.10 or later\n"
+    assert run.stderr.decode() == want

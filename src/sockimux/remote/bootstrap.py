@@ -32,9 +32,13 @@ import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-# Runs as `python3 -c LOADER ENTRY ARGS...`: reads stage 2 as one line from
-# an unbuffered fd 0 and runs it with that reader.
-LOADER = ('import base64,sys,zlib;f=open(0,"rb",0,closefd=False);'
+# Runs as `python3 -c LOADER ENTRY ARGS...`: refuses a python older than we
+# support in one line (exit 3), reads stage 2 as one line from an unbuffered
+# fd 0 and runs it with that reader.  It must parse on any python3.
+LOADER = ('import base64,sys,zlib;v=sys.version_info;v<(3,10) and (print('
+          '"sockimux: python3 on this host is %d.%d; sockimux needs 3.10 or later"%v[:2],'
+          'file=sys.stderr),sys.exit(3));'
+          'f=open(0,"rb",0,closefd=False);'
           'exec(zlib.decompress(base64.b64decode(f.readline())),'
           '{"__name__":"__sockimux_boot__","stdin":f})')
 
