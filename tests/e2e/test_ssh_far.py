@@ -288,8 +288,8 @@ def _pyenv_python(version: str) -> str:
     """A python of that minor version: pyenv's (as on the test host), or pythonX.Y on PATH."""
     found = sorted(PYENV.glob(f"{version}.*/bin/python{version.split('.')[0]}"))
     on_path = shutil.which(f"python{version}")
-    if on_path:
-        found.append(on_path)
+    if not found and on_path:
+        found.append(os.path.realpath(on_path))
     if not found:
         pytest.fail(f"no python {version} under {PYENV}: the test needs it")
     return str(found[-1])
