@@ -26,6 +26,7 @@ import pytest
 
 from sockimux.remote import bootstrap
 from sockimux.remote.handoff import HELPER, FarInfo, helper_command, parse_preamble
+from sockimux.remote.sshcmd import ssh_argv
 
 from .harness import require
 from .test_ssh_example import Sshd, sshd  # noqa: F401 (the fixture)
@@ -325,3 +326,51 @@ def test_a_python_too_old_is_one_line_and_exit_3(version: str) -> None:
     assert run.returncode == 3 and run.stdout == b""
     want = f"sockimux: python3 on this host is {version}; sockimux needs 3.10 or later\n"
     assert run.stderr.decode() == want
+
+
+def _accepted(server: Sshd) -> int:
+    return server.log.read_text(errors="replace").count("Accepted publickey")
+
+
+def test_a_control_master_in_the_users_config_does_not_merge_the_connections(sshd: Sshd) -> None:  # noqa: F811
+    """Four channels are four TCP connections (four logins at sshd), though
+    the user's config asks for a ControlMaster; without our options it merges them."""
+    config = sshd.root / "ssh_config_master"
+    config.write_text(sshd.client_config.read_text().replace(
+        "ControlMaster no", "ControlMaster auto").replace(
+        "ControlPath none", f"ControlPath {sshd.root}/cm-%C\n  ControlPersist 30"))
+    user = ["-F", str(config)]
+    with contextlib.ExitStack() as cleanup, _processes() as procs:
+        cleanup.callback(subprocess.run, [require("ssh"), *user, "-O", "exit", "127.0.0.1"],
+                         timeout=10, capture_output=True)  # the control run's master, if still there
+        # The control run: the user's config alone puts two sessions on one login.
+        before = _accepted(sshd)
+        for _ in range(2):
+            plain = subprocess.run([require("ssh"), *user, "127.0.0.1", "true"], timeout=30,
+                                   stdin=subprocess.DEVNULL, capture_output=True)
+            assert plain.returncode == 0, plain
+        _wait_until(lambda: _accepted(sshd) > before, 10, "the control run's login")
+        time.sleep(0.5)
+        assert _accepted(sshd) == before + 1, "the test's ControlMaster config does not merge sessions"
+
+        before = _accepted(sshd)
+        command = bootstrap.remote_command("sockimux.remote.far", ["--loopback", "--idle-timeout", "2"])
+        first = subprocess.Popen(ssh_argv("127.0.0.1", command, user), stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, bufsize=0, start_new_session=True)
+        procs.append(first)
+        assert first.stdin is not None
+        first.stdin.write(bootstrap.bootstrap_input())
+        info = parse_preamble(_read_line(first))
+        helpers = []
+        for _ in range(3):
+            h = subprocess.Popen(ssh_argv("127.0.0.1", helper_command(info.socket), user),
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0,
+                                 start_new_session=True)
+            procs.append(h)
+            assert parse_preamble(_read_line(h)) == info
+            helpers.append(h)
+        for i, h in enumerate([first, *helpers]):
+            _echo(h, 64 << 10, seed=20 + i)
+        assert _accepted(sshd) - before == 4
+        for h in [first, *helpers]:
+            _close(h)
