@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from sockimux.remote.far import FarHost, make_listener
+from sockimux.remote.far import main as far_main
 from sockimux.remote.handoff import (
     ACCEPTED,
     Channel,
@@ -145,3 +146,13 @@ def test_a_line_that_is_not_our_preamble_is_refused(line: bytes) -> None:
 def test_unknown_preamble_keys_are_ignored() -> None:
     assert parse_preamble(b"sockimux-far 1 socket=/run/user/0/sockimux-0-ab/s cpu=x86 pid=7\n") == FarInfo(
         1, 7, "/run/user/0/sockimux-0-ab/s")
+
+
+@pytest.mark.parametrize("args", [["--idle-timeout", "0"], ["--idle-timeout", "x"], ["--nope"]])
+def test_bad_far_arguments_are_one_line_and_exit_2(args: list[str],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        far_main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.startswith("sockimux[") and "far side:" in err, err

@@ -34,6 +34,7 @@ import stat
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from .handoff import Channel, helper_argv, open_streams, preamble, serve_handoffs
 
@@ -41,7 +42,7 @@ log = logging.getLogger("sockimux.remote")
 
 DEFAULT_IDLE_TIMEOUT = 300.0
 SOCKET_NAME = "s"
-EXIT_OK, EXIT_SETUP = 0, 3
+EXIT_OK, EXIT_USAGE, EXIT_SETUP = 0, 2, 3
 
 
 def runtime_base() -> str:
@@ -174,8 +175,14 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, like every other failure of ours (argparse adds a usage block)."""
+        self.exit(EXIT_USAGE, f"sockimux[{os.getpid()}]: far side: {message}\n")
+
+
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="sockimux-far", description="the far side of `sockimux ssh`")
+    p = _Parser(prog="sockimux-far", description="the far side of `sockimux ssh`")
     p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="SEC",
                    help="exit after this long with no subflow (default %(default)g)")
     p.add_argument("--loopback", action="store_true",
@@ -223,11 +230,16 @@ def main(argv: Sequence[str]) -> int:
     try:
         path, listener = make_listener()
     except OSError as e:
-        print(f"sockimux[{os.getpid()}]: cannot make the far side's socket: {e}", file=sys.stderr)
-        return EXIT_SETUP
+        return _setup_failed("cannot make the far side's socket", e)
     sys.stdout.flush()
     sys.stderr.flush()
-    if os.fork() == 0:
+    try:
+        child = os.fork()
+    except OSError as e:
+        listener.close()
+        remove_listener(path)
+        return _setup_failed("cannot start the far side", e)
+    if child == 0:
         code = 1
         try:
             _detach(args.log)
@@ -240,5 +252,13 @@ def main(argv: Sequence[str]) -> int:
             logging.shutdown()
             os._exit(code)
     listener.close()
-    os.execv(sys.executable, helper_argv(path, sys.executable))
-    return EXIT_SETUP  # not reached
+    try:
+        os.execv(sys.executable, helper_argv(path, sys.executable))
+    except OSError as e:
+        # The far process idles out and cleans up: nothing to undo here.
+        return _setup_failed(f"cannot run {sys.executable} to hand the channel over", e)
+
+
+def _setup_failed(what: str, error: OSError) -> int:
+    print(f"sockimux[{os.getpid()}]: {what}: {error.strerror or error}", file=sys.stderr)
+    return EXIT_SETUP
