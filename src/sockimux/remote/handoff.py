@@ -179,7 +179,8 @@ def make_channel(fds: Sequence[int], keeper: socket.socket, line: bytes) -> Chan
         raise
 
 
-async def _readable(sock: socket.socket, timeout: float) -> None:
+async def wait_readable(sock: socket.socket, timeout: float) -> None:
+    """Until ``sock`` has something to read (or EOF); TimeoutError after ``timeout``."""
     loop = asyncio.get_running_loop()
     ready = loop.create_future()
 
@@ -200,7 +201,7 @@ async def receive_channel(conn: socket.socket, line: bytes) -> Channel:
     uid = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
     if uid != os.getuid():  # the 0700 directory already stops others: belt and braces
         raise PermissionError(f"hand-off from uid {uid}")
-    await _readable(conn, HANDOFF_TIMEOUT)
+    await wait_readable(conn, HANDOFF_TIMEOUT)
     msg, fds, flags, _ = socket.recv_fds(conn, 16, 4)
     if flags & socket.MSG_CTRUNC or msg != HANDOFF_MESSAGE:
         for fd in fds:
