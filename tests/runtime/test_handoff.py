@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from sockimux.remote.far import FarHost, make_listener
+from sockimux.remote.adopt import adopt_channel
+from sockimux.remote.far import Echo, FarHost, make_listener
 from sockimux.remote.far import main as far_main
 from sockimux.remote.handoff import (
     ACCEPTED,
     Channel,
     FarInfo,
-    open_streams,
     parse_preamble,
     preamble,
 )
@@ -82,20 +82,20 @@ def test_a_socket_and_a_pipe_pair_become_channels_and_carry_bytes(tmp_path: Path
         sock_channel, pipe_channel = channels
         assert sock_channel.sock is not None and pipe_channel.sock is None
         assert pipe_channel.read_fd != pipe_channel.write_fd
-        for channel, send, recv in ((sock_channel, near.sendall, near.recv),
-                                    (pipe_channel, lambda b: os.write(to_far_w, b),
-                                     lambda n: os.read(from_far_r, n))):
-            reader, writer = await open_streams(channel)
+        loop = asyncio.get_running_loop()
+        for channel, send, recv, shut in (
+                (sock_channel, near.sendall, near.recv, lambda: near.shutdown(socket.SHUT_WR)),
+                (pipe_channel, lambda b: os.write(to_far_w, b), lambda n: os.read(from_far_r, n),
+                 lambda: os.close(to_far_w))):
+            await adopt_channel(loop, Echo, channel)
             await asyncio.to_thread(send, b"ping")
-            assert await reader.readexactly(4) == b"ping"
-            writer.write(b"pong")
-            await writer.drain()
-            assert await asyncio.to_thread(recv, 4) == b"pong"
-            writer.close()
-            channel.close()
-        # Closing a channel releases its helper.
+            assert await asyncio.to_thread(recv, 4) == b"ping"
+            shut()  # EOF: the echo closes, and the channel's helper is released
+            assert await asyncio.to_thread(recv, 1) == b""
         assert await asyncio.to_thread(keeper.recv, 1) == b""
         assert await asyncio.to_thread(keeper2.recv, 1) == b""
+        os.close(from_far_r)
+        near.close()
         assert host.open_channels == 0
 
     path, _ = _run_host(tmp_path, 0.3, body)

@@ -136,3 +136,29 @@ def test_write_eof_ends_one_direction_only(loop_name: str) -> None:
         os.close(from_far)
 
     _run(loop_name, main())
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_close_writes_out_what_is_buffered_before_the_connection_is_lost(loop_name: str) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        transport, protocol, to_far, from_far = await _pair(loop)
+        data = os.urandom(2 << 20)
+        transport.write(data)  # far more than a pipe holds: most of it waits in the transport
+        assert transport.get_write_buffer_size() > 0
+        transport.close()
+        await asyncio.sleep(0.1)
+        assert not protocol.lost.done(), "connection_lost before the buffered bytes were written"
+        got = bytearray()
+
+        def read_all() -> None:
+            while chunk := os.read(from_far, 1 << 16):
+                got.extend(chunk)
+
+        await asyncio.to_thread(read_all)
+        assert await protocol.lost is None
+        assert bytes(got) == data
+        os.close(to_far)
+        os.close(from_far)
+
+    _run(loop_name, main())

@@ -36,7 +36,8 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from .handoff import Channel, helper_argv, open_streams, preamble, serve_handoffs
+from .adopt import adopt_channel
+from .handoff import Channel, helper_argv, preamble, serve_handoffs
 
 log = logging.getLogger("sockimux.remote")
 
@@ -142,24 +143,49 @@ class FarHost:
                 channel.close()
 
 
-def loopback(tasks: set[asyncio.Task[None]]) -> Callable[[Channel], None]:
-    """A channel handler that echoes every byte back, then closes at EOF:
-    checks the ssh path and the hand-off without any session."""
+class Echo(asyncio.BufferedProtocol):
+    """Echoes every byte back; closes at EOF.  Reads pause while the echo waits
+    to be written, as the runtime's subflows do."""
 
-    async def echo(channel: Channel) -> None:
+    def __init__(self) -> None:
+        self._buf = bytearray(1 << 16)
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self._buf)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        assert self._transport is not None
+        self._transport.write(bytes(self._buf[:nbytes]))
+
+    def pause_writing(self) -> None:
+        assert self._transport is not None
+        self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        assert self._transport is not None
+        self._transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes once the echo is written
+
+
+def loopback(tasks: set[asyncio.Task[None]]) -> Callable[[Channel], None]:
+    """A channel handler that echoes (:class:`Echo`): checks the ssh path and
+    the hand-off without any session, through the same :func:`.adopt.adopt_channel`
+    the runtime will use."""
+
+    async def adopt(channel: Channel) -> None:
         try:
-            reader, writer = await open_streams(channel)
-            while data := await reader.read(1 << 16):
-                writer.write(data)
-                await writer.drain()
-            writer.close()
+            await adopt_channel(asyncio.get_running_loop(), Echo, channel)
         except OSError as e:
-            log.info("loopback channel ended: %s", e)
-        finally:
-            channel.close()
+            log.info("loopback channel not adopted: %s", e)
 
     def on_channel(channel: Channel) -> None:
-        task = asyncio.get_running_loop().create_task(echo(channel))
+        task = asyncio.get_running_loop().create_task(adopt(channel))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 

@@ -16,8 +16,8 @@ and the waiting helper is ``sh`` (see :data:`HELPER`), not python.
 
 Why a read fd and a write fd: OpenSSH on Linux (Debian's 9.2 here) gives the
 command two pipes, not a socketpair; other builds give one socket for both.
-:class:`Channel` carries either, and :func:`open_streams` turns either into
-asyncio streams.
+:class:`Channel` carries either, and :func:`.adopt.adopt_channel` connects
+either to a protocol.
 
 Each handed channel first carries one line from the far sockimux, the
 preamble (:func:`preamble`, :func:`parse_preamble`): it tells the near side
@@ -237,23 +237,3 @@ async def serve_handoffs(listener: socket.socket, line: bytes,
         task = loop.create_task(one(conn))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-
-
-async def open_streams(channel: Channel) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """asyncio streams over a channel of either kind (they own its descriptors
-    from now on; :meth:`Channel.close` still releases the helper)."""
-    loop = asyncio.get_running_loop()
-    if channel.sock is not None:
-        sock, channel.sock = channel.sock, None
-        channel.take_fds()
-        return await asyncio.open_connection(sock=sock)
-    read_fd, write_fd = channel.take_fds()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                 open(read_fd, "rb", buffering=0))  # noqa: SIM115 (the transport owns it)
-    # A StreamReaderProtocol on the write side too: StreamWriter needs its
-    # drain and close-waiter support.
-    write_file = open(write_fd, "wb", buffering=0)  # noqa: SIM115 (the transport owns it)
-    transport, protocol = await loop.connect_write_pipe(
-        lambda: asyncio.StreamReaderProtocol(asyncio.StreamReader()), write_file)
-    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)

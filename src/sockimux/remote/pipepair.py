@@ -17,9 +17,9 @@ relay and no copy beyond the one asyncio's pipe transports already make:
 * ``get_extra_info("socket")`` is None: there is no socket to dup for
   splice or sendfile, and the runtime then does without them;
 * ``connection_made`` before any data, ``eof_received`` from the read
-  pipe, ``connection_lost`` once, when the first of the two is lost (the
-  other is then closed: a channel half gone is gone), except the write
-  pipe's own closing by ``write_eof``.
+  pipe, ``connection_lost`` once: at the first error (the other pipe is
+  then aborted: a channel half gone is gone), or when both pipes have
+  ended cleanly (so ``close()`` writes out what is buffered first).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class _ReadSide(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._pair._lost(exc)
+        self._pair._lost("read", exc)
 
 
 class _WriteSide(asyncio.Protocol):
@@ -55,9 +55,7 @@ class _WriteSide(asyncio.Protocol):
         self._pair._protocol.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if exc is None and self._pair._eof_written:
-            return  # our own write_eof: the other direction goes on
-        self._pair._lost(exc)
+        self._pair._lost("write", exc)
 
 
 class PipePairTransport(asyncio.Transport):
@@ -70,6 +68,7 @@ class PipePairTransport(asyncio.Transport):
         self._writer: asyncio.WriteTransport | None = None
         self._closing = False
         self._eof_written = False
+        self._done: set[str] = set()  # the sides whose transport is gone
         self._lost_reported = False
 
     # -- the transport interface --------------------------------------------------
@@ -163,22 +162,39 @@ class PipePairTransport(asyncio.Transport):
         if not self._protocol.eof_received():
             self.close()
 
-    def _lost(self, exc: Exception | None) -> None:
+    def _lost(self, side: str, exc: Exception | None) -> None:
+        """A side's transport is gone.  An error, or the read side ending while
+        we did not close: the channel is lost, the other side aborted.  A
+        clean end (EOF read, write_eof, close): reported when both are gone,
+        so a close() still writes what is buffered before connection_lost,
+        as a socket's transport does."""
+        self._done.add(side)
         if self._lost_reported:
             return
+        if exc is not None:
+            self.abort()
+        elif len(self._done) < 2:
+            if side == "write" and not self._eof_written and not self._closing:
+                self.abort()  # the write pipe went away under us
+            else:
+                return
         self._lost_reported = True
-        self.close()
         self._protocol.connection_lost(exc)
 
 
 async def connect_pipe_pair(loop: asyncio.AbstractEventLoop, protocol_factory: Callable[[], Any],
                             read_fd: int, write_fd: int) -> tuple[PipePairTransport, Any]:
     """Like ``loop.connect_accepted_socket``, for a channel of two pipes (it owns them then)."""
-    protocol = protocol_factory()
-    pair = PipePairTransport(protocol)
     read_file = open(read_fd, "rb", buffering=0, closefd=True)  # noqa: SIM115 (the transport owns it)
     write_file = open(write_fd, "wb", buffering=0, closefd=True)  # noqa: SIM115 (the transport owns it)
-    writer, _ = await loop.connect_write_pipe(lambda: _WriteSide(pair), write_file)
+    try:
+        protocol = protocol_factory()
+        pair = PipePairTransport(protocol)
+        writer, _ = await loop.connect_write_pipe(lambda: _WriteSide(pair), write_file)
+    except BaseException:
+        read_file.close()
+        write_file.close()
+        raise
     pair._writer = writer
     # Made before reading starts: the protocol has its transport before any data.
     protocol.connection_made(pair)
