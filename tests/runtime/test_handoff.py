@@ -156,3 +156,30 @@ def test_bad_far_arguments_are_one_line_and_exit_2(args: list[str],
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.startswith("sockimux[") and "far side:" in err, err
+
+
+def test_a_helper_gone_before_our_answer_leaves_no_channel_open(tmp_path: Path) -> None:
+    async def body(host: FarHost, path: str, channels: list[Channel]) -> None:
+        r, w = os.pipe()
+        out_r, out_w = os.pipe()
+
+        def hand() -> socket.socket:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(path)
+            s.shutdown(socket.SHUT_RD)  # our ACCEPTED cannot be sent: EPIPE, every time
+            socket.send_fds(s, [b"1"], [r, out_w])
+            return s
+
+        keeper = await asyncio.to_thread(hand)
+        os.close(r)
+        os.close(out_w)
+        assert await _read_line(out_r) == preamble(os.getpid(), path)  # written before the answer
+        await asyncio.sleep(0.1)
+        with pytest.raises(BrokenPipeError):
+            os.write(w, b"x")  # the far side closed its copy of our pipe
+        assert channels == [] and host.open_channels == 0
+        for fd in (w, out_r):
+            os.close(fd)
+        keeper.close()
+
+    _run_host(tmp_path, 0.3, body)

@@ -208,9 +208,13 @@ async def receive_channel(conn: socket.socket, line: bytes) -> Channel:
             os.close(fd)
         raise ValueError(f"unexpected hand-off message {msg!r} with {len(fds)} descriptors")
     channel = make_channel(fds, conn, line)
-    conn.setblocking(True)
-    conn.send(ACCEPTED)  # one byte into an empty socket buffer: never blocks
-    conn.setblocking(False)
+    try:
+        conn.setblocking(True)
+        conn.send(ACCEPTED)  # one byte into an empty socket buffer: never blocks
+        conn.setblocking(False)
+    except OSError:
+        channel.close()  # the helper is gone, and with it, soon, the ssh connection
+        raise
     return channel
 
 
