@@ -1,0 +1,205 @@
+"""One asyncio transport over a read pipe and a write pipe: how a channel
+that sshd gave as two pipes enters the session like a socket would.
+
+The runtime adopts a connection as ``loop.connect_accepted_socket(protocol
+factory, sock)``; an ssh channel on Linux's OpenSSH is a pipe for each
+direction instead (see :mod:`.handoff`).  :func:`connect_pipe_pair` gives
+the same protocol the same transport interface over both pipes, with no
+relay and no copy beyond the one asyncio's pipe transports already make:
+
+* reading: the read pipe's transport (``pause_reading``/``resume_reading``),
+  its bytes fed to a :class:`asyncio.BufferedProtocol` through
+  ``get_buffer``/``buffer_updated`` (asyncio's pipe transports only call
+  ``data_received``), or to a plain protocol's ``data_received``;
+* writing: the write pipe's transport, its flow control
+  (``pause_writing``/``resume_writing``, ``set_write_buffer_limits``)
+  passed through; ``write_eof`` closes the write pipe, the pipe's EOF;
+* ``get_extra_info("socket")`` is None: there is no socket to dup for
+  splice or sendfile, and the runtime then does without them;
+* ``connection_made`` before any data, ``eof_received`` from the read
+  pipe, ``connection_lost`` once: at the first error (the other pipe is
+  then aborted: a channel half gone is gone), or when both pipes have
+  ended cleanly (so ``close()`` writes out what is buffered first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+
+class _ReadSide(asyncio.Protocol):
+    def __init__(self, pair: PipePairTransport) -> None:
+        self._pair = pair
+
+    def data_received(self, data: bytes) -> None:
+        self._pair._feed(data)
+
+    def eof_received(self) -> bool | None:
+        self._pair._eof()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._pair._lost("read", exc)
+
+
+class _WriteSide(asyncio.Protocol):
+    def __init__(self, pair: PipePairTransport) -> None:
+        self._pair = pair
+
+    def pause_writing(self) -> None:
+        self._pair._protocol.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._pair._protocol.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._pair._lost("write", exc)
+
+
+class PipePairTransport(asyncio.Transport):
+    """The two pipes' transports as one (see the module's comment)."""
+
+    def __init__(self, protocol: asyncio.BaseProtocol) -> None:
+        super().__init__()
+        self._protocol: Any = protocol
+        self._reader: asyncio.ReadTransport | None = None
+        self._writer: asyncio.WriteTransport | None = None
+        self._closing = False
+        self._eof_written = False
+        self._done: set[str] = set()  # the sides whose transport is gone
+        self._lost_reported = False
+
+    # -- the transport interface --------------------------------------------------
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return None
+        if name in ("read_pipe", "write_pipe"):
+            side = self._reader if name == "read_pipe" else self._writer
+            return side.get_extra_info("pipe", default) if side is not None else default
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        self._closing = True
+        for side in (self._reader, self._writer):
+            if side is not None and not side.is_closing():
+                side.close()
+
+    def abort(self) -> None:
+        self._closing = True
+        if self._writer is not None:
+            self._writer.abort()
+        if self._reader is not None and not self._reader.is_closing():
+            self._reader.close()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._protocol  # type: ignore[no-any-return]
+
+    def is_reading(self) -> bool:
+        return self._reader is not None and self._reader.is_reading()
+
+    def pause_reading(self) -> None:
+        if self._reader is not None:
+            self._reader.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self._reader is not None:
+            self._reader.resume_reading()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert self._writer is not None
+        self._writer.write(data)
+
+    def writelines(self, list_of_data: Any) -> None:
+        assert self._writer is not None
+        self._writer.writelines(list_of_data)
+
+    def write_eof(self) -> None:
+        if self._writer is not None:
+            self._eof_written = True
+            self._writer.close()  # a pipe's EOF is its writer closing
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def get_write_buffer_size(self) -> int:
+        return self._writer.get_write_buffer_size() if self._writer is not None else 0
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        assert self._writer is not None
+        return self._writer.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        assert self._writer is not None
+        self._writer.set_write_buffer_limits(high, low)
+
+    # -- from the two sides ---------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        protocol = self._protocol
+        if not isinstance(protocol, asyncio.BufferedProtocol):
+            protocol.data_received(data)
+            return
+        view = memoryview(data)
+        while view:
+            buf = memoryview(protocol.get_buffer(len(view)))
+            n = min(len(buf), len(view))
+            if n == 0:
+                raise RuntimeError("get_buffer() returned an empty buffer")
+            buf[:n] = view[:n]
+            protocol.buffer_updated(n)
+            view = view[n:]
+
+    def _eof(self) -> None:
+        if not self._protocol.eof_received():
+            self.close()
+
+    def _lost(self, side: str, exc: Exception | None) -> None:
+        """A side's transport is gone.  An error, or the read side ending while
+        we did not close: the channel is lost, the other side aborted.  A
+        clean end (EOF read, write_eof, close): reported when both are gone,
+        so a close() still writes what is buffered before connection_lost,
+        as a socket's transport does."""
+        self._done.add(side)
+        if self._lost_reported:
+            return
+        if exc is not None:
+            self.abort()
+        elif len(self._done) < 2:
+            if side == "write" and not self._eof_written and not self._closing:
+                self.abort()  # the write pipe went away under us
+            else:
+                return
+        self._lost_reported = True
+        self._protocol.connection_lost(exc)
+
+
+async def connect_pipe_pair(loop: asyncio.AbstractEventLoop, protocol_factory: Callable[[], Any],
+                            read_fd: int, write_fd: int) -> tuple[PipePairTransport, Any]:
+    """Like ``loop.connect_accepted_socket``, for a channel of two pipes (it owns them then)."""
+    read_file = open(read_fd, "rb", buffering=0, closefd=True)  # noqa: SIM115 (the transport owns it)
+    write_file = open(write_fd, "wb", buffering=0, closefd=True)  # noqa: SIM115 (the transport owns it)
+    try:
+        protocol = protocol_factory()
+        pair = PipePairTransport(protocol)
+        writer, _ = await loop.connect_write_pipe(lambda: _WriteSide(pair), write_file)
+    except BaseException:
+        read_file.close()
+        write_file.close()
+        raise
+    pair._writer = writer
+    # Made before reading starts: the protocol has its transport before any data.
+    protocol.connection_made(pair)
+    reader, _ = await loop.connect_read_pipe(lambda: _ReadSide(pair), read_file)
+    pair._reader = reader
+    if pair._closing:  # the protocol refused the connection in connection_made
+        reader.close()
+    return pair, protocol
