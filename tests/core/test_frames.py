@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sockimux.core import CloseCode, ProtocolError
+from sockimux.core import CloseCode, ProtocolError, UsageError
 from sockimux.core import frames as F
 from sockimux.core.frames import Frame, FrameReader, FrameType, Hello
 
@@ -255,7 +255,7 @@ def test_a_diverted_body_is_left_to_the_caller_and_its_rest_can_come_back() -> N
     assert reader.diverted == size and reader.diverted_offset == 7000
     reader.skipped(30_000)  # moved elsewhere by the caller
     assert reader.diverted == size - 30_000 and reader.diverted_offset == 37_000
-    with pytest.raises(RuntimeError):
+    with pytest.raises(UsageError):
         reader.skipped(size)
     reader.undivert()
     assert reader.diverted == 0
@@ -283,7 +283,7 @@ def test_only_a_data_body_none_of_which_is_here_can_be_diverted() -> None:
     reader.feed(F.data_header(0, 50_000) + b"x")
     assert reader.next_frame() is None
     assert reader.pending_body() is None  # one byte of it is here
-    with pytest.raises(RuntimeError):
+    with pytest.raises(UsageError):
         reader.divert()
     reader = FrameReader()
     reader.feed(F.encode_reason(FrameType.ABORT, 1, "bye")[: F.HEADER_SIZE])

@@ -1,6 +1,6 @@
 """The sans-I/O protocol core: no sockets, no asyncio, no clock (``now`` is passed in)."""
 
-from .errors import CloseCode, LocalError, ProtocolError, SockimuxError
+from .errors import CloseCode, LocalError, ProtocolError, SockimuxError, UsageError
 from .sender import Extent
 from .session import CloseSubflow, Log, Outcome, Session, SessionConfig
 
@@ -15,4 +15,5 @@ __all__ = [
     "Session",
     "SessionConfig",
     "SockimuxError",
+    "UsageError",
 ]

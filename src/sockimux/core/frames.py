@@ -21,7 +21,7 @@ import enum
 import struct
 from dataclasses import dataclass
 
-from .errors import CloseCode, ProtocolError
+from .errors import CloseCode, ProtocolError, UsageError
 
 MAGIC = b"SOCKIMUX"
 VERSION = 1
@@ -301,7 +301,7 @@ class FrameReader:
         Its header counts as delivered: the rest, if undiverted, comes back as
         a frame with ``continued`` set."""
         if self.pending_body() is None:
-            raise RuntimeError("divert() without a pending DATA body")
+            raise UsageError("divert() without a pending DATA body")
         self._diverted = True
         self._exact = False
         self._continued = True
@@ -322,7 +322,7 @@ class FrameReader:
     def skipped(self, count: int) -> None:
         """The caller moved the diverted body's next ``count`` bytes."""
         if not 0 < count <= self.diverted:
-            raise RuntimeError(f"skipped({count}) with {self.diverted} bytes diverted")
+            raise UsageError(f"skipped({count}) with {self.diverted} bytes diverted")
         assert self._header is not None
         kind, flags, value = self._header
         self._length -= count

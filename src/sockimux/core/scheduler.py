@@ -44,7 +44,6 @@ class PathEstimate:
 
     rate: float = 0.0  # bytes per second delivered to the peer
     srtt: float | None = None  # smoothed PING/PONG round trip, seconds
-    min_rtt: float | None = None  # shortest send-to-ACK time seen, seconds
     _sent: deque[tuple[int, float]] = field(default_factory=deque)  # (bytes out, time)
     _last_send: tuple[int, float] = (0, 0.0)  # newest (bytes out, time) known delivered
     _sample: tuple[int, float, float] | None = None  # (delivered, ack time, send time) at start
@@ -63,10 +62,6 @@ class PathEstimate:
     def on_delivered(self, total: int, now: float, saturated: bool) -> None:
         """The peer reports ``total`` DATA bytes received on this subflow."""
         sent_at = self._send_time(total)
-        if sent_at:
-            rtt = now - sent_at
-            if self.min_rtt is None or rtt < self.min_rtt:
-                self.min_rtt = rtt
         if self._sample is None:
             self._sample = (total, now, sent_at)
             return

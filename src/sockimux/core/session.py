@@ -40,7 +40,7 @@ import enum
 from dataclasses import dataclass, field
 
 from . import auth, frames
-from .errors import CloseCode, ProtocolError
+from .errors import CloseCode, ProtocolError, UsageError
 from .frames import Frame, FrameReader, FrameType, Hello
 from .receiver import StreamReceiver
 from .sender import Extent, Outgoing, Piece, StreamSender
@@ -305,7 +305,9 @@ class Session:
     def moved_direct(self, sid: int, count: int, now: float) -> None:
         """The next ``count`` bytes of subflow ``sid``'s diverted body were
         written to STDOUT."""
-        sub = self.subflows[sid]
+        sub = self.subflows.get(sid)
+        if sub is None:
+            raise UsageError(f"moved_direct() on subflow {sid}, which is not open")
         sub.reader.skipped(count)
         sub.last_heard = now
         self._dirty.add(sid)
@@ -880,7 +882,6 @@ class Session:
             self.sender.requeue(start, end)
             resend += self.sender.resent_bytes - before
         sub.ranges.clear()
-        sub.retransmitted = resend
         self._ready_all = True  # re-sends (or a lost FIN) for the others to take
         if sub.carries_fin and not self.sender.fin_done:
             self.sender.fin_in_flight = False

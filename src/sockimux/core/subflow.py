@@ -68,7 +68,6 @@ class Subflow:
     pong_owed_since: float | None = None  # when the oldest unanswered PING arrived
     held: int = 0  # reader.held as of the last read (counted in Session._partial)
     path: PathEstimate = field(default_factory=PathEstimate)
-    retransmitted: int = 0  # bytes re-sent elsewhere because this subflow went away
 
     @property
     def in_flight(self) -> int:
