@@ -179,14 +179,14 @@ def read_into(reader: FrameReader, stream: bytes, reads: list[int]) -> list[Fram
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(encoded=st.lists(frame_bytes, max_size=12), bulk=st.lists(st.integers(1, 200_000), max_size=3),
        data=st.data())
-def test_reads_into_shared_scratch_yield_the_same_frames(encoded: list[bytes], bulk: list[int],
+def test_reads_sharing_a_scratch_pool_yield_the_same_frames(encoded: list[bytes], bulk: list[int],
                                                         data: st.DataObject) -> None:
-    """Two readers sharing one scratch buffer, their reads interleaved in any
+    """Two readers sharing one scratch pool, their reads interleaved in any
     sizes: each yields exactly the frames of its own stream."""
     streams = [b"".join(encoded) + b"".join(F.data_header(i, n) + bytes([i]) * n for i, n in enumerate(bulk)),
                b"".join(reversed(encoded))]
-    scratch = bytearray(F.SCRATCH_SIZE)
-    readers = [FrameReader(scratch), FrameReader(scratch)]
+    pool = F.ScratchPool()
+    readers = [FrameReader(pool), FrameReader(pool)]
     got: list[list[Frame]] = [[], []]
     pos = [0, 0]
     while pos[0] < len(streams[0]) or pos[1] < len(streams[1]):

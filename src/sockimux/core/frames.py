@@ -134,6 +134,33 @@ def decode_ack_body(body: bytes | bytearray | memoryview) -> tuple[int, int]:
 
 SCRATCH_SIZE = 64 * 1024  # reads land here unless a frame body is being filled
 EXACT_MIN = 32 * 1024  # after a body this large, read just the next header
+SPARE_SCRATCH = 2  # free scratch buffers a pool keeps for the next reader
+
+
+class ScratchPool:
+    """Scratch buffers lent to readers, each to one reader at a time.
+
+    A reader takes one when asked where to read and gives it back once it has
+    parsed what is there (copying the few bytes of an incomplete frame into
+    its own buffer).  A buffer lent to a reader is never lent to another, so
+    a second read on another subflow cannot overwrite bytes a first one has
+    not reported yet, whatever the order of the calls (one task per subflow
+    doing ``recv_into`` works as well as asyncio's BufferedProtocol, which
+    pairs each get_buffer with its buffer_updated).  Memory stays small: a
+    buffer per read in progress, and SPARE_SCRATCH kept free, not one per
+    subflow."""
+
+    __slots__ = ("_free",)
+
+    def __init__(self) -> None:
+        self._free: list[bytearray] = []
+
+    def take(self) -> bytearray:
+        return self._free.pop() if self._free else bytearray(SCRATCH_SIZE)
+
+    def give(self, scratch: bytearray) -> None:
+        if len(self._free) < SPARE_SCRATCH:
+            self._free.append(scratch)
 
 
 class FrameReader:
@@ -144,10 +171,10 @@ class FrameReader:
     ``take_hello()`` / ``next_frame()`` until they return None.  ``feed()``
     does the same for bytes already in hand.
 
-    Small frames are read into a scratch buffer (which may be shared by all
-    the readers of a session: a reader only uses it between ``get_buffer()``
-    and the ``take_hello()``/``next_frame()`` call that returns None) and
-    their bodies copied out.  A body that did not arrive whole is allocated
+    Small frames are read into a scratch buffer, taken from a
+    :class:`ScratchPool` (which the readers of a session share) by
+    ``get_buffer()`` and given back by the ``take_hello()``/``next_frame()``
+    call that returns None, and their bodies copied out.  A body that did not arrive whole is allocated
     at its exact size and the rest of it is read straight into it, so in a
     bulk transfer (after a large body the reader asks for one header at a
     time) every payload byte lands once, where it stays until written.
@@ -166,11 +193,12 @@ class FrameReader:
     than eight times what it sent.
     """
 
-    __slots__ = ("_scratch", "_buf", "_start", "_end", "_header", "_length", "_body",
+    __slots__ = ("_pool", "_scratch", "_buf", "_start", "_end", "_header", "_length", "_body",
                  "_filled", "_previous", "_exact", "_diverted", "_continued")
 
-    def __init__(self, scratch: bytearray | None = None) -> None:
-        self._scratch = scratch if scratch is not None else bytearray(SCRATCH_SIZE)
+    def __init__(self, pool: ScratchPool | None = None) -> None:
+        self._pool = pool if pool is not None else ScratchPool()
+        self._scratch: bytearray | None = None  # lent by the pool, from get_buffer() to release()
         self._buf = bytearray()  # unparsed bytes are _buf[_start:_end]; _buf is ours or _scratch
         self._start = 0
         self._end = 0
@@ -190,13 +218,15 @@ class FrameReader:
         self._settle()
         if self._body is not None:
             return memoryview(self._body)[self._filled:]
-        scratch = self._scratch
         pending = self._end - self._start
-        if pending > len(scratch) // 2:
+        if pending > SCRATCH_SIZE // 2:
             # Much fed and not parsed: grow our own buffer instead.
-            self._append(bytes(len(scratch)))
+            self._append(bytes(SCRATCH_SIZE))
             self._end = pending
             return memoryview(self._buf)[pending:]
+        scratch = self._scratch
+        if scratch is None:
+            scratch = self._scratch = self._pool.take()
         if self._buf is not scratch:
             scratch[:pending] = self._buf[self._start : self._end]
         elif self._start:
@@ -256,14 +286,18 @@ class FrameReader:
             self._filled = 0
 
     def release(self) -> None:
-        """Stop using the shared scratch buffer: keep what is unparsed in our own."""
+        """Give the scratch buffer back: keep what is unparsed in our own."""
+        scratch = self._scratch
         if self._start == self._end:
             if self._buf:  # the scratch buffer, or ours with everything parsed
                 self._buf = bytearray()
                 self._start = self._end = 0
-        elif self._buf is self._scratch:
-            self._buf = self._scratch[self._start : self._end]  # a copy of the few bytes left
+        elif self._buf is scratch:
+            self._buf = scratch[self._start : self._end]  # a copy of the few bytes left
             self._start, self._end = 0, len(self._buf)
+        if scratch is not None:
+            self._scratch = None
+            self._pool.give(scratch)
 
     @property
     def buffered(self) -> int:

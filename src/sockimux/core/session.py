@@ -151,8 +151,10 @@ class Session:
         self._deadlines: dict[int, float] = {}
         self._dirty: set[int] = set()
         self._due: float | None = None  # what next_deadline() last returned (see handle_timer)
-        # Every subflow's reader reads small frames into this one buffer.
-        self._scratch = bytearray(frames.SCRATCH_SIZE)
+        # The subflows' readers read small frames into buffers lent from
+        # this pool, each to one reader at a time (see frames.ScratchPool).
+        self._scratch = frames.ScratchPool()
+        self._discard: bytearray | None = None  # where bytes for a closed subflow are read
 
     # -- subflows ------------------------------------------------------------
 
@@ -178,10 +180,16 @@ class Session:
         return sid
 
     def receive_buffer(self, sid: int) -> memoryview:
-        """Where to read subflow ``sid``'s next bytes; report them with received()."""
+        """Where to read subflow ``sid``'s next bytes; report them with received().
+
+        The buffer is this subflow's until then: reads on several subflows
+        may be in progress at once, and a read given up (nothing came) needs
+        no report; the next call for that subflow asks again."""
         sub = self.subflows.get(sid)
-        if sub is None:
-            return memoryview(self._scratch)  # a connection on its way out: discarded
+        if sub is None:  # a connection on its way out: what it reads is discarded
+            if self._discard is None:
+                self._discard = bytearray(frames.SCRATCH_SIZE)
+            return memoryview(self._discard)
         return sub.reader.get_buffer()
 
     def received(self, sid: int, count: int, now: float) -> bool:
