@@ -34,16 +34,26 @@ so tests can assert on them.
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sockimux.core import CloseCode, CloseSubflow, Log, Outcome, Session, SessionConfig
+from sockimux.core import CloseCode, CloseSubflow, Event, Outcome, Session, SessionConfig
 from sockimux.core.subflow import SubflowState
+from sockimux.runtime.render import render
 
 EOF = None
+
+
+@dataclass(frozen=True)
+class Log:
+    """A line the runtime would log for an event (runtime/render.py)."""
+
+    level: str  # "debug", "info", "warning", "error"
+    message: str
 
 
 class Pipe:
@@ -177,6 +187,7 @@ class Endpoint:
         self.ends: dict[int, End] = {}
         self.closes: list[tuple[float, CloseSubflow]] = []
         self.logs: list[tuple[float, Log]] = []
+        self.events: list[tuple[float, Event]] = []  # every event but CloseSubflow
         self.lost: list[tuple[float, int]] = []  # (time, sid) told to the session
         self.gone = False
         self.finished_at: float | None = None
@@ -496,11 +507,13 @@ class Link:
                 active = True
         for event in s.take_events():
             active = True
-            if isinstance(event, Log):
-                ep.logs.append((now, event))
-            else:
+            if isinstance(event, CloseSubflow):
                 ep.closes.append((now, event))
                 self._close(ep, event)
+            else:
+                ep.events.append((now, event))
+            for level, message in render(event):
+                ep.logs.append((now, Log(logging.getLevelName(level).lower(), message)))
         if s.outcome is not None:
             # Like the runner: the last frames, a half-close on every subflow, gone.
             for end in list(ep.ends.values()):

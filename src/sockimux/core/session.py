@@ -44,21 +44,23 @@ exactly where it stopped once a subflow (from the same peer process) joins.
 
 from __future__ import annotations
 
+from . import events as ev
 from . import frames, handshake
 from .acks import AckPolicy
 from .config import SessionConfig
 from .direct import DirectOutput
+from .dispatch import FrameDispatch
 from .errors import CloseCode, ProtocolError
-from .events import CloseSubflow, Event, Log, Outcome
-from .frames import Frame, FrameReader, FrameType
-from .handshake import ACCEPTS, Input, SubflowState
+from .events import CloseSubflow, Event, Outcome
+from .frames import FrameReader, FrameType
+from .handshake import ACCEPTS, SubflowState
 from .receiver import StreamReceiver
 from .scheduler import MIN_PIECE, Scheduler
 from .sender import Extent, Outgoing, StreamSender
 from .subflow import Subflow
 from .timers import Liveness
 
-__all__ = ["MIN_PIECE", "SMALL_WINDOW", "CloseSubflow", "Event", "Log", "Outcome", "Session",
+__all__ = ["MIN_PIECE", "SMALL_WINDOW", "CloseSubflow", "Event", "Outcome", "Session",
            "SessionConfig"]
 
 # Below this a window costs throughput even on loopback (docs/PERFORMANCE.md,
@@ -66,13 +68,7 @@ __all__ = ["MIN_PIECE", "SMALL_WINDOW", "CloseSubflow", "Event", "Log", "Outcome
 SMALL_WINDOW = 4 * 1024 * 1024
 
 
-def _printable(raw: bytes | bytearray | memoryview) -> str:
-    """A peer-supplied reason, safe to log: no newlines or terminal escapes."""
-    text = bytes(raw).decode("utf-8", "replace")
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
-
-
-class Session(DirectOutput, Liveness):
+class Session(FrameDispatch, DirectOutput, Liveness):
     def __init__(self, instance: bytes, now: float, config: SessionConfig | None = None) -> None:
         self.instance = instance
         self.config = config or SessionConfig()
@@ -209,7 +205,7 @@ class Session(DirectOutput, Liveness):
         """The runtime saw the connection end (EOF or error)."""
         sub = self.subflows.get(sid)
         if sub is not None:
-            self._close(sub, CloseCode.NORMAL, reason, now, notify=False)
+            self._close(sub, CloseCode.NORMAL, reason, now, notify=False, by=ev.By.CONNECTION)
 
     # -- the local stream ------------------------------------------------------
 
@@ -225,7 +221,7 @@ class Session(DirectOutput, Liveness):
     def stdin_eof(self, now: float) -> None:
         self.sender.close()
         self.scheduler.ready_all()
-        self._log("debug", f"input ended after {self.sender.end} bytes")
+        self._events.append(ev.InputEnded(self.sender.end))
 
     def take_output(self) -> list[bytes | bytearray | memoryview]:
         """In-order bytes for STDOUT; report them with output_written() once written."""
@@ -298,95 +294,12 @@ class Session(DirectOutput, Liveness):
             return
         sender = self.sender
         if sender.next_new >= sender.credit:
-            window, whose = sender.credit - sender.acked, "the peer's --window"
+            window, whose = sender.credit - sender.acked, "peer"
         else:
-            window, whose = self.config.window, "our --window (the send buffer)"
+            window, whose = self.config.window, "ours"
         if 0 < window < SMALL_WINDOW:  # (no credit at all yet: no ACK has come)
             self._window_noted = True
-            self._log("info", f"{whose} of {window // 1024} KiB is used up while a subflow could "
-                              "carry more: it limits throughput to about a window per round "
-                              f"trip (the default is {SessionConfig().window >> 20} MiB on both sides)")
-
-    # -- frames in -------------------------------------------------------------
-
-    def _on_hello(self, sub: Subflow, hello: frames.Hello, now: float) -> None:
-        assert sub.hello is not None
-        event, proof = handshake.on_hello(sub.hello, hello, self.config.psk)
-        sub.peer = hello
-        if proof is not None:
-            sub.queue(proof)
-            sub.advance(event)
-        else:
-            self._establish(sub, event, now)
-
-    def _establish(self, sub: Subflow, event: Input, now: float) -> None:
-        hello = sub.peer
-        assert hello is not None
-        if self.peer_instance is None:
-            # Tentative until the peer shows it accepted this subflow too
-            # (see _on_frame and _close): a peer bound to another instance
-            # refuses us, and must not become ours for life.
-            self.peer_instance = hello.instance
-            self.peer_confirmed = False
-            self._log("debug", f"peer instance {hello.instance.hex()} (until it refuses us)")
-        elif hello.instance != self.peer_instance:
-            raise ProtocolError(
-                f"hello from instance {hello.instance.hex()[:12]}, but this session's peer is "
-                f"{self.peer_instance.hex()[:12]} (was the peer restarted?)",
-                CloseCode.FOREIGN_INSTANCE,
-            )
-        sub.advance(event)
-        sub.owe_ack()  # grant credit / report state on the new subflow at once
-        self.subflows_joined += 1
-        if self._alone_since is not None:
-            if self.subflows_joined > 1:
-                self._log("info", f"subflow {sub.id} joined after {now - self._alone_since:.1f} s "
-                                  "without any; resuming")
-            self._alone_since = None
-        self._log("info", f"subflow {sub.id} joined ({self._live_count()} open)")
-
-    def _on_frame(self, sub: Subflow, frame: Frame, now: float) -> None:
-        ftype = frame.type  # the reader refused types this state does not take (ACCEPTS)
-        if not self.peer_confirmed and sub.state is SubflowState.OPEN and ftype is not FrameType.REFUSE:
-            # The peer sends an ACK at once on accepting a subflow: any frame
-            # but REFUSE means it accepted us, and the binding holds for life.
-            self.peer_confirmed = True
-        if ftype is FrameType.DATA:
-            header = 0 if frame.continued else frames.HEADER_SIZE
-            sub.data_arrived(header + len(frame.body), now, self.config)
-            pieces = self.receiver.receive(frame.value, frame.body)
-            if pieces:
-                self._output.extend(pieces)
-            if frame.flags & frames.DATA_ACK_NOW:
-                self.acks.asked(frame.value + len(frame.body))
-        elif ftype is FrameType.ACK:
-            limit, peer_in = frames.decode_ack_body(frame.body)
-            sub.delivered(peer_in, now)
-            sender = self.sender
-            credit_blocked = sender.next_new >= sender.credit
-            sender.on_ack(frame.value, limit, bool(frame.flags & frames.ACK_FIN_DONE))
-            if credit_blocked and sender.credit > sender.next_new:
-                self.scheduler.ready_all()  # new credit: any subflow may take data
-            sub.trim(sender.acked)
-            self._check_done()
-        elif ftype is FrameType.FIN:
-            self.receiver.on_fin(frame.value)
-        elif ftype is FrameType.PING:
-            sub.pinged(frame.value, now)
-        elif ftype is FrameType.PONG:
-            sub.ponged(frame.value, now)
-        elif ftype is FrameType.ABORT:
-            reason = _printable(frame.body)
-            self._end(Outcome.PEER_ABORTED, f"peer ended the session: {reason}")
-        elif ftype is FrameType.AUTH:
-            assert self.config.psk is not None and sub.hello is not None and sub.peer is not None
-            event = handshake.on_proof(sub.hello, sub.peer, self.config.psk, bytes(frame.body))
-            self._establish(sub, event, now)
-        elif ftype is FrameType.REFUSE:
-            reason = _printable(frame.body)
-            self._log("warning", f"subflow {sub.id}: peer refused it: {reason}")
-            self._close(sub, CloseCode(frame.value) if frame.value in CloseCode._value2member_map_
-                        else CloseCode.PROTOCOL_ERROR, reason, now)
+            self._events.append(ev.SmallWindow(whose, window))
 
     # -- the end of a subflow, and of the session -------------------------------
 
@@ -398,16 +311,16 @@ class Session(DirectOutput, Liveness):
             self._end(Outcome.DONE, "both streams delivered")
 
     def _stalled(self, sub: Subflow, why: str, now: float) -> None:
-        self._log("warning", f"subflow {sub.id} stalled ({why}); dropping it")
+        self._events.append(ev.SubflowStalled(sub.id, why))
         self._close(sub, CloseCode.STALLED, why, now, flush=False)
 
     def _refuse(self, sub: Subflow, code: CloseCode, reason: str, now: float) -> None:
-        self._log("warning", f"subflow {sub.id} refused: {reason}")
+        self._events.append(ev.SubflowRefused(sub.id, ev.By.US, code, reason))
         sub.queue(frames.encode_reason(FrameType.REFUSE, code, reason))
         self._close(sub, code, reason, now)
 
     def _close(self, sub: Subflow, code: CloseCode, reason: str, now: float,
-               notify: bool = True, flush: bool = True) -> None:
+               notify: bool = True, flush: bool = True, by: ev.By = ev.By.US) -> None:
         was_open = sub.state is SubflowState.OPEN
         sub.close()
         self._partial -= sub.held
@@ -433,15 +346,15 @@ class Session(DirectOutput, Liveness):
             # stream moved: we had no credit (it comes in the peer's ACK) and
             # any DATA from the peer would have confirmed it.
             assert self.sender.credit == 0 and self.receiver.delivered == 0
-            self._log("info", f"peer instance {self.peer_instance.hex()[:12] if self.peer_instance else ''} "
-                              "did not accept us; the session takes the next peer that does")
+            self._events.append(ev.PeerUnbound(self.peer_instance))
             self.peer_instance = None
         if was_open:
             # The ACK that freed the peer's sender may have died with this
             # subflow: repeat our state at once on the best one left.
             self.acks.on_best_subflow()
-            tail = f"; re-sending {resend} bytes on other subflows" if resend else ""
-            self._log("info", f"subflow {sub.id} closed ({reason}){tail}; {self._live_count()} open")
+        counters = ev.Counters(sub.data_out, sub.data_in, sub.resent, sub.head_copies, sub.path.srtt)
+        self._events.append(ev.SubflowClosed(sub.id, by, code if notify else None, reason, was_open,
+                                             counters, resend, self._live_count(), now))
         if self._live_count() == 0 and self._alone_since is None:
             self._alone_since = now
             self._alone_warned_at = now
@@ -453,13 +366,7 @@ class Session(DirectOutput, Liveness):
         if self.outcome is None:
             self.outcome = outcome
             self.outcome_reason = reason
-            self._log("debug" if outcome is Outcome.DONE else "warning", f"session over: {reason}")
-            tx = self.sender
-            self._log("info", f"sent {tx.acked} bytes acknowledged of {tx.end} (re-sent {tx.resent_bytes} "
-                              f"for lost subflows, {self.head_resent} as head-of-line copies), "
-                              f"received {self.receiver.written} written ({self.receiver.direct_bytes} "
-                              f"of them moved straight to STDOUT); subflows established: "
-                              f"{self.subflows_joined}")
-
-    def _log(self, level: str, message: str) -> None:
-        self._events.append(Log(level, message))
+            tx, rx = self.sender, self.receiver
+            totals = ev.Totals(tx.acked, tx.end, tx.resent_bytes, self.head_resent, rx.written,
+                               rx.direct_bytes, self.subflows_joined)
+            self._events.append(ev.SessionEnded(outcome, reason, totals))

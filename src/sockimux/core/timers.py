@@ -20,10 +20,12 @@ These are methods of Session, kept here as one idea of their own.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .acks import AckPolicy
 from .config import SessionConfig
 from .errors import CloseCode
-from .events import Outcome
+from .events import Alone, Event, Outcome, TimerLate
 from .scheduler import Scheduler
 from .sender import StreamSender
 from .subflow import Subflow
@@ -42,11 +44,13 @@ class Liveness:
     _deadlines: dict[int, float]
     _dirty: set[int]
     _due: float | None
+    _events: list[Event]
 
-    def _refuse(self, sub: Subflow, code: CloseCode, reason: str, now: float) -> None: ...
-    def _stalled(self, sub: Subflow, why: str, now: float) -> None: ...
-    def _end(self, outcome: Outcome, reason: str) -> None: ...
-    def _log(self, level: str, message: str) -> None: ...
+    if TYPE_CHECKING:  # Session's own
+        def _refuse(self, sub: Subflow, code: CloseCode, reason: str, now: float) -> None: ...
+        def _stalled(self, sub: Subflow, why: str, now: float) -> None: ...
+        def _end(self, outcome: Outcome, reason: str) -> None: ...
+
 
     def next_deadline(self, rescan: bool = False) -> float | None:
         """When to call handle_timer() next (None: no timer needed).
@@ -100,8 +104,7 @@ class Liveness:
                 self._end(Outcome.NO_SUBFLOWS, f"no subflow for {alone:.0f} s")
             elif now >= self._alone_warned_at + cfg.alone_warning:
                 self._alone_warned_at = now
-                self._log("warning", f"no subflow for {alone:.0f} s; waiting for one to join "
-                                     f"({self.sender.end - self.sender.acked} bytes unacknowledged)")
+                self._events.append(Alone(alone, self.sender.end - self.sender.acked))
 
     def _resumed(self, now: float, late: float) -> None:
         """The timer came ``late`` seconds after the deadline next_deadline()
@@ -124,5 +127,4 @@ class Liveness:
         if self._alone_since is not None:
             self._alone_since = min(self._alone_since + shift, now)
             self._alone_warned_at = min(self._alone_warned_at + shift, now)
-        self._log("info", f"timer {late:.1f} s late (the process was not running): that time "
-                          "is not counted against any subflow")
+        self._events.append(TimerLate(late))

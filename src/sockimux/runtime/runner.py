@@ -22,9 +22,10 @@ from ..core import frames
 from ..core.errors import CloseCode
 from ..core.frames import FrameType
 from ..core.sender import Extent, Outgoing
-from ..core.session import CloseSubflow, Log, Outcome, Session
+from ..core.session import CloseSubflow, Outcome, Session
 from . import lograte
 from .listener import BACKLOG, Listener
+from .render import render
 from .stdio import (
     FileInput,
     InputReader,
@@ -39,8 +40,6 @@ from .stdio import (
 log = logging.getLogger("sockimux")
 PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
 # Data is handed to a subflow only while its transport holds less than
 # WRITE_HIGH bytes, one full-size DATA frame at a time: what the kernel
 # cannot take yet stays with the session, free to go to whichever subflow
@@ -499,10 +498,10 @@ class Runner:
                 if conn.full or conn.transport.is_closing():
                     break
         for event in session.take_events():
-            if isinstance(event, Log):
-                log.log(_LEVELS[event.level], "%s", event.message)
-            elif isinstance(event, CloseSubflow):
+            if isinstance(event, CloseSubflow):
                 self._close_subflow(event)
+            for level, message in render(event):
+                log.log(level, "%s", message)
         if session.outcome is not None:
             self._finish()
             return
