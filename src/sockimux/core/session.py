@@ -44,12 +44,15 @@ exactly where it stopped once a subflow (from the same peer process) joins.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from . import driver, frames, handshake
 from . import events as ev
-from . import frames, handshake
 from .acks import AckPolicy
 from .config import SessionConfig
 from .direct import DirectOutput
 from .dispatch import FrameDispatch
+from .driver import Step, Transports
 from .errors import CloseCode, ProtocolError
 from .events import CloseSubflow, Event, Outcome
 from .frames import FrameReader, FrameType
@@ -252,6 +255,26 @@ class Session(FrameDispatch, DirectOutput, Liveness):
             if sub.state is SubflowState.OPEN:
                 sub.queue(frames.encode_reason(FrameType.ABORT, code, reason))
         self._end(outcome, reason)
+
+    # -- driving ---------------------------------------------------------------
+
+    def step(self, now: float, transports: Transports, drained: Iterable[int] = ()) -> Step:
+        """Call once after each input (or batch of inputs): hand every subflow
+        that may write what it may write now, and say what else to do.
+
+        Pulls the subflows that may have something to write (take_ready(),
+        plus ``drained``: those whose transport became writable again since
+        the last step), each one pull of at most ``config.chunk`` payload
+        bytes at a time while ``transports.writable(sid)``, writing each
+        with ``transports.write(sid, buffers)``.  Returns a Step: the events
+        (close each CloseSubflow's connection, after writing its ``final``
+        buffers if ``flush``; render the others), the bytes for STDOUT
+        (report them with output_written() once written; close STDOUT once
+        ``output_eof`` and all is written, then call output_closed()), the
+        STDIN room, the next deadline for handle_timer(), and the outcome
+        (set: the session is over; write the last frames pull() gives and
+        close every subflow).  See driver.py."""
+        return driver.step(self, now, transports, drained)
 
     # -- output to subflows -------------------------------------------------
 
