@@ -19,6 +19,7 @@ import struct
 from typing import Any, cast
 
 from ..core import frames
+from ..core.driver import WRITE_HIGH, WRITE_LOW
 from ..core.errors import CloseCode
 from ..core.frames import FrameType
 from ..core.sender import Extent, Outgoing
@@ -40,12 +41,6 @@ from .stdio import (
 log = logging.getLogger("sockimux")
 PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
-# Data is handed to a subflow only while its transport holds less than
-# WRITE_HIGH bytes, one full-size DATA frame at a time: what the kernel
-# cannot take yet stays with the session, free to go to whichever subflow
-# drains first.
-WRITE_HIGH = 128 * 1024
-WRITE_LOW = 32 * 1024
 CLOSE_GRACE = 2.0  # seconds to let final frames drain before we exit
 HANGUP_GRACE = 5.0  # seconds a session may take to finish after SIGHUP
 # Errors of a system short of resources (descriptors, kernel memory): they
@@ -476,44 +471,38 @@ class Runner:
         self._flush_scheduled = False
         if self._failed:
             return  # run() takes the last frames; the error is the one line we print
-        session = self.session
-        now = self.loop.time()
-        limit = session.config.chunk
-        ready = session.take_ready()
-        if self._writable:
-            ready = [*self._writable.difference(ready), *ready]
-            self._writable.clear()
-        for sid in ready:
-            conn = self.connections.get(sid)
-            if conn is None or conn.transport is None or conn.full:
-                # A full transport takes nothing more, control frames included:
-                # what we owe the peer waits in the session as bounded state
-                # (one ACK, one PONG) until resume_writing() pulls it.
-                continue
-            while True:
-                buffers = session.pull(sid, now, limit)
-                if not buffers:
-                    break
-                conn.send(buffers)  # may pause_writing(): conn.full
-                if conn.full or conn.transport.is_closing():
-                    break
-        for event in session.take_events():
+        drained, self._writable = self._writable, set()
+        step = self.session.step(self.loop.time(), self, drained)
+        for event in step.events:
             if isinstance(event, CloseSubflow):
                 self._close_subflow(event)
             for level, message in render(event):
                 log.log(level, "%s", message)
-        if session.outcome is not None:
+        if step.outcome is not None:
             self._finish()
             return
-        self._write_output()
-        if session.output_eof and self._output_pending == 0 and not self._output_closing:
+        self._write_output(step.output)
+        if step.output_eof and self._output_pending == 0 and not self._output_closing:
             self._output_closing = True
             self.writer.close()
-        self.reader.set_room(session.stdin_room)
-        self._arm_timer()
+        self.reader.set_room(step.stdin_room)
+        self._arm_timer(step.deadline)
 
-    def _write_output(self) -> None:
-        output = self.session.take_output()
+    # The subflows' transports, as Session.step() sees them (core/driver.py).
+
+    def writable(self, sid: int) -> bool:
+        conn = self.connections.get(sid)
+        # A full transport (pause_writing()) takes nothing more until
+        # resume_writing() names it in the next step's `drained`.
+        return (conn is not None and conn.transport is not None and not conn.full
+                and not conn.transport.is_closing())
+
+    def write(self, sid: int, buffers: list[Outgoing]) -> None:
+        self.connections[sid].send(buffers)  # may pause_writing(): conn.full
+
+    def _write_output(self, output: list[bytes | bytearray | memoryview] | None = None) -> None:
+        if output is None:
+            output = self.session.take_output()
         if output:
             self._output_pending += sum(len(b) for b in output)
             self.writer.write(output)
@@ -533,8 +522,7 @@ class Runner:
             conn.forget_direct()
             conn.transport.abort()
 
-    def _arm_timer(self) -> None:
-        deadline = self.session.next_deadline()
+    def _arm_timer(self, deadline: float | None) -> None:
         if deadline == self._timer_at:
             return
         if self._timer is not None:
