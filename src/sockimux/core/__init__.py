@@ -1,5 +1,6 @@
 """The sans-I/O protocol core: no sockets, no asyncio, no clock (``now`` is passed in)."""
 
+from .driver import Step, Transports
 from .errors import CloseCode, LocalError, ProtocolError, SockimuxError, UsageError
 from .events import CloseSubflow, Event, Outcome
 from .sender import Extent
@@ -16,5 +17,7 @@ __all__ = [
     "Session",
     "SessionConfig",
     "SockimuxError",
+    "Step",
+    "Transports",
     "UsageError",
 ]

@@ -12,7 +12,8 @@ frames with one 16-byte header::
 All integers are big-endian.  What ``value`` and the body mean depends on the
 type (see docs/PROTOCOL.md).  The reader checks ``length`` against a per-type
 limit *before* it waits for or stores the body, so a hostile length field
-never makes us allocate.
+never makes us allocate.  ``FrameReader`` parses one subflow's bytes as
+they are read, into scratch buffers a ``ScratchPool`` lends per read.
 """
 
 from __future__ import annotations

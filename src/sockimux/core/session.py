@@ -16,15 +16,14 @@ the current time ``now`` (seconds, any monotonic origin):
 * ``output_written`` / ``output_closed``: what the runtime wrote to STDOUT;
 * ``handle_timer`` at ``next_deadline()``.
 
-and collects what the session wants done:
-
-* ``pull(sid, now)``: buffers to write on that subflow now.  Call it after
-  every event for every subflow that has room in its transport; it is where
-  the pull scheduler hands out data;
-* ``take_output()``: in-order bytes for STDOUT; close STDOUT once
-  ``output_eof`` is true and everything taken has been written;
-* ``take_events()``: subflows to close (``CloseSubflow``) and log lines;
-* ``outcome``: set once the session is over.
+and after each input (or batch of inputs) the driver calls ``step(now,
+transports, drained)`` once (driver.py): it writes on each subflow whose
+transport has room what that subflow may take now, and returns the rest of
+what the session wants done: the events (events.py: subflows to close,
+what happened), the in-order bytes for STDOUT and whether STDOUT ends, the
+STDIN room, the next deadline, and the outcome once the session is over.
+The calls it is made of (``take_ready``, ``pull``, ``take_events``,
+``take_output``, ``next_deadline``) remain for tests that drive one part.
 
 The session is the coordinator: the sender and the receiver hold the two
 streams (sender.py, receiver.py), each Subflow its own counters and rules

@@ -3,8 +3,9 @@
 All protocol decisions are the session's.  This module only moves bytes:
 connections in and out, STDIN to the session, the session's output to
 STDOUT, and it calls ``handle_timer`` when the session's deadline comes.
-After any event it runs one coalesced ``_flush`` that pulls what the session
-wants written and acts on its events.
+After any event it runs one coalesced ``_flush``: one ``Session.step()``
+(core/driver.py), which writes on each subflow what it may take, and the
+step's events (rendered as log lines by render.py), output and deadline.
 """
 
 from __future__ import annotations
