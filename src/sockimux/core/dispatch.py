@@ -1,6 +1,6 @@
 """What each frame from the peer does, once its subflow's state accepts it.
 
-The reader (frames.py) has already refused a frame the subflow's state does
+The reader (reader.py) has already refused a frame the subflow's state does
 not take (handshake.ACCEPTS), so each branch here only applies one: a hello
 and a proof move the handshake (handshake.py) and bind the peer's instance;
 DATA goes to the receiver, an ACK to the sender and the subflow's counters,

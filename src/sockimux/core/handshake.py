@@ -18,7 +18,7 @@ nonce, whether it requires a shared key).  Then::
 ``TRANSITIONS`` is that table; an input it does not list is a protocol
 error, never a silent ignore.  ``ACCEPTS`` is the table of which frames
 each state takes; any other frame is a protocol error that closes just this
-subflow (frames.FrameReader refuses it on its header).  In HANDSHAKE only a
+subflow (reader.FrameReader refuses it on its header).  In HANDSHAKE only a
 HELLO may arrive (it is not a framed message, see frames.py).  A hello that
 leads back to this very process, or that requires a key we do not have, is
 refused before any state of the session changes; so is a wrong proof.

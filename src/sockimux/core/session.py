@@ -54,8 +54,9 @@ from .dispatch import FrameDispatch
 from .driver import Step, Transports
 from .errors import CloseCode, ProtocolError
 from .events import CloseSubflow, Event, Outcome
-from .frames import FrameReader, FrameType
+from .frames import FrameType
 from .handshake import ACCEPTS, SubflowState
+from .reader import SCRATCH_SIZE, FrameReader, ScratchPool
 from .receiver import StreamReceiver
 from .scheduler import MIN_PIECE, Scheduler
 from .sender import Extent, Outgoing, StreamSender
@@ -98,8 +99,8 @@ class Session(FrameDispatch, DirectOutput, Liveness):
         self._dirty: set[int] = set()
         self._due: float | None = None  # what next_deadline() last returned (see handle_timer)
         # The subflows' readers read small frames into buffers lent from
-        # this pool, each to one reader at a time (see frames.ScratchPool).
-        self._scratch = frames.ScratchPool()
+        # this pool, each to one reader at a time (see reader.ScratchPool).
+        self._scratch = ScratchPool()
         self._discard: bytearray | None = None  # where bytes for a closed subflow are read
 
     @property
@@ -137,7 +138,7 @@ class Session(FrameDispatch, DirectOutput, Liveness):
         sub = self.subflows.get(sid)
         if sub is None:  # a connection on its way out: what it reads is discarded
             if self._discard is None:
-                self._discard = bytearray(frames.SCRATCH_SIZE)
+                self._discard = bytearray(SCRATCH_SIZE)
             return memoryview(self._discard)
         return sub.reader.get_buffer()
 

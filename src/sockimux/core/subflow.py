@@ -33,8 +33,9 @@ from . import frames
 from .config import SessionConfig
 from .errors import CloseCode, ProtocolError
 from .estimate import PathEstimate
-from .frames import FrameReader, FrameType, Hello
+from .frames import FrameType, Hello
 from .handshake import ACCEPTS, Input, SubflowState, advance
+from .reader import FrameReader
 from .sender import Outgoing
 
 __all__ = ["ACCEPTS", "Subflow", "SubflowState"]
