@@ -79,6 +79,8 @@ class Subflow:
     head_copies: int = 0  # of them, copies of the head of the stream a slower subflow held
 
     def mark(self) -> None:
+        """Have the session recompute our deadline.  (The methods below add
+        our id to ``marks`` inline: they are on the per-frame path.)"""
         self.marks.add(self.id)
 
     @property
@@ -92,19 +94,19 @@ class Subflow:
 
     def advance(self, event: Input) -> None:
         self.state = advance(self.state, event)
-        self.mark()
+        self.marks.add(self.id)
 
     # -- what arrives ----------------------------------------------------------
 
     def heard(self, now: float) -> None:
         """Bytes arrived."""
         self.last_heard = now
-        self.mark()
+        self.marks.add(self.id)
 
     def partial(self, now: float) -> None:
         """Part of a frame (of a DATA body, on a slow path) arrived."""
         self.last_data_in = now
-        self.mark()
+        self.marks.add(self.id)
 
     def data_arrived(self, count: int, now: float, cfg: SessionConfig) -> None:
         """``count`` bytes of DATA frames (as the peer counts them) arrived:
@@ -130,7 +132,7 @@ class Subflow:
         if unreported >= cfg.ack_every and (now >= self.acked_at + cfg.ack_interval
                                             or unreported >= cfg.ack_most):
             self.ack_due = True
-        self.mark()
+        self.marks.add(self.id)
 
     def delivered(self, peer_in: int, now: float) -> None:
         """The peer's ACK says it received ``peer_in`` DATA bytes of ours here."""
@@ -141,7 +143,7 @@ class Subflow:
             self.peer_in = peer_in
             self.last_progress = now
             self.path.on_delivered(peer_in, now, saturated)
-            self.mark()
+            self.marks.add(self.id)
 
     def trim(self, acked: int) -> None:
         """The stream is acknowledged below ``acked``: forget the ranges below it."""
@@ -156,7 +158,7 @@ class Subflow:
         if self.pong_owed_since is None:
             self.pong_owed_since = now
         self.pong_owed = token
-        self.mark()
+        self.marks.add(self.id)
 
     def ponged(self, token: int, now: float) -> None:
         if self.ping_sent_at is not None and token == self.ping_token:
@@ -168,11 +170,11 @@ class Subflow:
     def queue(self, frame: bytes) -> None:
         """A frame for the next pull()."""
         self.out.append(frame)
-        self.mark()
+        self.marks.add(self.id)
 
     def owe_ack(self) -> None:
         self.ack_due = True
-        self.mark()
+        self.marks.add(self.id)
 
     def take_owed(self) -> list[Outgoing]:
         """The queued frames and the PONG owed, to write now."""
@@ -180,7 +182,7 @@ class Subflow:
         if self.pong_owed is not None:
             out.append(frames.encode_control(FrameType.PONG, self.pong_owed))
             self.pong_owed = self.pong_owed_since = None
-        self.mark()
+        self.marks.add(self.id)
         return out
 
     def acked(self, now: float) -> None:
@@ -189,7 +191,7 @@ class Subflow:
         self.acked_at = now
         self.unreported_since = None
         self.ack_due = False
-        self.mark()
+        self.marks.add(self.id)
 
     def carry(self, offset: int, length: int, now: float) -> None:
         """A DATA frame of stream bytes [offset, offset + length) goes out here."""
@@ -207,7 +209,7 @@ class Subflow:
     def sent(self, now: float) -> None:
         """Bytes were handed out for writing."""
         self.last_sent = now
-        self.mark()
+        self.marks.add(self.id)
 
     # -- time ---------------------------------------------------------------------
 
@@ -233,7 +235,7 @@ class Subflow:
         Every test is ``now >= start + interval``, the very sum deadline()
         returns, so the timer due at a deadline always fires (``now - start
         >= interval`` can miss it by one rounding)."""
-        self.mark()
+        self.marks.add(self.id)
         if self.state is not SubflowState.OPEN:
             if now >= self.opened_at + cfg.handshake_timeout:
                 return (CloseCode.HANDSHAKE_TIMEOUT,
@@ -273,7 +275,7 @@ class Subflow:
         self.last_progress = min(self.last_progress + shift, now)
         self.last_data_in = min(self.last_data_in + shift, now)
         self.ping_sent_at = None  # its round trip spans the pause: no measure of the path
-        self.mark()
+        self.marks.add(self.id)
 
     def close(self) -> None:
         self.advance(Input.CLOSE)
