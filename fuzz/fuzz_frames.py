@@ -29,6 +29,7 @@ import atheris  # noqa: E402
 
 with atheris.instrument_imports(include=["sockimux"]):
     import sockimux.core.frames  # noqa: F401
+    import sockimux.core.reader  # noqa: F401  (the reader moved out of frames.py)
 
 from tests.core.test_fuzz import check_reader_input, gen_reader_input  # noqa: E402
 

@@ -1,6 +1,6 @@
 """sockimux: carry one byte stream over many unreliable connections."""
 
-from .core import LocalError, Outcome, ProtocolError, Session, SessionConfig, SockimuxError
+from .core import LocalError, Outcome, ProtocolError, Session, SessionConfig, SockimuxError, UsageError
 
 __version__ = "0.1.0"
 
@@ -11,5 +11,6 @@ __all__ = [
     "Session",
     "SessionConfig",
     "SockimuxError",
+    "UsageError",
     "__version__",
 ]

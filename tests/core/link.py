@@ -34,16 +34,29 @@ so tests can assert on them.
 from __future__ import annotations
 
 import heapq
+import logging
 import math
 import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from sockimux.core import CloseCode, CloseSubflow, Log, Outcome, Session, SessionConfig
+from sockimux.core import CloseCode, CloseSubflow, Event, Outcome, Session, SessionConfig
+from sockimux.core.driver import WRITE_HIGH, WRITE_LOW
+from sockimux.core.sender import Outgoing
 from sockimux.core.subflow import SubflowState
+from sockimux.runtime.render import render
 
 EOF = None
+SOCKET_BUFFER = 212992  # what a UNIX stream socket takes before its transport holds any (wmem_default)
+
+
+@dataclass(frozen=True)
+class Log:
+    """A line the runtime would log for an event (runtime/render.py)."""
+
+    level: str  # "debug", "info", "warning", "error"
+    message: str
 
 
 class Pipe:
@@ -110,6 +123,15 @@ class Pipe:
         self.queue.clear()
         self.closed = True
 
+    def backlog(self, now: float) -> float:
+        """Bytes the writer's transport holds: those written and not yet on the
+        wire, beyond what the kernel's socket buffer takes."""
+        return max(0.0, (self._busy_until - now) * self.rate - SOCKET_BUFFER)
+
+    def drained_at(self) -> float:
+        """When the backlog falls to WRITE_LOW."""
+        return self._busy_until - (WRITE_LOW + SOCKET_BUFFER) / self.rate
+
     def next_time(self) -> float | None:
         if self.frozen or not self.queue:
             return None
@@ -124,6 +146,7 @@ class End:
     inp: Pipe  # what this end reads
     open: bool = True
     closed_at: float | None = None
+    full: bool = False  # the transport holds WRITE_HIGH unsent bytes: not writable until drained
 
 
 @dataclass(eq=False)
@@ -177,6 +200,7 @@ class Endpoint:
         self.ends: dict[int, End] = {}
         self.closes: list[tuple[float, CloseSubflow]] = []
         self.logs: list[tuple[float, Log]] = []
+        self.events: list[tuple[float, Event]] = []  # every event but CloseSubflow
         self.lost: list[tuple[float, int]] = []  # (time, sid) told to the session
         self.gone = False
         self.finished_at: float | None = None
@@ -184,10 +208,26 @@ class Endpoint:
         self.stuck = 0  # consecutive steps that left our deadline due
         self.timer_calls = 0
         self.done_alone = False  # the session ended while it had no open subflow
+        self.now = 0.0  # the link's clock, for write()
+        self.wrote = False  # write() was called since the last flush
+        self.drained: set[int] = set()  # subflows whose transport drained since the last step
 
     @property
     def outcome(self) -> Outcome | None:
         return self.session.outcome
+
+    # -- the transports, as Session.step() sees them ----------------------------
+
+    def writable(self, sid: int) -> bool:
+        end = self.ends.get(sid)
+        return end is not None and not end.full
+
+    def write(self, sid: int, buffers: list[Outgoing]) -> None:
+        end = self.ends[sid]
+        end.out.write(self.now, buffers)  # type: ignore[arg-type]  # (no Extents here)
+        self.wrote = True
+        if end.out.backlog(self.now) > WRITE_HIGH:
+            end.full = True  # as asyncio's pause_writing() at the high-water mark
 
     def close_codes(self) -> list[CloseCode]:
         return [ev.code for _, ev in self.closes]
@@ -224,11 +264,12 @@ class Endpoint:
                     self.take_output(now)
             view = view[n:]
 
-    def take_output(self, now: float) -> bool:
-        """Take the session's output and write it (at once, or queued for the
-        slow consumer); whether there was any."""
+    def take_output(self, now: float, output: list[bytes | bytearray | memoryview] | None = None) -> bool:
+        """Take the session's output (or ``output``, a step's) and write it (at
+        once, or queued for the slow consumer); whether there was any."""
         s = self.session
-        output = s.take_output()
+        if output is None:
+            output = s.take_output()
         for buf in output:
             self.unwritten.append(bytes(buf))
             self.unwritten_bytes += len(buf)
@@ -406,6 +447,9 @@ class Link:
                 times.append(d if d > self.now else math.nextafter(self.now, math.inf))
             if ep.next_write_at is not None:
                 times.append(ep.next_write_at)
+            for end in ep.ends.values():
+                if end.full:
+                    times.append(max(end.out.drained_at(), self.now))
         return min(times) if times else None
 
     def _fire(self) -> None:
@@ -430,6 +474,10 @@ class Link:
                 continue
             if ep.next_write_at is not None and ep.next_write_at <= now:
                 self._consume(ep)
+            for end in ep.ends.values():
+                if end.full and end.out.drained_at() <= now:
+                    end.full = False  # as asyncio's resume_writing() at the low-water mark
+                    ep.drained.add(end.sid)
             d = ep.session.next_deadline()
             if d is not None and d <= now:
                 ep.timer_calls += 1
@@ -489,19 +537,20 @@ class Link:
                 ep.eof_sent = True
                 s.stdin_eof(now)
                 active = True
-        for end in list(ep.ends.values()):
-            buffers = s.pull(end.sid, now)
-            if buffers:
-                end.out.write(now, buffers)
-                active = True
-        for event in s.take_events():
+        ep.now, ep.wrote = now, False
+        drained, ep.drained = ep.drained, set()
+        step = s.step(now, ep, drained)
+        active = active or ep.wrote
+        for event in step.events:
             active = True
-            if isinstance(event, Log):
-                ep.logs.append((now, event))
-            else:
+            if isinstance(event, CloseSubflow):
                 ep.closes.append((now, event))
                 self._close(ep, event)
-        if s.outcome is not None:
+            else:
+                ep.events.append((now, event))
+            for level, message in render(event):
+                ep.logs.append((now, Log(logging.getLevelName(level).lower(), message)))
+        if step.outcome is not None:
             # Like the runner: the last frames, a half-close on every subflow, gone.
             for end in list(ep.ends.values()):
                 end.out.write(now, s.pull(end.sid, now))
@@ -512,12 +561,12 @@ class Link:
             if self.calm_at_end:
                 self._calm_down()
             return True
-        if ep.take_output(now):
+        if ep.take_output(now, step.output):
             active = True
         if ep.unwritten and ep.next_write_at is None:
             assert ep.consumer is not None
             ep.next_write_at = now + ep.consumer[0]
-        if s.output_eof and not ep.unwritten and not ep.output_closed:
+        if step.output_eof and not ep.unwritten and not ep.output_closed:
             ep.output_closed = True
             s.output_closed(now)
             active = True

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sockimux.core import CloseCode, ProtocolError
+from sockimux.core import CloseCode, ProtocolError, UsageError
 from sockimux.core import frames as F
 from sockimux.core.frames import Frame, FrameReader, FrameType, Hello
 
@@ -179,16 +179,16 @@ def read_into(reader: FrameReader, stream: bytes, reads: list[int]) -> list[Fram
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
 @given(encoded=st.lists(frame_bytes, max_size=12), bulk=st.lists(st.integers(1, 200_000), max_size=3),
        data=st.data())
-def test_reads_into_shared_scratch_yield_the_same_frames(encoded: list[bytes], bulk: list[int],
+def test_reads_sharing_a_scratch_pool_yield_the_same_frames(encoded: list[bytes], bulk: list[int],
                                                         data: st.DataObject) -> None:
-    """Two readers sharing one scratch buffer, their reads interleaved in any
+    """Two readers sharing one scratch pool, their reads interleaved in any
     sizes, some of them finding nothing (a buffer asked for and no read
     reported, as an event loop does on EAGAIN): each yields exactly the frames
     of its own stream."""
     streams = [b"".join(encoded) + b"".join(F.data_header(i, n) + bytes([i]) * n for i, n in enumerate(bulk)),
                b"".join(reversed(encoded))]
-    scratch = bytearray(F.SCRATCH_SIZE)
-    readers = [FrameReader(scratch), FrameReader(scratch)]
+    pool = F.ScratchPool()
+    readers = [FrameReader(pool), FrameReader(pool)]
     got: list[list[Frame]] = [[], []]
     pos = [0, 0]
     while pos[0] < len(streams[0]) or pos[1] < len(streams[1]):
@@ -206,10 +206,10 @@ def test_reads_into_shared_scratch_yield_the_same_frames(encoded: list[bytes], b
 
 def test_a_read_that_finds_nothing_leaves_the_shared_scratch_to_others() -> None:
     """Reader A holds half a frame and asks for a buffer, but its read finds
-    nothing (EAGAIN: no buffer_updated()); B then reads into the same scratch.
-    A's half frame must survive B's bytes."""
-    scratch = bytearray(F.SCRATCH_SIZE)
-    a, b = FrameReader(scratch), FrameReader(scratch)
+    nothing (EAGAIN: no buffer_updated()); B then reads through the same
+    pool.  A's half frame must survive B's bytes."""
+    pool = F.ScratchPool()
+    a, b = FrameReader(pool), FrameReader(pool)
     frame = F.encode_control(FrameType.PING, 0x0123456789ABCDEF)
     assert read_into(a, frame[:10], []) == []  # half a frame, held by A
     a.get_buffer()  # ...and a read that found nothing
@@ -274,7 +274,7 @@ def test_a_diverted_body_is_left_to_the_caller_and_its_rest_can_come_back() -> N
     assert reader.diverted == size and reader.diverted_offset == 7000
     reader.skipped(30_000)  # moved elsewhere by the caller
     assert reader.diverted == size - 30_000 and reader.diverted_offset == 37_000
-    with pytest.raises(RuntimeError):
+    with pytest.raises(UsageError):
         reader.skipped(size)
     reader.undivert()
     assert reader.diverted == 0
@@ -302,7 +302,7 @@ def test_only_a_data_body_none_of_which_is_here_can_be_diverted() -> None:
     reader.feed(F.data_header(0, 50_000) + b"x")
     assert reader.next_frame() is None
     assert reader.pending_body() is None  # one byte of it is here
-    with pytest.raises(RuntimeError):
+    with pytest.raises(UsageError):
         reader.divert()
     reader = FrameReader()
     reader.feed(F.encode_reason(FrameType.ABORT, 1, "bye")[: F.HEADER_SIZE])

@@ -61,6 +61,7 @@ from sockimux.core.frames import (
     FrameType,
     Hello,
 )
+from sockimux.core.sender import Outgoing
 from sockimux.core.session import CloseSubflow, Outcome, Session, SessionConfig
 from sockimux.core.subflow import Subflow, SubflowState
 
@@ -396,6 +397,19 @@ class Stuck(AssertionError):
 
 
 @dataclass
+class PairTransports:
+    """A Pair's subflows as Session.step() sees them."""
+
+    pair: Pair
+
+    def writable(self, sid: int) -> bool:
+        return self.pair.transport_writable(sid)
+
+    def write(self, sid: int, buffers: list[Outgoing]) -> None:
+        self.pair.transport_write(sid, buffers)
+
+
+@dataclass
 class Pair:
     """Sessions A and B wired in memory with fake time.  ``links`` maps A's
     subflow ids to B's; ``hostile`` holds A's subflows whose far end is us."""
@@ -413,8 +427,9 @@ class Pair:
     ever: set[tuple[str, int]] = field(default_factory=set)  # every healthy (side, sid) opened
     stdin: dict[str, bytearray] = field(default_factory=lambda: {"a": bytearray(), "b": bytearray()})
     stdin_closing: set[str] = field(default_factory=set)  # EOF once the pending input is taken
-    # Subflows the session said to pull (take_ready) that we have not pulled yet.
-    ready: dict[str, set[int]] = field(default_factory=lambda: {"a": set(), "b": set()})
+    hostile_reads: bool = True  # the hostile peer reads what A writes (see inject)
+    stepping: str = "a"  # the side whose step is writing
+    outbox: list[tuple[str, int, bytes]] = field(default_factory=list)  # (side, sid, bytes) written
     _nonce: int = 0
 
     def __post_init__(self) -> None:
@@ -466,62 +481,64 @@ class Pair:
                 moved = True
         return moved
 
-    def take_ready(self, side: str) -> set[int]:
-        """The subflows to pull, as the runtime picks them: those the session
-        names in take_ready() (every subflow if it has no such method)."""
-        s = self.a if side == "a" else self.b
-        take = getattr(s, "take_ready", None)
-        ready = self.ready[side] | (set(take()) if take is not None else set(s.subflows))
-        self.ready[side] = set()
-        return ready
+    # -- the transports, as Session.step() sees them ------------------------
 
-    def pull(self, side: str, sid: int, ready: set[int]) -> bytes:
-        """Pull ``sid`` if it is in ``ready`` (and take it out)."""
-        if sid not in ready:
-            return b""
-        ready.discard(sid)
-        return joined((self.a if side == "a" else self.b).pull(sid, self.now))
+    def transport_writable(self, sid: int) -> bool:
+        """A healthy subflow's transport always takes more; a hostile one only
+        while the hostile peer reads (see inject)."""
+        return sid not in self.hostile or self.hostile_reads
+
+    def transport_write(self, sid: int, buffers: list[Outgoing]) -> None:
+        if self.stepping == "a" and sid in self.hostile:
+            return  # the hostile peer reads and discards
+        self.outbox.append((self.stepping, sid, joined(buffers)))  # type: ignore[arg-type]
+
+    def step_side(self, side: str, deliver: bool = True) -> bool:
+        """One Session.step() of that side, its writes delivered to the far
+        side (unless not ``deliver``: then with the next step that does) and
+        its events and output handled.  Returns whether anything moved."""
+        s = self.a if side == "a" else self.b
+        self.stepping = side
+        step = s.step(self.now, PairTransports(self))
+        moved = self.deliver() if deliver else bool(self.outbox)
+        if self.handle(side, step.closes):
+            moved = True
+        return self.output(side, step.output, step.output_eof) or moved
+
+    def deliver(self) -> bool:
+        """What the steps wrote, to the far ends of the healthy subflows."""
+        outbox, self.outbox = self.outbox, []
+        for side, sid, data in outbox:
+            if side == "a":
+                sb = self.links.get(sid)
+                if sb is not None:
+                    self.b.receive(sb, data, self.now)
+            else:
+                sa = next((k for k, v in self.links.items() if v == sid), None)
+                if sa is not None:
+                    self.a.receive(sa, data, self.now)
+        return bool(outbox)
 
     def step(self) -> bool:
-        """One round: every link both ways, hostile subflows drained, events and
-        output handled.  Returns whether any byte moved."""
-        moved = False
-        ready_a, ready_b = self.take_ready("a"), self.take_ready("b")
-        for sa in list(self.links):
-            sb = self.links.get(sa)
-            if sb is None:
-                continue
-            data = self.pull("a", sa, ready_a)
-            if data:
-                moved = True
-                self.b.receive(sb, data, self.now)
-            data = self.pull("b", sb, ready_b)
-            if data:
-                moved = True
-                self.a.receive(sa, data, self.now)
-            self.events()
-            ready_a |= self.take_ready("a")
-            ready_b |= self.take_ready("b")
-        for sid in list(self.hostile):
-            if self.pull("a", sid, ready_a):
-                moved = True
-        self.keep_ready("a", ready_a)
-        self.keep_ready("b", ready_b)
-        self.events()
-        return self.outputs() | self.inputs() | moved
-
-    def keep_ready(self, side: str, ready: set[int]) -> None:
-        """Remember subflows named ready but not pulled yet (if still open)."""
-        s = self.a if side == "a" else self.b
-        self.ready[side] |= {sid for sid in ready if sid in s.subflows}
+        """One round: a step of each side (its writes delivered at once), then
+        STDIN.  Returns whether any byte moved."""
+        moved = self.step_side("a")
+        moved = self.step_side("b") or moved
+        return self.inputs() or moved
 
     def events(self) -> None:
+        """Act on the subflows either side closed (outside a step)."""
         while True:
             evs_a = [e for e in self.a.take_events() if isinstance(e, CloseSubflow)]
             evs_b = [e for e in self.b.take_events() if isinstance(e, CloseSubflow)]
             if not evs_a and not evs_b:
                 return
-            for ev in evs_a:
+            self.handle("a", evs_a)
+            self.handle("b", evs_b)
+
+    def handle(self, side: str, closes: list[CloseSubflow]) -> bool:
+        for ev in closes:
+            if side == "a":
                 if ev.sid in self.hostile:
                     self.hostile.discard(ev.sid)
                     self.hostile_closed.append(ev)
@@ -531,30 +548,31 @@ class Pair:
                     continue  # B closed it in the same round
                 sb = self.links.pop(ev.sid)
                 if ev.flush and ev.final:
-                    self.b.receive(sb, joined(ev.final), self.now)
+                    self.b.receive(sb, joined(ev.final), self.now)  # type: ignore[arg-type]
                 self.b.subflow_lost(sb, self.now)
-            for ev in evs_b:
+            else:
                 assert ("b", ev.sid) in self.ever, f"B closed subflow {ev.sid} it never had"
                 sa = next((k for k, v in self.links.items() if v == ev.sid), None)
                 if sa is None:
                     continue  # A closed it in the same round
                 del self.links[sa]
                 if ev.flush and ev.final:
-                    self.a.receive(sa, joined(ev.final), self.now)
+                    self.a.receive(sa, joined(ev.final), self.now)  # type: ignore[arg-type]
                 self.a.subflow_lost(sa, self.now)
+        return bool(closes)
 
-    def outputs(self) -> bool:
+    def output(self, side: str, output: list[bytes | bytearray | memoryview], eof: bool) -> bool:
+        s, out = (self.a, self.out_a) if side == "a" else (self.b, self.out_b)
         moved = False
-        for name, s, out in (("a", self.a, self.out_a), ("b", self.b, self.out_b)):
-            data = joined(s.take_output())
-            if data:
-                moved = True
-                out += data
-                s.output_written(len(data), self.now)
-            if s.output_eof and name not in self.closed_out:
-                moved = True
-                self.closed_out.add(name)
-                s.output_closed(self.now)
+        data = joined(output)  # type: ignore[arg-type]
+        if data:
+            moved = True
+            out += data
+            s.output_written(len(data), self.now)
+        if eof and side not in self.closed_out:
+            moved = True
+            self.closed_out.add(side)
+            s.output_closed(self.now)
         return moved
 
     def tick(self) -> None:
@@ -615,6 +633,7 @@ class Pair:
         sid = self.a.open_subflow(self.now, self.nonce())
         self.hostile.add(sid)
         self.drain(sid)  # A's hello
+        self.hostile_reads = False  # from now on, only while drain() says
         healthy = dict(self.links)
         fed: list[bytes] = []
         size = 0
@@ -628,6 +647,7 @@ class Pair:
             else:
                 chunk = source[i] if i < len(source) else None
             if chunk is None:
+                self.hostile_reads = True  # as before the injection: drained with every step
                 return sid, fed
             self.now += dt
             self.a.receive(sid, chunk, self.now)
@@ -652,10 +672,13 @@ class Pair:
             i += 1
 
     def drain(self, sid: int) -> None:
-        """Pull A's hostile subflow ``sid`` if A names it ready; discard it."""
-        ready = self.take_ready("a")
-        self.pull("a", sid, ready)
-        self.keep_ready("a", ready)
+        """A step of A while the hostile peer reads (it discards what A writes
+        there; the healthy subflows' bytes wait for the next round)."""
+        self.hostile_reads = True
+        try:
+            self.step_side("a", deliver=False)  # B hears of it after the injection
+        finally:
+            self.hostile_reads = False
 
     def memory_bounded(self) -> None:
         """What either receiver holds for reordering is bounded by its window."""

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sockimux.core import CloseCode, ProtocolError
+from sockimux.core import CloseCode, ProtocolError, UsageError
 from sockimux.core.receiver import StreamReceiver
 
 
@@ -169,7 +169,7 @@ def test_written_beyond_delivered_is_refused() -> None:
     rx = receiver()
     feed(rx, 0, b"abc")
     rx.on_written(2)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(UsageError):
         rx.on_written(2)
 
 

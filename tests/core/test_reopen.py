@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sockimux.core.errors import CloseCode
+from sockimux.core.errors import CloseCode, UsageError
 from sockimux.core.reopen import (
     AddressStopped,
     EndReason,
@@ -303,23 +303,23 @@ def test_counters_per_address() -> None:
 def test_reports_about_slots_in_the_wrong_state_are_refused() -> None:
     policy, clock = one_address()
     slot = Slot(0, 0)
-    with pytest.raises(ValueError, match="is waiting, not starting"):
+    with pytest.raises(UsageError, match="is waiting, not starting"):
         policy.established(slot, 0.0)
     clock.run_until(0.0)
     policy.established(slot, 0.0)
-    with pytest.raises(ValueError, match="is open, not starting"):
+    with pytest.raises(UsageError, match="is open, not starting"):
         policy.established(slot, 0.0)
     policy.ended(slot, 1.0, CloseCode.NORMAL)
-    with pytest.raises(ValueError, match="is waiting, not starting or open"):
+    with pytest.raises(UsageError, match="is waiting, not starting or open"):
         policy.ended(slot, 1.0, CloseCode.NORMAL)
 
 
 def test_settings_are_checked() -> None:
     for bad in (dict(first_delay=0.0), dict(first_delay=60.0), dict(jitter=1.0), dict(max_starting=0),
                 dict(factor=0.5), dict(stagger=-1.0)):
-        with pytest.raises(ValueError, match="inconsistent re-open settings"):
+        with pytest.raises(UsageError, match="inconsistent re-open settings"):
             ReopenConfig(**bad)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="count"):
+    with pytest.raises(UsageError, match="count"):
         Reopener(NoJitter()).add("EXEC:a", 0, 0.0)
 
 

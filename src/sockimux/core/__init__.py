@@ -1,18 +1,23 @@
 """The sans-I/O protocol core: no sockets, no asyncio, no clock (``now`` is passed in)."""
 
-from .errors import CloseCode, LocalError, ProtocolError, SockimuxError
+from .driver import Step, Transports
+from .errors import CloseCode, LocalError, ProtocolError, SockimuxError, UsageError
+from .events import CloseSubflow, Event, Outcome
 from .sender import Extent
-from .session import CloseSubflow, Log, Outcome, Session, SessionConfig
+from .session import Session, SessionConfig
 
 __all__ = [
     "CloseCode",
     "CloseSubflow",
     "Extent",
     "LocalError",
-    "Log",
+    "Event",
     "Outcome",
     "ProtocolError",
     "Session",
     "SessionConfig",
     "SockimuxError",
+    "Step",
+    "Transports",
+    "UsageError",
 ]

@@ -1,11 +1,21 @@
 """The exception tree.
 
 Everything sockimux raises derives from :class:`SockimuxError`.  The split
-follows who is at fault: :class:`LocalError` means we were asked to do
-something impossible (a bad argument, a socket path we may not use);
-:class:`ProtocolError` means a peer sent something the protocol forbids.  A
-protocol error carries a :class:`CloseCode` so the same reason can be put on
-the wire and in the log line.
+follows who is at fault, as h11 splits local from remote errors:
+
+* :class:`UsageError`: the program driving the API misused it (a call in a
+  state that does not allow it, a buffer lent twice, pushing after the end
+  of the input, a report of more bytes than were handed out).  A bug in the
+  caller, never something the peer or the user can cause.
+* :class:`ProtocolError`: the peer sent something the protocol forbids.  It
+  carries a :class:`CloseCode`, so the same reason goes on the wire and in
+  the log line, and it costs only that subflow.
+* :class:`LocalError`: what the user asked for cannot be done here (a bad
+  address, a socket path we may not use, an unreadable key file).  The core
+  raises one kind of it (:class:`AddressError`, from the address parser),
+  the runtime and the CLI the others; the CLI reports each as one line with
+  its exit code.  It lives here, beside the other two, so that the whole
+  tree is one module an API user can import from.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ class CloseCode(enum.IntEnum):
     FLOW_CONTROL = 6  # data beyond the credit we granted
     STALLED = 7  # no progress and no keepalive answer in time
     OUTPUT_CLOSED = 8  # our STDOUT was closed before the stream ended
-    PEER_ABORTED = 9  # (local only) the peer aborted the session
+    PEER_ABORTED = 9  # never sent: why our subflows closed when the peer aborted (reopen.py: final)
     HANDSHAKE_TIMEOUT = 10  # the hello did not arrive in time
     TOO_MANY_SUBFLOWS = 11  # the subflow cap is reached
     AUTH_FAILED = 12  # the shared-secret proof did not match
@@ -36,8 +46,13 @@ class SockimuxError(Exception):
     """Root of every error sockimux raises on purpose."""
 
 
+class UsageError(SockimuxError):
+    """The API was misused: the caller's bug (see the module's docstring)."""
+
+
 class LocalError(SockimuxError):
-    """We were asked to do something we cannot: a usage or environment problem."""
+    """What the user asked for cannot be done here: a bad argument, address or
+    path, or an environment that does not allow it."""
 
 
 class ProtocolError(SockimuxError):

@@ -14,11 +14,13 @@ hand), and the session's delayed-ACK timer covers trickles.
 
 from __future__ import annotations
 
+from .errors import UsageError
+
 
 class CreditWindow:
     def __init__(self, size: int) -> None:
         if size <= 0:
-            raise ValueError("window size must be positive")
+            raise UsageError("window size must be positive")
         self.size = size
         self.advertised = 0  # highest limit we have told the peer
 

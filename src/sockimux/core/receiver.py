@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 
-from .errors import CloseCode, ProtocolError
+from .errors import CloseCode, ProtocolError, UsageError
 from .flow import CreditWindow
 
 Buffer = bytes | bytearray | memoryview
@@ -141,7 +141,7 @@ class StreamReceiver:
 
     def on_written(self, count: int) -> None:
         if self.written + count > self.delivered:
-            raise RuntimeError("more bytes reported written than were delivered")
+            raise UsageError("more bytes reported written than were delivered")
         self.written += count
 
     @property

@@ -66,7 +66,7 @@ import enum
 import random
 from dataclasses import dataclass, field
 
-from .errors import CloseCode
+from .errors import CloseCode, UsageError
 
 
 class Failure(enum.Enum):
@@ -138,7 +138,7 @@ class ReopenConfig:
     def __post_init__(self) -> None:
         if not (0 < self.first_delay <= self.max_delay and self.factor >= 1 and 0 <= self.jitter < 1
                 and self.healthy_after >= 0 and self.max_starting >= 1 and self.stagger >= 0):
-            raise ValueError(f"inconsistent re-open settings: {self}")
+            raise UsageError(f"inconsistent re-open settings: {self}")
 
 
 @dataclass(frozen=True, order=True)
@@ -260,7 +260,7 @@ class Reopener:
     def add(self, label: str, count: int, now: float) -> int:
         """Add an address with ``count`` slots, all due now; return its index."""
         if count < 1:
-            raise ValueError("count must be at least 1")
+            raise UsageError("count must be at least 1")
         self._addresses.append(_Address(label, [_SlotState(due_at=now) for _ in range(count)]))
         return len(self._addresses) - 1
 
@@ -368,7 +368,7 @@ class Reopener:
         address = self._addresses[slot.address]
         st = address.slots[slot.number]
         if st.state not in states:
-            raise ValueError(f"{slot} is {st.state.value}, not {' or '.join(s.value for s in states)}")
+            raise UsageError(f"{slot} is {st.state.value}, not {' or '.join(s.value for s in states)}")
         return address, st
 
     def _label(self, slot: Slot) -> str:

@@ -1,93 +1,177 @@
-"""Pull scheduling: how much each subflow may take, from what it delivers.
+"""Pull scheduling: which subflows may write, and what data each one takes.
 
 Theory of operation
 -------------------
 Subflows are not fed round-robin.  Each one *pulls* the next piece of the
-stream when it has room, so a fast subflow simply comes back for more
-more often.  "Room" is a per-subflow in-flight allowance: DATA bytes sent on
-it that the peer has not yet reported as received on it.
+stream when it has room (its in-flight cap, estimate.py), so a fast subflow
+simply comes back for more more often.
 
-The allowance follows what the subflow actually delivers: the peer reports
-per-subflow received bytes in every ACK, from which we estimate the
-subflow's delivery rate.  The cap is that rate times a target queueing time
-(plus a floor), so a slow subflow never holds more than a fraction of a
-second of the stream.  This is what keeps a 1 Mbit/s link from sitting on
-data that three 30 Mbit/s links could have delivered long before it
-(the linger-time idea of BLEST and Linux MPTCP's scheduler), and what keeps
-control frames (ACK, PING) from queueing for seconds behind our own data.
+So that an event costs the same with 1 or 1,000 subflows, the scheduler
+keeps two sets rather than passing over all subflows:
+
+* the *ready* subflows, which may have something to write (frames queued,
+  an ACK or PONG owed, new credit); the driver pulls only those (and the
+  ones whose transport drained);
+* the *hungry* subflows, oldest first, whose last pull found room but no
+  data: new input wakes only as many of them as it can feed.
+
+What a subflow takes, in the sender's order (re-sends first, then new
+bytes within credit), is cut into pieces of at most an eighth of its cap.
+When it has room and nothing is left to send, it may carry a copy of the
+head of the stream, if a much slower subflow holds it up: the peer writes
+in order, so those bytes gate everything behind them (docs/PROTOCOL.md
+section 8).  Each byte is copied that way once.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
-MIN_CAP = 64 * 1024  # always allow this much in flight, so a subflow can show its rate
-INITIAL_CAP = 256 * 1024
-MAX_CAP = 8 * 1024 * 1024
-TARGET_QUEUE_TIME = 0.25  # seconds of the subflow's rate we are willing to queue on it
-SAMPLE_MIN_INTERVAL = 0.05  # seconds; shorter samples are too noisy to use
+from . import frames
+from .config import SessionConfig
+from .frames import FrameType
+from .handshake import SubflowState
+from .sender import Outgoing, Piece, StreamSender
+from .subflow import Subflow
+
+MIN_PIECE = 8 * 1024  # smallest DATA payload we cut for a subflow of unknown or low rate
 
 
-@dataclass
-class PathEstimate:
-    """Delivery-rate and round-trip estimate of one subflow.
+class Scheduler:
+    def __init__(self, sender: StreamSender, subflows: dict[int, Subflow], config: SessionConfig,
+                 starved: Callable[[], None]) -> None:
+        self.sender = sender
+        self.subflows = subflows
+        self.config = config
+        self._starved = starved  # a subflow had room and the window held the data back
+        self._ready: set[int] = set()
+        self._ready_all = False
+        self._hungry: dict[int, None] = {}  # insertion order: oldest first
+        self._head_copied_to = 0  # stream offsets below this were copied as head of line once
+        self.head_copies = 0  # bytes copied that way (statistics)
+        self._carrier_of: tuple[int, int, int] | None = None  # (offset, subflow, range end)
 
-    The peer reports, in ACKs, how many DATA bytes it has received on this
-    subflow.  ACKs travel behind the peer's own data, so they can arrive
-    bunched ("ACK compression"); a rate computed from ACK arrival times alone
-    would then be far too high, the cap would grow, our queue would grow, and
-    the peer's ACKs would be delayed further still.  So, as BBR does, a
-    sample divides the bytes delivered by the longer of two intervals: the
-    one over which their ACKs arrived and the one over which they were sent.
-    """
+    # -- who may write ---------------------------------------------------------
 
-    rate: float = 0.0  # bytes per second delivered to the peer
-    srtt: float | None = None  # smoothed PING/PONG round trip, seconds
-    min_rtt: float | None = None  # shortest send-to-ACK time seen, seconds
-    _sent: deque[tuple[int, float]] = field(default_factory=deque)  # (bytes out, time)
-    _last_send: tuple[int, float] = (0, 0.0)  # newest (bytes out, time) known delivered
-    _sample: tuple[int, float, float] | None = None  # (delivered, ack time, send time) at start
+    def ready(self, sid: int) -> None:
+        self._ready.add(sid)
 
-    def on_sent(self, total: int, now: float) -> None:
-        """We have now written ``total`` DATA bytes on this subflow."""
-        self._sent.append((total, now))
+    def ready_all(self) -> None:
+        """Every subflow may have something to write (new credit, re-sends, a timer)."""
+        self._ready_all = True
 
-    def _send_time(self, total: int) -> float:
-        """When the ``total``-th byte was written (the newest record at or below it)."""
-        sent = self._sent
-        while sent and sent[0][0] <= total:
-            self._last_send = sent.popleft()
-        return self._last_send[1]
+    def forget(self, sid: int) -> None:
+        self._hungry.pop(sid, None)
 
-    def on_delivered(self, total: int, now: float, saturated: bool) -> None:
-        """The peer reports ``total`` DATA bytes received on this subflow."""
-        sent_at = self._send_time(total)
-        if sent_at:
-            rtt = now - sent_at
-            if self.min_rtt is None or rtt < self.min_rtt:
-                self.min_rtt = rtt
-        if self._sample is None:
-            self._sample = (total, now, sent_at)
-            return
-        base, acked_at, base_sent_at = self._sample
-        elapsed = max(now - acked_at, sent_at - base_sent_at)
-        if elapsed < SAMPLE_MIN_INTERVAL:
-            return
-        sample = (total - base) / elapsed
-        self._sample = (total, now, sent_at)
-        # Rise at once, fall slowly, and only on samples taken while we kept
-        # the subflow busy, so an idle moment does not look like a slow link.
-        if sample > self.rate:
-            self.rate = sample
-        elif saturated:
-            self.rate = 0.75 * self.rate + 0.25 * sample
+    def take_ready(self) -> list[int]:
+        """Subflows to pull now: those that may have something to write."""
+        if self._ready_all:
+            ready = list(self.subflows)
+        else:
+            ready = [sid for sid in self._ready if sid in self.subflows]
+        self._ready_all = False
+        self._ready.clear()
+        return ready
 
-    def on_rtt(self, sample: float) -> None:
-        self.srtt = sample if self.srtt is None else 0.875 * self.srtt + 0.125 * sample
+    def fed(self, count: int) -> None:
+        """``count`` new bytes of input: wake as many hungry subflows as they can feed."""
+        hungry = self._hungry
+        while hungry and count > 0:
+            sid = next(iter(hungry))
+            del hungry[sid]
+            sub = self.subflows.get(sid)
+            if sub is not None and sub.state is SubflowState.OPEN:
+                self._ready.add(sid)
+                count -= max(frames.HEADER_SIZE + 1, sub.path.cap() - sub.in_flight)
 
-    def cap(self) -> int:
-        """Bytes this subflow may have in flight."""
-        if self.rate <= 0:
-            return INITIAL_CAP
-        return int(min(MAX_CAP, max(MIN_CAP, self.rate * TARGET_QUEUE_TIME)))
+    # -- what it takes ------------------------------------------------------------
+
+    def fill(self, sub: Subflow, out: list[Outgoing], now: float, limit: int | None) -> None:
+        """Append to ``out`` the DATA frames (and the FIN) ``sub`` takes now:
+        up to its in-flight allowance, and ``limit`` payload bytes if given."""
+        sender = self.sender
+        cap = sub.path.cap()
+        allowance = cap - sub.in_flight
+        budget = allowance if limit is None else limit  # payload bytes
+        # Pieces of at most an eighth of the cap: on a slow subflow a whole
+        # frame must arrive before it counts as progress (see the stall rule).
+        size = MIN_PIECE if sub.path.rate <= 0 else max(MIN_PIECE, cap // 8)
+        chunk = min(self.config.chunk, size)
+        self._hungry.pop(sub.id, None)
+        while allowance > frames.HEADER_SIZE and budget > 0:
+            new = sender.next_new
+            piece = sender.take(min(chunk, allowance - frames.HEADER_SIZE, budget))
+            if piece is None:
+                self._hungry[sub.id] = None  # room, but nothing to send
+                if sender.starved and allowance >= 2 * MIN_PIECE:
+                    self._starved()
+                if self.config.head_resend:
+                    piece = self._head_of_line(sub, min(chunk, allowance - frames.HEADER_SIZE, budget))
+                if piece is None:
+                    break
+                sub.head_copies += len(piece[1])
+            elif sender.next_new == new:  # a re-send: new bytes move next_new
+                sub.resent += len(piece[1])
+            offset, view = piece
+            # The last frame before we must wait for an ACK asks for it at once:
+            # a peer that holds ACKs for ack_delay would otherwise cost a small
+            # send buffer (or window) that delay per buffer-full.
+            flags = frames.DATA_ACK_NOW if sender.starved else 0
+            out.append(frames.data_header(offset, len(view), flags))
+            out.append(view)
+            sub.carry(offset, len(view), now)
+            allowance -= frames.HEADER_SIZE + len(view)
+            budget -= len(view)
+        if sender.fin_due:
+            out.append(frames.encode_control(FrameType.FIN, sender.end))
+            sender.fin_in_flight = True
+            sub.carries_fin = True
+
+    def _head_of_line(self, sub: Subflow, max_len: int) -> tuple[int, Piece] | None:
+        """The first unacknowledged bytes, to send again on ``sub``, if a much
+        slower subflow holds them and ``sub`` has nothing else to send.
+
+        The peer writes the stream in order, so the bytes at its head gate
+        everything behind them: held on a slow subflow, they keep its window
+        full and the fast subflows idle.  A copy on an idle subflow that would
+        deliver it in less than half the time unblocks the peer (which drops
+        whichever copy comes second).  Each byte is re-sent this way once."""
+        sender = self.sender
+        head = max(sender.acked, self._head_copied_to)
+        if head >= sender.next_new or max_len <= 0 or sub.path.rate <= 0:
+            return None
+        carrier = self._carrier(head)
+        if carrier is None:
+            return None
+        other, end = carrier
+        # Only for a subflow at least twice as slow as this one, that will
+        # take over twice as long to deliver what it holds as this one the
+        # copy (equal subflows never copy: each holds the head in turn).
+        if other is sub or other.path.rate * 2 > sub.path.rate:
+            return None
+        mine = (sub.in_flight + max_len) / sub.path.rate
+        theirs = other.in_flight / other.path.rate if other.path.rate > 0 else float("inf")
+        if theirs <= 2 * mine:
+            return None
+        piece = sender.peek(head, min(end, head + max_len))
+        self._head_copied_to = head + len(piece[1])
+        self.head_copies += len(piece[1])
+        return piece
+
+    def _carrier(self, offset: int) -> tuple[Subflow, int] | None:
+        """The open subflow whose recorded ranges hold ``offset``, and that
+        range's end.  Remembered per offset: hungry subflows ask for the same
+        head again and again until it is acknowledged."""
+        cached = self._carrier_of
+        if cached is not None and cached[0] == offset:
+            sub = self.subflows.get(cached[1])
+            if sub is not None and sub.state is SubflowState.OPEN:
+                return sub, cached[2]
+        self._carrier_of = None
+        for sub in self.subflows.values():
+            if sub.state is SubflowState.OPEN:
+                for start, end in sub.ranges:
+                    if start <= offset < end:
+                        self._carrier_of = (offset, sub.id, end)
+                        return sub, end
+        return None

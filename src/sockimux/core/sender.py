@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import bisect
 
-from .errors import ProtocolError
+from .errors import ProtocolError, UsageError
 
 
 class Extent:
@@ -80,7 +80,7 @@ class StreamSender:
 
     def push(self, data: bytes | Extent) -> None:
         if self.eof:
-            raise RuntimeError("push() after close()")
+            raise UsageError("push() after close()")
         if not data:
             return
         chunks = self._chunks
@@ -152,10 +152,6 @@ class StreamSender:
         self._resend = merged
 
     @property
-    def has_resend(self) -> bool:
-        return bool(self._resend)
-
-    @property
     def starved(self) -> bool:
         """Nothing more can be sent until the peer acknowledges: every byte we
         hold went out, and no more may come (the send buffer is full, or the
@@ -163,12 +159,6 @@ class StreamSender:
         if self._resend or self.next_new < min(self.end, self.credit):
             return False
         return self.next_new >= self.credit or (not self.eof and self.room == 0)
-
-    @property
-    def sendable(self) -> int:
-        """Bytes ready to go now: queued re-sends plus new bytes within credit."""
-        queued = sum(e - s for s, e in self._resend)
-        return queued + max(0, min(self.end, self.credit) - self.next_new)
 
     def take(self, max_len: int) -> tuple[int, Piece] | None:
         """Next piece to send, at most max_len bytes, or None."""
@@ -193,7 +183,7 @@ class StreamSender:
         """Retained bytes from ``start`` (not yet acknowledged), up to ``stop``
         or the end of the chunk holding them, without taking them."""
         if not (self.acked <= start < self.next_new and start < stop):
-            raise ValueError(f"no retained bytes at {start}")
+            raise UsageError(f"no retained bytes at {start}")
         return start, self._slice(start, min(stop, self.next_new))
 
     def _slice(self, start: int, stop: int) -> Piece:

@@ -26,6 +26,7 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
+from ..core.driver import WRITE_HIGH, WRITE_LOW
 from ..core.sender import Extent, Outgoing
 from .sink import LoopOutput
 
@@ -34,12 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sockimux")
 
-# Data is handed to a subflow only while its transport holds less than
-# WRITE_HIGH bytes, one full-size DATA frame at a time: what the kernel
-# cannot take yet stays with the session, free to go to whichever subflow
-# drains first.
-WRITE_HIGH = 128 * 1024
-WRITE_LOW = 32 * 1024
 # Errors of a system short of resources (descriptors, kernel memory): they
 # cost one connection, or one optimisation, never the session.
 RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})

@@ -6,8 +6,9 @@ connections enter through connection() (a protocol factory, for servers)
 or adopt() (a socket already connected), whoever made them; the source's
 bytes go to the session, the session's output to the sink, and it calls
 ``handle_timer`` when the session's deadline comes.  After any event it
-runs one coalesced ``_flush`` that pulls what the session wants written and
-acts on its events.
+runs one coalesced ``_flush``: one ``Session.step()`` (core/driver.py),
+which writes on each subflow what it may take, and the step's events
+(rendered as log lines by render.py), output and deadline.
 
 What works beside the session while it runs (listeners, and the CLI's
 signal handling) is Attached: attach(runner) at the start of run(),
@@ -26,18 +27,17 @@ from typing import Protocol
 from ..core import frames
 from ..core.errors import CloseCode
 from ..core.frames import FrameType
-from ..core.sender import Extent
-from ..core.session import CloseSubflow, Log, Outcome, Session
+from ..core.sender import Extent, Outgoing
+from ..core.session import CloseSubflow, Outcome, Session
 from . import lograte
 from .connection import Admission, SubflowConnection
+from .render import render
 from .sink import LoopOutput, StreamSink
 from .source import FileInput, StreamSource
 from .stream import open_sink, open_source
 
 log = logging.getLogger("sockimux")
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
-           "error": logging.ERROR}
 CLOSE_GRACE = 2.0  # seconds to let final frames drain before we exit
 INTERNAL_ERROR = "internal error in the peer"  # what the peer is told of ours
 
@@ -184,44 +184,38 @@ class Runner:
         self._flush_scheduled = False
         if self._failed:
             return  # run() takes the last frames; the error is the one line we print
-        session = self.session
-        now = self.loop.time()
-        limit = session.config.chunk
-        ready = session.take_ready()
-        if self._writable:
-            ready = [*self._writable.difference(ready), *ready]
-            self._writable.clear()
-        for sid in ready:
-            conn = self.connections.get(sid)
-            if conn is None or conn.transport is None or conn.full:
-                # A full transport takes nothing more, control frames included:
-                # what we owe the peer waits in the session as bounded state
-                # (one ACK, one PONG) until resume_writing() pulls it.
-                continue
-            while True:
-                buffers = session.pull(sid, now, limit)
-                if not buffers:
-                    break
-                conn.send(buffers)  # may pause_writing(): conn.full
-                if conn.full or conn.transport.is_closing():
-                    break
-        for event in session.take_events():
-            if isinstance(event, Log):
-                log.log(_LEVELS[event.level], "%s", event.message)
-            elif isinstance(event, CloseSubflow):
+        drained, self._writable = self._writable, set()
+        step = self.session.step(self.loop.time(), self, drained)
+        for event in step.events:
+            if isinstance(event, CloseSubflow):
                 self._close_subflow(event)
-        if session.outcome is not None:
+            for level, message in render(event):
+                log.log(level, "%s", message)
+        if step.outcome is not None:
             self._finish()
             return
-        self.write_output()
-        if session.output_eof and self._output_pending == 0 and not self._output_closing:
+        self.write_output(step.output)
+        if step.output_eof and self._output_pending == 0 and not self._output_closing:
             self._output_closing = True
             self.sink.close()
-        self.source.set_room(session.stdin_room)
-        self._arm_timer()
+        self.source.set_room(step.stdin_room)
+        self._arm_timer(step.deadline)
 
-    def write_output(self) -> None:
-        output = self.session.take_output()
+    # The subflows' transports, as Session.step() sees them (core/driver.py).
+
+    def writable(self, sid: int) -> bool:
+        conn = self.connections.get(sid)
+        # A full transport (pause_writing()) takes nothing more until
+        # resume_writing() names it in the next step's `drained`.
+        return (conn is not None and conn.transport is not None and not conn.full
+                and not conn.transport.is_closing())
+
+    def write(self, sid: int, buffers: list[Outgoing]) -> None:
+        self.connections[sid].send(buffers)  # may pause_writing(): conn.full
+
+    def write_output(self, output: list[bytes | bytearray | memoryview] | None = None) -> None:
+        if output is None:
+            output = self.session.take_output()
         if output:
             self._output_pending += sum(len(b) for b in output)
             self.sink.write(output)
@@ -241,8 +235,7 @@ class Runner:
             conn.forget_direct()
             conn.transport.abort()
 
-    def _arm_timer(self) -> None:
-        deadline = self.session.next_deadline()
+    def _arm_timer(self, deadline: float | None) -> None:
         if deadline == self._timer_at:
             return
         if self._timer is not None:

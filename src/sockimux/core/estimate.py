@@ -1,0 +1,90 @@
+"""What one subflow delivers: its rate, its round trip, and the in-flight cap.
+
+Theory of operation
+-------------------
+The scheduler (scheduler.py) lets each subflow *pull* the stream while it
+has room; "room" is this module's in-flight allowance: DATA bytes sent on
+the subflow that the peer has not yet reported as received on it.
+
+The allowance follows what the subflow actually delivers: the peer reports
+per-subflow received bytes in every ACK, from which we estimate the
+subflow's delivery rate.  The cap is that rate times a target queueing time
+(plus a floor), so a slow subflow never holds more than a fraction of a
+second of the stream.  This is what keeps a 1 Mbit/s link from sitting on
+data that three 30 Mbit/s links could have delivered long before it
+(the linger-time idea of BLEST and Linux MPTCP's scheduler), and what keeps
+control frames (ACK, PING) from queueing for seconds behind our own data.
+
+The round trip is measured by our keepalive PINGs (PING to its PONG); it is
+reported in each subflow's final counters (events.SubflowClosed).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+MIN_CAP = 64 * 1024  # always allow this much in flight, so a subflow can show its rate
+INITIAL_CAP = 256 * 1024
+MAX_CAP = 8 * 1024 * 1024
+TARGET_QUEUE_TIME = 0.25  # seconds of the subflow's rate we are willing to queue on it
+SAMPLE_MIN_INTERVAL = 0.05  # seconds; shorter samples are too noisy to use
+
+
+@dataclass
+class PathEstimate:
+    """Delivery-rate and round-trip estimate of one subflow.
+
+    The peer reports, in ACKs, how many DATA bytes it has received on this
+    subflow.  ACKs travel behind the peer's own data, so they can arrive
+    bunched ("ACK compression"); a rate computed from ACK arrival times alone
+    would then be far too high, the cap would grow, our queue would grow, and
+    the peer's ACKs would be delayed further still.  So, as BBR does, a
+    sample divides the bytes delivered by the longer of two intervals: the
+    one over which their ACKs arrived and the one over which they were sent.
+    """
+
+    rate: float = 0.0  # bytes per second delivered to the peer
+    srtt: float | None = None  # smoothed PING/PONG round trip, seconds
+    _sent: deque[tuple[int, float]] = field(default_factory=deque)  # (bytes out, time)
+    _last_send: tuple[int, float] = (0, 0.0)  # newest (bytes out, time) known delivered
+    _sample: tuple[int, float, float] | None = None  # (delivered, ack time, send time) at start
+
+    def on_sent(self, total: int, now: float) -> None:
+        """We have now written ``total`` DATA bytes on this subflow."""
+        self._sent.append((total, now))
+
+    def _send_time(self, total: int) -> float:
+        """When the ``total``-th byte was written (the newest record at or below it)."""
+        sent = self._sent
+        while sent and sent[0][0] <= total:
+            self._last_send = sent.popleft()
+        return self._last_send[1]
+
+    def on_delivered(self, total: int, now: float, saturated: bool) -> None:
+        """The peer reports ``total`` DATA bytes received on this subflow."""
+        sent_at = self._send_time(total)
+        if self._sample is None:
+            self._sample = (total, now, sent_at)
+            return
+        base, acked_at, base_sent_at = self._sample
+        elapsed = max(now - acked_at, sent_at - base_sent_at)
+        if elapsed < SAMPLE_MIN_INTERVAL:
+            return
+        sample = (total - base) / elapsed
+        self._sample = (total, now, sent_at)
+        # Rise at once, fall slowly, and only on samples taken while we kept
+        # the subflow busy, so an idle moment does not look like a slow link.
+        if sample > self.rate:
+            self.rate = sample
+        elif saturated:
+            self.rate = 0.75 * self.rate + 0.25 * sample
+
+    def on_rtt(self, sample: float) -> None:
+        self.srtt = sample if self.srtt is None else 0.875 * self.srtt + 0.125 * sample
+
+    def cap(self) -> int:
+        """Bytes this subflow may have in flight."""
+        if self.rate <= 0:
+            return INITIAL_CAP
+        return int(min(MAX_CAP, max(MIN_CAP, self.rate * TARGET_QUEUE_TIME)))
