@@ -24,9 +24,11 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
+from ..core.errors import CloseCode
 from ..core.sender import Extent, Outgoing
+from ..core.subflow import SubflowState
 from .sink import LoopOutput
 
 if TYPE_CHECKING:
@@ -49,12 +51,29 @@ RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EN
 Admission = Callable[[socket.socket], "str | None"]
 
 
+class SubflowWatch(Protocol):
+    """Whoever opened a connection (a dialer) learns what became of it: it
+    re-opens the subflow when it ends, unless the close code says it cannot heal."""
+
+    def established(self) -> None:
+        """The hello exchange is done: the subflow is open in the session."""
+
+    def ended(self, code: CloseCode | None, reason: str) -> None:
+        """The connection is gone; ``code`` is the session's close code (a
+        refusal, a stall), None when the connection itself ended (EOF, error)."""
+
+
 class SubflowConnection(asyncio.BufferedProtocol):
     """One connection, from connection_made on: see the module's comment."""
 
-    def __init__(self, runner: Runner, admit: Admission | None = None) -> None:
+    def __init__(self, runner: Runner, admit: Admission | None = None,
+                 watch: SubflowWatch | None = None) -> None:
         self.runner = runner
         self.admit = admit
+        self.watch = watch
+        self.close_code: CloseCode | None = None  # why the session closed it, if it did
+        self.close_reason = ""
+        self.reported_open = False  # watch.established() was called
         self.sid = 0
         self.transport: asyncio.Transport | None = None
         self.full = False  # the transport holds WRITE_HIGH bytes or more
@@ -241,8 +260,18 @@ class SubflowConnection(asyncio.BufferedProtocol):
         if self.sid:
             try:
                 self.runner.subflow_data(self.sid, nbytes)
+                if self.watch is not None and not self.reported_open:
+                    self._check_established()
             except Exception as exc:
                 self.runner.internal_error(exc)
+
+    def _check_established(self) -> None:
+        # The hello exchange completes only while bytes are received: this is
+        # the one place a watched subflow can become open.
+        sub = self.runner.session.subflows.get(self.sid)
+        if sub is not None and sub.state is SubflowState.OPEN and self.watch is not None:
+            self.reported_open = True
+            self.watch.established()
 
     def eof_received(self) -> bool:
         try:
@@ -254,6 +283,10 @@ class SubflowConnection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         try:
             self.forget_direct()
-            self.runner.subflow_lost(self.sid, f"error: {exc}" if exc else "connection closed")
+            reason = f"error: {exc}" if exc else "connection closed"
+            self.runner.subflow_lost(self.sid, reason)
+            if self.watch is not None:
+                watch, self.watch = self.watch, None  # once
+                watch.ended(self.close_code, self.close_reason or reason)
         except Exception as error:
             self.runner.internal_error(error)

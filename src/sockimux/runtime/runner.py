@@ -29,7 +29,7 @@ from ..core.frames import FrameType
 from ..core.sender import Extent
 from ..core.session import CloseSubflow, Log, Outcome, Session
 from . import lograte
-from .connection import Admission, SubflowConnection
+from .connection import Admission, SubflowConnection, SubflowWatch
 from .sink import LoopOutput, StreamSink
 from .source import FileInput, StreamSource
 from .stream import open_sink, open_source
@@ -80,15 +80,17 @@ class Runner:
 
     # -- connections in ----------------------------------------------------------------
 
-    def connection(self, admit: Admission | None = None) -> SubflowConnection:
+    def connection(self, admit: Admission | None = None,
+                   watch: SubflowWatch | None = None) -> SubflowConnection:
         """The protocol for a new connection, for a server or create_connection:
         every connection enters the session through it.  ``admit`` may refuse
-        the connection first (see connection.Admission)."""
-        return SubflowConnection(self, admit)
+        the connection first (see connection.Admission); ``watch`` learns when
+        it is established and when it ends, and why (a dialer)."""
+        return SubflowConnection(self, admit, watch)
 
-    async def adopt(self, sock: socket.socket) -> None:
+    async def adopt(self, sock: socket.socket, watch: SubflowWatch | None = None) -> None:
         """Make ``sock``, a connected stream socket, a subflow (the runner owns it)."""
-        await self.loop.connect_accepted_socket(self.connection, sock)
+        await self.loop.connect_accepted_socket(lambda: self.connection(None, watch), sock)
 
     def subflow_opened(self, conn: SubflowConnection) -> int:
         sid = self.session.open_subflow(self.loop.time(), os.urandom(16))
@@ -230,6 +232,7 @@ class Runner:
         conn = self.connections.pop(event.sid, None)
         if conn is None:
             return
+        conn.close_code, conn.close_reason = event.code, event.reason  # for its watch
         if conn.transport is None:
             conn.forget_direct()
             return
