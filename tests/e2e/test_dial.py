@@ -50,7 +50,7 @@ def test_tcp_listen_and_tcp_connect_subflows(tmp_path: Path) -> None:
     try:
         _check(a, b, a_data, b_data)
         assert len(re.findall(r"subflow \d+ joined", a.stderr())) == 3, a.stderr()
-        assert len(re.findall(r"opening subflow TCP:127\.0\.0\.1:\d+,count=3", b.stderr())) == 3
+        assert len(re.findall(r"opening subflow TCP:127\.0\.0\.1:\d+ \(. of 3\)", b.stderr())) == 3
     finally:
         a.close()
         b.close()
@@ -107,8 +107,8 @@ def test_exec_subflows_come_back_when_their_commands_die(tmp_path: Path) -> None
     try:
         killed = 0
         for _ in range(2):
-            wait_for(lambda: len(b.children()) == 4 and b.stderr().count("back after")
-                     >= killed, 20, "4 EXEC children")
+            wait_for(lambda killed=killed: len(b.children()) == 4
+                     and b.stderr().count("back after") >= killed, 20, "4 EXEC children")
             time.sleep(1.5)
             for pid in b.children():
                 os.kill(pid, signal.SIGKILL)
@@ -137,8 +137,9 @@ def test_tcp_subflows_come_back_when_cut(tmp_path: Path) -> None:
     b = Imux(tmp_path, "b", "-v", "--connect", f"TCP:127.0.0.1:{relay.port},count=3",
              data=b_data, seconds=6)
     try:
-        for round in (1, 2):
-            wait_for(lambda: relay.accepted >= 3 * round, 20, "3 relayed subflows")
+        for cuts in (1, 2):
+            wait_for(lambda cuts=cuts: relay.accepted >= 3 * cuts,
+                     20, "3 relayed subflows")
             time.sleep(1.5)
             assert relay.cut() == 3
         _check(a, b, a_data, b_data)

@@ -35,7 +35,7 @@ import random
 import signal
 import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..core.addresses import Exec, TcpConnect, UnixConnect
 from ..core.errors import CloseCode
@@ -108,7 +108,8 @@ class Dialer:
         self._runner = runner
         now = runner.loop.time()
         for address in self.addresses:
-            self.policy.add(str(address), address.count, now)
+            # The policy numbers the slots ("2 of 4"): the label leaves count= out.
+            self.policy.add(str(replace(address, count=1)), address.count, now)
         self._pump()
 
     def detach(self) -> None:
@@ -150,8 +151,7 @@ class Dialer:
             attempt = _Attempt(slot)
             self._attempts[slot] = attempt
             address = self.addresses[slot.address]
-            log.info("opening subflow %s (attempt %d)", self._label(slot),
-                     self.policy.stats(slot.address).attempts)
+            log.info("opening subflow %s", self._label(slot))
             attempt.task = runner.loop.create_task(self._open(attempt, address))
         self._log_events()
         self._check_gave_up()
@@ -184,8 +184,9 @@ class Dialer:
         runner.kick()
 
     def _label(self, slot: Slot) -> str:
-        address = self.addresses[slot.address]
-        return str(address) if address.count == 1 else f"{address} ({slot.number + 1} of {address.count})"
+        address = replace(self.addresses[slot.address], count=1)
+        count = self.addresses[slot.address].count
+        return str(address) if count == 1 else f"{address} ({slot.number + 1} of {count})"
 
     # -- what became of a slot --------------------------------------------------------
 
@@ -201,7 +202,10 @@ class Dialer:
         if child is None or code is not None:
             if child is not None:
                 self._end_child(child)
-            self._ended(attempt, code if code is not None else Failure.CONNECTION_LOST, reason)
+            if code is None:
+                self._ended(attempt, Failure.CONNECTION_LOST, reason)
+            else:  # the session's reason, unless it only repeats what the code says
+                self._ended(attempt, code, "" if code is CloseCode.SELF_CONNECT else reason)
             return
         assert self._runner is not None
         self._runner.loop.create_task(self._child_ended(attempt, child, reason))
