@@ -78,10 +78,10 @@ examples:
   one subflow per uplink of a multi-homed host:
   sockimux --connect TCP:far:7000,bind=10.0.1.2 --connect TCP:far:7000,so-bindtodevice=wlan0
   subflows over ssh, re-opened by themselves when an ssh dies:
-  sockimux --connect EXEC:'ssh host socat STDIO UNIX-CONNECT:/tmp/sockB',count=4
+  sockimux --connect "EXEC:'ssh host socat STDIO UNIX-CONNECT:/tmp/sockB',count=4"
   the far side carries its sshd instead of its STDIO:
   sockimux --listen UNIX-LISTEN:/tmp/sockB --stream TCP:127.0.0.1:22
-  sockimux /tmp/sockB --stream EXEC:'tar x -C /dst'
+  sockimux /tmp/sockB --stream "EXEC:'tar x -C /dst'"
 
 addresses (socat's syntax; keywords and options are case-insensitive):
   --connect  UNIX-CONNECT:PATH   TCP:HOST:PORT (TCP4, TCP6; IPv6 as [::1])

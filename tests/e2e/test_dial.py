@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -308,3 +309,34 @@ def test_what_cannot_be_opened_at_start_is_exit_3(tmp_path: Path) -> None:
         assert plain.read_text() == "keep me"
     finally:
         busy.close()
+
+
+def _examples(text: str) -> list[tuple[str, str]]:
+    """(option, address) of every --connect/--listen/--stream in the sockimux
+    command lines of ``text``, as a shell splits them (a ProxyCommand: twice)."""
+    found: list[tuple[str, str]] = []
+    for line in text.splitlines():
+        if "sockimux --" not in line and "sockimux /" not in line:
+            continue
+        words = shlex.split(line.split("#")[0].lstrip("$ "))
+        for word in list(words):
+            if word.startswith("ProxyCommand sockimux"):
+                words += shlex.split(word.removeprefix("ProxyCommand "))
+        found += [(w, words[i + 1]) for i, w in enumerate(words[:-1])
+                  if w in ("--connect", "--listen", "--stream")]
+    return found
+
+
+def test_every_address_example_in_help_and_readme_is_valid() -> None:
+    """The examples in --help and README.md, typed into a shell as they are
+    written, give sockimux addresses it accepts where they are given."""
+    from sockimux.core.address_parser import parse_address
+    from sockimux.core.addresses import Role
+
+    roles = {"--connect": Role.SUBFLOW, "--listen": Role.LISTEN, "--stream": Role.STREAM}
+    help_text = subprocess.run([SOCKIMUX, "--help"], capture_output=True, text=True, check=True).stdout
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    examples = _examples(help_text) + _examples(readme)
+    assert len(examples) >= 10, examples
+    for option, text in examples:
+        parse_address(text, roles[option])
