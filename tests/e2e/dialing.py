@@ -106,17 +106,19 @@ class TcpRelay:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port: int = self.server.getsockname()[1]
         self.accepted = 0
+        self.peers: list[tuple[str, int]] = []  # where each relayed connection came from
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._frozen: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
         while True:
             try:
-                near, _ = self.server.accept()
+                near, peer = self.server.accept()
             except OSError:
                 return
+            self.peers.append(peer)
             try:
                 far = socket.create_connection(("127.0.0.1", self.target))
             except OSError:
@@ -128,14 +130,23 @@ class TcpRelay:
             for a, b in ((near, far), (far, near)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pump(src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                while src in self._frozen:  # black-holed: nothing moves, nothing closes
+                    time.sleep(0.05)
                 dst.sendall(data)
             dst.shutdown(socket.SHUT_WR)
         except OSError:
             pass
+
+    def freeze(self) -> int:
+        """Stop forwarding on every connection relayed now, in both directions,
+        leaving them open (a link that black-holes); how many there were."""
+        with self._lock:
+            for near, far in self._pairs:
+                self._frozen.update((near, far))
+            return len(self._pairs)
 
     def cut(self) -> int:
         """Reset every connection relayed now; how many there were."""

@@ -153,6 +153,81 @@ def test_tcp_subflows_come_back_when_cut(tmp_path: Path) -> None:
         b.close()
 
 
+def test_stalled_tcp_subflows_are_dropped_and_reopened(tmp_path: Path) -> None:
+    """The relay black-holes both TCP subflows mid-transfer (no error, no
+    close): each is dropped as stalled and re-opened by itself."""
+    a_data, b_data = _data(10 * MB, 15), _data(10 * MB, 16)
+    port = free_port()
+    a = Imux(tmp_path, "a", "-v", "--listen", f"TCP-LISTEN:{port},bind=127.0.0.1", "--stall-timeout",
+             "1", data=a_data, seconds=5)
+    wait_for(lambda: listening(port) or a.proc.poll() is not None, 10, "A to listen")
+    relay = TcpRelay(port)
+    b = Imux(tmp_path, "b", "-v", "--connect", f"TCP:127.0.0.1:{relay.port},count=2",
+             "--stall-timeout", "1", data=b_data, seconds=5)
+    try:
+        wait_for(lambda: relay.accepted >= 2, 20, "2 relayed subflows")
+        time.sleep(1)
+        assert relay.freeze() == 2
+        _check(a, b, a_data, b_data)
+        err = b.stderr()
+        assert err.count(" lost (stalled") == 2, err
+        assert err.count(" back after ") == 2, err
+    finally:
+        relay.close()
+        a.close()
+        b.close()
+
+
+def test_tcp_subflows_leave_from_the_address_and_interface_asked(tmp_path: Path) -> None:
+    """bind= sets each subflow's source address, so-bindtodevice= its
+    interface; IPv6 literals in brackets reach a TCP-LISTEN on every
+    address (dual stack)."""
+    port = free_port()
+    a_data, b_data = _data(MB, 17), _data(MB, 18)
+    a = Imux(tmp_path, "a", "-v", "--listen", f"TCP-LISTEN:{port}", data=a_data)
+    wait_for(lambda: listening(port) or a.proc.poll() is not None, 10, "A to listen")
+    relay = TcpRelay(port)
+    b = Imux(tmp_path, "b", "-v", "--connect", f"TCP:127.0.0.1:{relay.port},bind=127.0.0.2,count=2",
+             "--connect", f"TCP4:127.0.0.1:{relay.port},so-bindtodevice=lo",
+             "--connect", f"TCP:[::1]:{port}", data=b_data, seconds=1)
+    try:
+        _check(a, b, a_data, b_data)
+        assert len(re.findall(r"subflow \d+ joined", a.stderr())) == 4, a.stderr()
+        assert sorted(host for host, _ in relay.peers) == ["127.0.0.1", "127.0.0.2", "127.0.0.2"]
+    finally:
+        relay.close()
+        a.close()
+        b.close()
+
+
+def test_exec_starts_are_bounded_and_staggered(tmp_path: Path) -> None:
+    """20 EXEC subflows whose command takes 0.5 s to log in (as ssh does):
+    at most 8 start at once, at least 20 ms apart, so a MaxStartups of 10
+    is never exceeded; all 20 open in the end."""
+    require("socat")
+    sock = str(tmp_path / "a.sock")
+    starts = tmp_path / "starts"
+    login = tmp_path / "login.sh"
+    login.write_text(f"#!/bin/sh\ndate +%s.%N >> {starts}\nsleep 0.5\n"
+                     f"exec socat STDIO UNIX-CONNECT:{sock}\n")
+    login.chmod(0o755)
+    a = Imux(tmp_path, "a", "-v", sock, data=b"a" * MB, seconds=3)
+    wait_for(lambda: os.path.exists(sock), 10, "A to listen")
+    b = Imux(tmp_path, "b", "--connect", f"EXEC:{login},count=20", data=b"b" * MB, seconds=3)
+    try:
+        wait_for(lambda: len(re.findall(r"subflow \d+ joined", a.stderr())) >= 20, 30,
+                 "20 subflows")
+        times = sorted(float(t) for t in starts.read_text().split())
+        assert len(times) == 20
+        # The 9th start waits for a hello: 0.5 s of login after the first.
+        assert times[8] - times[0] >= 0.45, times
+        assert times[7] - times[0] >= 7 * 0.02 * 0.8, times
+        assert a.wait(60) == 0 and b.wait(60) == 0, a.stderr() + b.stderr()
+    finally:
+        a.close()
+        b.close()
+
+
 def _key(path: Path, text: str) -> str:
     path.write_text(text)
     return str(path)
