@@ -257,6 +257,32 @@ def test_a_fatal_refusal_is_not_retried(tmp_path: Path) -> None:
         b.close()
 
 
+def test_a_restarted_peer_is_a_refusal_that_cannot_heal(tmp_path: Path) -> None:
+    """The peer is killed and another sockimux starts on its socket: it cannot
+    continue our stream, so the address is stopped with one error line and,
+    nothing else being able to join, B ends with exit 8."""
+    sock = str(tmp_path / "a.sock")
+    first = Imux(tmp_path, "first", "-v", sock, data=_data(MB, 19), seconds=30)
+    wait_for(lambda: os.path.exists(sock), 10, "the first peer to listen")
+    b = Imux(tmp_path, "b", "-v", "--connect", f"UNIX-CONNECT:{sock},count=2", data=_data(MB, 20),
+             seconds=30)
+    second: Imux | None = None
+    try:
+        wait_for(lambda: first.stderr().count("joined") == 2, 10, "2 subflows")
+        first.proc.kill()
+        first.proc.wait()
+        second = Imux(tmp_path, "second", "-v", sock)
+        assert b.wait(30) == 8, b.stderr()
+        err = b.stderr()
+        stopped = [line for line in err.splitlines() if "this cannot heal" in line]
+        assert len(stopped) == 1, err
+        assert "another sockimux process than this session's peer" in stopped[0]
+    finally:
+        for proc in (first, b, second):
+            if proc is not None:
+                proc.close()
+
+
 def test_an_echo_server_is_not_retried(tmp_path: Path) -> None:
     """What answers is not sockimux (an echo server: our own hello comes back):
     one connection, one error line, and while A's socket still lets the
@@ -390,7 +416,11 @@ def _examples(text: str) -> list[tuple[str, str]]:
     """(option, address) of every --connect/--listen/--stream in the sockimux
     command lines of ``text``, as a shell splits them (a ProxyCommand: twice)."""
     found: list[tuple[str, str]] = []
+    lines: list[str] = []
     for line in text.splitlines():
+        # Inline code in the README: the command is what the backquotes hold.
+        lines += line.split("`")[1::2] if "`" in line else [line]
+    for line in lines:
         if "sockimux --" not in line and "sockimux /" not in line:
             continue
         words = shlex.split(line.split("#")[0].lstrip("$ "))
