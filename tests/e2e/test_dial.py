@@ -125,6 +125,39 @@ def test_exec_subflows_come_back_when_their_commands_die(tmp_path: Path) -> None
         b.close()
 
 
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie left to a parent that does not reap counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except (OSError, IndexError):
+        return True
+
+
+def test_exec_children_end_with_us(tmp_path: Path) -> None:
+    """B, stopped by SIGTERM mid-transfer, tells the peer (exit 5 there),
+    exits 143, and leaves none of its EXEC children behind, even one that
+    ignores the end of its subflow."""
+    require("socat")
+    sock = str(tmp_path / "a.sock")
+    a = Imux(tmp_path, "a", "-v", sock, data=_data(MB, 21), seconds=30)
+    wait_for(lambda: os.path.exists(sock), 10, "A to listen")
+    stubborn = f"sh -c 'trap \"\" TERM; socat STDIO UNIX-CONNECT:{sock}; exec sleep 60'"
+    b = Imux(tmp_path, "b", "--connect", f"EXEC:'socat STDIO UNIX-CONNECT:{sock}',count=2",
+             "--connect", f"EXEC:\"{stubborn}\"", data=_data(MB, 22), seconds=30)
+    try:
+        wait_for(lambda: len(b.children()) == 3, 10, "3 EXEC children")
+        wait_for(lambda: "joined" in a.stderr() or a.proc.poll() is not None, 10, "a subflow")
+        time.sleep(0.5)
+        children = b.children()
+        b.proc.send_signal(signal.SIGTERM)
+        assert b.wait(20) == 143, b.stderr()
+        assert a.wait(20) == 5, a.stderr()
+        wait_for(lambda: all(_gone(pid) for pid in children), 5, "the children to end")
+    finally:
+        a.close()
+        b.close()
+
+
 def test_tcp_subflows_come_back_when_cut(tmp_path: Path) -> None:
     """3 TCP subflows through a relay in this test, which cuts (resets) them
     all mid-transfer, twice: they are re-opened by themselves, the bytes

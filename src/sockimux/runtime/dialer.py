@@ -100,7 +100,8 @@ class Dialer:
         self._attempts: dict[Slot, _Attempt] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._detached = False
-        self._children: set[asyncio.subprocess.Process] = set()
+        self._children: set[asyncio.subprocess.Process] = set()  # EXEC children, some exited
+        self._waiting: set[asyncio.Task[None]] = set()  # the loop holds tasks only weakly
 
     # -- runner.Attached -----------------------------------------------------------
 
@@ -208,7 +209,9 @@ class Dialer:
                 self._ended(attempt, code, "" if code is CloseCode.SELF_CONNECT else reason)
             return
         assert self._runner is not None
-        self._runner.loop.create_task(self._child_ended(attempt, child, reason))
+        task = self._runner.loop.create_task(self._child_ended(attempt, child, reason))
+        self._waiting.add(task)
+        task.add_done_callback(self._waiting.discard)
 
     async def _child_ended(self, attempt: _Attempt, child: asyncio.subprocess.Process,
                            reason: str) -> None:
@@ -283,9 +286,8 @@ class Dialer:
         finally:
             theirs.close()
         attempt.child = child
+        self._children = {c for c in self._children if c.returncode is None}
         self._children.add(child)
-        child_task = asyncio.ensure_future(child.wait())
-        child_task.add_done_callback(lambda _: self._children.discard(child))
         return ours
 
 
