@@ -350,6 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         except LocalError as exc:
             log.error("%s", exc)
             return EXIT_SOCKET
+        except KeyboardInterrupt:  # a connect can take a while: no traceback for a ^C
+            log.error("interrupted while opening the stream")
+            return 128 + signal.SIGINT
     # Hold SIGINT/SIGTERM/SIGHUP from before the socket exists until the
     # runner handles them, so an early signal cannot leave the socket behind.
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from .harness import SOCKIMUX
+from .launch import WITHOUT_UVLOOP
 
 MB = 1 << 20
 
@@ -36,13 +37,14 @@ class Imux:
     (or a file), STDOUT to a file, STDERR to another."""
 
     def __init__(self, tmp: Path, name: str, *args: str, data: bytes | None = None,
-                 seconds: float = 0.0, stdin: Path | None = None) -> None:
+                 seconds: float = 0.0, stdin: Path | None = None, asyncio_loop: bool = False) -> None:
         self.out = tmp / f"{name}.out"
         self.err = tmp / f"{name}.err"
         self._files = [open(self.out, "wb"), open(self.err, "wb")]
         source: int | object = subprocess.PIPE if data is not None else (
             open(stdin, "rb") if stdin is not None else subprocess.DEVNULL)
-        self.proc = subprocess.Popen([SOCKIMUX, *args], stdin=source, stdout=self._files[0],
+        command = WITHOUT_UVLOOP if asyncio_loop else [SOCKIMUX]
+        self.proc = subprocess.Popen([*command, *args], stdin=source, stdout=self._files[0],
                                      stderr=self._files[1])
         if stdin is not None:
             source.close()  # type: ignore[union-attr]

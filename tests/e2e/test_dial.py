@@ -12,6 +12,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from .dialing import MB, Imux, Server, TcpRelay, echo, free_port, listening
 from .harness import require, wait_for
 
@@ -90,7 +92,8 @@ def test_one_process_listens_and_connects(tmp_path: Path) -> None:
         b.close()
 
 
-def test_exec_subflows_come_back_when_their_commands_die(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_exec_subflows_come_back_when_their_commands_die(tmp_path: Path, loop: str) -> None:
     """4 EXEC subflows (socat to A's socket); mid-transfer, twice, every
     child is killed: each slot is re-opened by itself, the bytes arrive
     intact, both exit 0; the log says lost and back, not every attempt."""
@@ -100,7 +103,7 @@ def test_exec_subflows_come_back_when_their_commands_die(tmp_path: Path) -> None
     a = Imux(tmp_path, "a", "-v", sock, data=a_data, seconds=6)
     wait_for(lambda: os.path.exists(sock), 10, "A to listen")
     b = Imux(tmp_path, "b", "--connect", f"EXEC:'socat STDIO UNIX-CONNECT:{sock}',count=4",
-             data=b_data, seconds=6)
+             data=b_data, seconds=6, asyncio_loop=loop == "asyncio")
     try:
         killed = 0
         for _ in range(2):
@@ -129,7 +132,8 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def test_exec_children_end_with_us(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_exec_children_end_with_us(tmp_path: Path, loop: str) -> None:
     """B, stopped by SIGTERM mid-transfer, tells the peer (exit 5 there),
     exits 143, and leaves none of its EXEC children behind, even one that
     ignores the end of its subflow."""
@@ -139,7 +143,8 @@ def test_exec_children_end_with_us(tmp_path: Path) -> None:
     wait_for(lambda: os.path.exists(sock), 10, "A to listen")
     stubborn = f"sh -c 'trap \"\" TERM; socat STDIO UNIX-CONNECT:{sock}; exec sleep 60'"
     b = Imux(tmp_path, "b", "--connect", f"EXEC:'socat STDIO UNIX-CONNECT:{sock}',count=2",
-             "--connect", f"EXEC:\"{stubborn}\"", data=_data(MB, 22), seconds=30)
+             "--connect", f"EXEC:\"{stubborn}\"", data=_data(MB, 22), seconds=30,
+             asyncio_loop=loop == "asyncio")
     try:
         wait_for(lambda: len(b.children()) == 3, 10, "3 EXEC children")
         wait_for(lambda: "joined" in a.stderr() or a.proc.poll() is not None, 10, "a subflow")

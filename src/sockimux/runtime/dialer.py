@@ -128,6 +128,10 @@ class Dialer:
     async def close(self) -> None:
         """After the session: give the children a moment to exit by themselves
         (their subflow's end reached them), then terminate, then kill them."""
+        pending = [*self._waiting, *(a.task for a in self._attempts.values() if a.task is not None)]
+        for task in pending:
+            task.cancel()  # left pending, the loop's end would report each of them
+        await asyncio.gather(*pending, return_exceptions=True)
         for sig, wait in ((None, EXIT_WAIT), (signal.SIGTERM, KILL_WAIT), (signal.SIGKILL, KILL_WAIT)):
             live = [c for c in self._children if c.returncode is None]
             if not live:
