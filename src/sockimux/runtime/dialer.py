@@ -234,7 +234,9 @@ class Dialer:
         attempt.task = None
         if self._attempts.get(attempt.slot) is attempt:
             del self._attempts[attempt.slot]
-        if not self._detached:
+        # Once the session is over (if only a moment before detach()), its
+        # subflows end as they should: nothing to report, nothing to re-open.
+        if not self._detached and self._runner.session.outcome is None:
             self.policy.ended(attempt.slot, self._runner.loop.time(), reason, detail)
             self._pump()
 
