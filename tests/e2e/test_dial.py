@@ -8,6 +8,7 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -333,6 +334,36 @@ def test_an_echo_server_is_not_retried(tmp_path: Path) -> None:
         err = b.stderr()
         assert len([line for line in err.splitlines() if "this cannot heal" in line]) == 1, err
         assert len(re.findall("opening subflow TCP", err)) == 1, err
+    finally:
+        server.close()
+        b.close()
+
+
+def _banner_and_hang_up(conn: socket.socket) -> None:
+    with conn:
+        conn.sendall(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_a_server_that_speaks_something_else_and_hangs_up_is_not_retried(
+        tmp_path: Path, loop: str) -> None:
+    """An sshd's banner, then the connection closes: the refusal (not
+    sockimux) arrives with the end of the connection, and must still be
+    taken for what it is, not for a connection lost and worth re-opening."""
+    server = Server(_banner_and_hang_up)
+    sock = str(tmp_path / "b.sock")
+    b = Imux(tmp_path, "b", "-v", "--listen", f"UNIX-LISTEN:{sock}", "--connect",
+             f"TCP:127.0.0.1:{server.port},count=3", asyncio_loop=loop == "asyncio")
+    try:
+        wait_for(lambda: "not retrying" in b.stderr(), 10, "the address to be stopped")
+        time.sleep(2)  # several backoff periods
+        err = b.stderr()
+        assert server.accepted <= 3, err  # the slots that started before the first refusal
+        assert len(re.findall("opening subflow TCP", err)) == server.accepted, err
+        stopped = [line for line in err.splitlines() if "this cannot heal" in line]
+        assert len(stopped) == 1 and "does not speak sockimux" in stopped[0], err
+        assert " lost " not in err and "could not be opened" not in err, err
+        assert b.proc.poll() is None and "Traceback" not in err
     finally:
         server.close()
         b.close()

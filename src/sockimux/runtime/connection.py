@@ -71,8 +71,6 @@ class SubflowConnection(asyncio.BufferedProtocol):
         self.runner = runner
         self.admit = admit
         self.watch = watch
-        self.close_code: CloseCode | None = None  # why the session closed it, if it did
-        self.close_reason = ""
         self.reported_open = False  # watch.established() was called
         self.sid = 0
         self.transport: asyncio.Transport | None = None
@@ -283,10 +281,12 @@ class SubflowConnection(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         try:
             self.forget_direct()
-            reason = f"error: {exc}" if exc else "connection closed"
-            self.runner.subflow_lost(self.sid, reason)
-            if self.watch is not None:
-                watch, self.watch = self.watch, None  # once
-                watch.ended(self.close_code, self.close_reason or reason)
+            self.runner.subflow_lost(self.sid, f"error: {exc}" if exc else "connection closed")
         except Exception as error:
             self.runner.internal_error(error)
+
+    def report_end(self, code: CloseCode | None, reason: str) -> None:
+        """The runner saw this subflow end: tell the watch, once."""
+        if self.watch is not None:
+            watch, self.watch = self.watch, None
+            watch.ended(code, reason)

@@ -116,6 +116,11 @@ class Runner:
         self.kick()
 
     def subflow_lost(self, sid: int, reason: str) -> None:
+        if sid not in self.session.subflows:
+            # The session closed it first (its end arrived with the frames that
+            # made the session refuse it): _close_subflow, in the flush already
+            # scheduled, closes it and tells its watch why.
+            return
         conn = self.connections.pop(sid, None)
         if conn is None:
             return
@@ -123,6 +128,7 @@ class Runner:
         self.session.subflow_lost(sid, self.loop.time(), reason)
         if conn.transport is not None:
             conn.transport.close()
+        conn.report_end(None, reason)
         self.kick()
 
     def _stdin_data(self, data: bytes | Extent) -> None:
@@ -232,8 +238,8 @@ class Runner:
         conn = self.connections.pop(event.sid, None)
         if conn is None:
             return
-        conn.close_code, conn.close_reason = event.code, event.reason  # for its watch
-        if conn.transport is None:
+        conn.report_end(event.code, event.reason)
+        if conn.transport is None or conn.transport.is_closing():  # nothing more to write on it
             conn.forget_direct()
             return
         if event.flush:
