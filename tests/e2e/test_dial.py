@@ -80,15 +80,17 @@ def test_one_process_listens_and_connects(tmp_path: Path) -> None:
     wait_for(lambda: os.path.exists(a_sock), 10, "A to listen")
     b = Imux(tmp_path, "b", "-v", "--listen", f"UNIX-LISTEN:{b_sock}", "--connect",
              f"UNIX-CONNECT:{a_sock},count=2", data=b_data, seconds=2)
-    wait_for(lambda: os.path.exists(b_sock), 10, "B to listen")
-    relay = subprocess.Popen([require("socat"), f"UNIX-CONNECT:{a_sock}", f"UNIX-CONNECT:{b_sock}"])
+    relay: subprocess.Popen[bytes] | None = None
     try:
+        wait_for(lambda: os.path.exists(b_sock), 10, "B to listen")
+        relay = subprocess.Popen([require("socat"), f"UNIX-CONNECT:{a_sock}", f"UNIX-CONNECT:{b_sock}"])
         _check(a, b, a_data, b_data)
         assert len(re.findall(r"subflow \d+ joined", b.stderr())) == 3, b.stderr()
         assert not os.path.exists(b_sock), "B's socket is removed on exit"
     finally:
-        relay.kill()
-        relay.wait()
+        if relay is not None:
+            relay.kill()
+            relay.wait()
         a.close()
         b.close()
 
