@@ -1,4 +1,4 @@
-"""Command line: ``sockimux [options] SOCKET``."""
+"""Command line: ``sockimux [options] [SOCKET]``, with ``--listen``, ``--connect``, ``--stream``."""
 
 from __future__ import annotations
 
@@ -8,18 +8,25 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from . import __version__
+from .core.address_parser import parse_address
+from .core.addresses import Address, Role, Stdio, TcpListen, UnixListen
 from .core.auth import MIN_KEY_SIZE
-from .core.errors import LocalError
+from .core.errors import AddressError, LocalError
 from .core.session import Outcome, Session, SessionConfig
 from .interrupts import HANDLED_SIGNALS, ProcessSignals
 from .runtime import allocator, process
-from .runtime.listener import Listener
-from .runtime.runner import Runner
+from .runtime.dialer import Dialer
+from .runtime.listener import Listener, TcpListener
+from .runtime.runner import Attached, Runner
+from .runtime.sink import OutputWriter
+from .runtime.stream_address import OpenedStream, open_stream
+from .usage import DESCRIPTION, EPILOG
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -29,6 +36,8 @@ EXIT_OUTPUT_CLOSED = 4
 EXIT_PEER_ABORTED = 5
 EXIT_NO_SUBFLOWS = 6
 EXIT_INPUT_CHANGED = 7
+EXIT_GAVE_UP = 8
+EXIT_STREAM_COMMAND = 9
 
 EXIT_CODES = {
     Outcome.DONE: EXIT_OK,
@@ -37,43 +46,6 @@ EXIT_CODES = {
     Outcome.NO_SUBFLOWS: EXIT_NO_SUBFLOWS,
     Outcome.INPUT_CHANGED: EXIT_INPUT_CHANGED,
 }
-
-DESCRIPTION = """\
-Carry STDIN/STDOUT over many connections ("subflows") to a peer sockimux.
-
-sockimux listens on the UNIX socket SOCKET.  Every connection made to it is
-one subflow; join two sockimux processes by connecting their sockets, e.g.
-with socat, once per subflow.  The peer puts the stream back together: no
-byte is lost, repeated or reordered while subflows join, die or stall, and
-the session waits (as long as it takes, by default) when all are gone.
-"""
-
-EPILOG = """\
-examples:
-  sockimux /tmp/sockA > /tmp/out.txt &
-  echo hello world | sockimux /tmp/sockB &
-  socat UNIX-CONNECT:/tmp/sockA UNIX-CONNECT:/tmp/sockB &   # one subflow; repeat for more
-
-  one ssh session over 4 ssh connections (see README):
-  ssh -o "ProxyCommand sockimux /tmp/sockA" user@host
-  ssh host "socat EXEC:'sockimux /tmp/sockB' TCP:127.0.0.1:22" &
-  socat UNIX-CONNECT:/tmp/sockA EXEC:"ssh host socat STDIO UNIX-CONNECT\\:/tmp/sockB" &  # x4
-
-exit codes:
-  0  both streams delivered: ours written out by the peer, the peer's by us
-  1  internal error (a bug: please report it)
-  2  bad usage (also: a value out of range; STDIN or STDOUT a directory or
-     open the wrong way)
-  3  the socket cannot be used (exists and is not a socket, in use, a stale one
-     that cannot be removed, no permission), or no descriptor left to start
-  4  our STDOUT was closed before the peer's stream ended (e.g. | head)
-  5  the peer ended the session with an error (its STDOUT closed, or it was interrupted)
-  6  no subflow for longer than --no-subflow-timeout
-  7  reading STDIN failed (a file truncated before all of it was sent, an I/O error)
-  128+N  stopped by signal N (SIGINT 130, SIGTERM 143; SIGHUP 129 if the
-         session did not finish within 5 s of it, as when ssh ends a ProxyCommand)
-"""
-
 
 # Ranges of the numeric options, checked when parsing (exit 2 outside them).
 # The window is carried as a u64 offset on the wire; 1 GiB keeps it, and the
@@ -152,6 +124,15 @@ def _whole(bounds: tuple[int, int]) -> Callable[[str], int]:
     return parse
 
 
+def _address(role: Role) -> Callable[[str], Address]:
+    def parse(text: str) -> Address:
+        try:
+            return parse_address(text, role)
+        except AddressError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"sockimux: {message} (see --help)\n")
@@ -161,12 +142,25 @@ def build_parser() -> argparse.ArgumentParser:
     d = SessionConfig()
     p = _Parser(prog="sockimux", description=DESCRIPTION, epilog=EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("socket", metavar="SOCKET", help="path of the UNIX socket to listen on")
+    p.add_argument("socket", metavar="SOCKET", nargs="?",
+                   help="path of the UNIX socket to listen on (as --listen UNIX-LISTEN:SOCKET); "
+                        "optional with --listen or --connect")
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="log more on stderr (-v: subflows joining and leaving, and a summary "
                         "at the end; -vv: debug)")
     p.add_argument("-q", "--quiet", action="store_true", help="log only errors")
     p.add_argument("--version", action="version", version=f"sockimux {__version__}")
+    a = p.add_argument_group("addresses (see below)")
+    a.add_argument("--connect", type=_address(Role.SUBFLOW), action="append", default=[],
+                   metavar="ADDR", help="open subflows to ADDR and re-open them when they end: "
+                                         "UNIX-CONNECT:PATH, TCP:HOST:PORT, EXEC:'COMMAND', "
+                                         "each with count=N; repeatable")
+    a.add_argument("--listen", type=_address(Role.LISTEN), action="append", default=[],
+                   metavar="ADDR", help="also accept subflows at ADDR: UNIX-LISTEN:PATH, "
+                                         "TCP-LISTEN:PORT; repeatable")
+    a.add_argument("--stream", type=_address(Role.STREAM), default=Stdio(), metavar="ADDR",
+                   help="the stream to carry: STDIO (default), EXEC:'COMMAND', TCP:HOST:PORT, "
+                        "UNIX-CONNECT:PATH")
     t = p.add_argument_group("reliability and flow control")
     w_lo, w_hi = (_human(x) for x in WINDOW_RANGE)
     t.add_argument("--window", type=_size, default=d.window, metavar="SIZE",
@@ -271,6 +265,45 @@ def _max_subflows(requested: int | None, log: logging.Logger) -> int:
     return requested
 
 
+Listening = Listener | TcpListener
+
+
+def _listeners(args: argparse.Namespace, allowed: frozenset[int] | None) -> list[Listening]:
+    """SOCKET and every --listen address, listening (LocalError: exit 3)."""
+    made: list[Listening] = []
+    try:
+        if args.socket is not None:
+            made.append(Listener(args.socket, mode=args.socket_mode, allowed_uids=allowed))
+        for address in args.listen:
+            if isinstance(address, UnixListen):
+                mode = args.socket_mode if address.mode is None else address.mode
+                made.append(Listener(address.path, mode=mode, allowed_uids=allowed))
+            elif isinstance(address, TcpListen):
+                family = {"": socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}
+                made.append(TcpListener(address.port, None if address.bind is None else str(address.bind),
+                                        family[address.family.value]))
+    except LocalError:
+        for listener in made:
+            listener.close()
+        raise
+    return made
+
+
+def _exit_code(outcome: Outcome, runner: Runner | None, dialer: Dialer | None,
+               status: int | None, log: logging.Logger) -> int:
+    if outcome is Outcome.INTERRUPTED and runner is not None and runner.signal is not None:
+        return 128 + runner.signal
+    if outcome is Outcome.NO_SUBFLOWS and dialer is not None and dialer.gave_up:
+        return EXIT_GAVE_UP
+    code = EXIT_CODES.get(outcome, EXIT_INTERNAL)
+    if status is not None and status != 0:
+        shown = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
+        log.error("the stream command ended with %s", shown)
+        if code == EXIT_OK:
+            return EXIT_STREAM_COMMAND
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Before anything creates a descriptor: see process.claim_stdio.
     try:
@@ -281,14 +314,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SOCKET
     if sys.stderr is None:  # it was closed: logging and argparse write to /dev/null instead
         sys.stderr = open(process.STDERR, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.socket is None and not args.listen and not args.connect:
+        parser.error("give a SOCKET to listen on, or --listen or --connect addresses")
     _setup_logging(args.verbose, args.quiet)
     log = logging.getLogger("sockimux")
-    try:
-        process.check_stdio()
-    except LocalError as exc:
-        log.error("%s", exc)
-        return EXIT_USAGE
+    if isinstance(args.stream, Stdio):
+        try:
+            process.check_stdio()
+        except LocalError as exc:
+            log.error("%s", exc)
+            return EXIT_USAGE
     config = SessionConfig(window=args.window, stall_timeout=args.stall_timeout,
                            handshake_timeout=args.handshake_timeout,
                            max_subflows=_max_subflows(args.max_subflows, log),
@@ -306,40 +343,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     # it then fails with EIO, which counts as an empty input.
     signal.signal(signal.SIGTTIN, signal.SIG_IGN)
     signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    if not isinstance(args.stream, Stdio):
+        # Before the signals are blocked: a command would inherit the mask.
+        try:
+            stream = open_stream(args.stream)
+        except LocalError as exc:
+            log.error("%s", exc)
+            return EXIT_SOCKET
+        except KeyboardInterrupt:  # a connect can take a while: no traceback for a ^C
+            log.error("interrupted while opening the stream")
+            return 128 + signal.SIGINT
     # Hold SIGINT/SIGTERM/SIGHUP from before the socket exists until the
     # runner handles them, so an early signal cannot leave the socket behind.
     signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
     try:
-        listener = Listener(args.socket, mode=args.socket_mode, allowed_uids=allowed)
+        listeners = _listeners(args, allowed)
     except LocalError as exc:
         log.error("%s", exc)
         return EXIT_SOCKET
     try:
-        in_fd, out_fd = _private_stdio(closed)
+        if isinstance(args.stream, Stdio):
+            stream = OpenedStream(*_private_stdio(closed))
         loop = _new_loop()
     except OSError as exc:  # e.g. no descriptor left: one line, as for the socket
         log.error("cannot start: %s", exc.strerror or exc)
-        listener.close()
+        for listener in listeners:
+            listener.close()
         return EXIT_SOCKET
     allocator.tune()
     runner: Runner | None = None
+    dialer = Dialer(args.connect, listening=bool(listeners)) if args.connect else None
 
     async def run() -> Outcome:
         nonlocal runner
         session = Session(os.urandom(16), loop.time(), config)
-        runner = Runner(session, in_fd, out_fd)
-        return await runner.run(ProcessSignals(), listener)
+        runner = Runner(session, stream.in_fd, stream.out_fd)
+        if stream.half_close and isinstance(runner.sink, OutputWriter):
+            runner.sink.half_close = True
+        parts: list[Attached] = [ProcessSignals(), *listeners]
+        if dialer is not None:
+            parts.append(dialer)
+        try:
+            return await runner.run(*parts)
+        finally:
+            if dialer is not None:
+                await dialer.close()
 
     try:
         outcome = loop.run_until_complete(run())
     except BaseException as exc:  # a bug: report it in one line, details with -vv
         log.error("internal error: %s: %s", type(exc).__name__, exc)
         log.debug("traceback", exc_info=True)
-        listener.close()
+        for listener in listeners:
+            listener.close()
+        stream.finish()
         return EXIT_INTERNAL
     finally:
         loop.close()
-    listener.close()
-    if outcome is Outcome.INTERRUPTED and runner is not None and runner.signal is not None:
-        return 128 + runner.signal
-    return EXIT_CODES.get(outcome, EXIT_INTERNAL)
+    for listener in listeners:
+        listener.close()
+    return _exit_code(outcome, runner, dialer, stream.finish(), log)

@@ -44,7 +44,7 @@ def test_a_ping_flood_that_never_reads_stays_bounded(tmp_path: Path) -> None:
         polite.open()
         asked = time.monotonic()
         polite.send(frame(PING, 42))
-        pong = polite.expect(PONG, timeout=2.0)
+        pong = polite.expect(PONG, timeout=5.0)
         assert pong.value == 42
         answered = time.monotonic() - asked
         while thread.is_alive():
@@ -55,7 +55,10 @@ def test_a_ping_flood_that_never_reads_stays_bounded(tmp_path: Path) -> None:
         assert proc.poll() is None, "the flood killed sockimux"
         assert result["sent"] > 10 * MB, f"the flood only sent {result['sent']} bytes"
         assert peak - base < 100 * 1024, f"RSS grew from {base} KiB to {peak} KiB under the flood"
-        assert answered < 1.0, f"another subflow waited {answered:.2f} s for a PONG"
+        # Within the stall timeout (2.5 s), so the flood cannot make a healthy
+        # subflow look stalled (an unloaded machine answers in milliseconds;
+        # with the tests of other processes sharing 2 cores, up to 1.6 s was seen).
+        assert answered < 2.5, f"another subflow waited {answered:.2f} s for a PONG"
         proc.send_signal(signal.SIGTERM)
         code, err = finish(proc, 10)
         assert code == 128 + signal.SIGTERM, err

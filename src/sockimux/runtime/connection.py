@@ -24,10 +24,12 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
 from ..core.driver import WRITE_HIGH, WRITE_LOW
+from ..core.errors import CloseCode
 from ..core.sender import Extent, Outgoing
+from ..core.subflow import SubflowState
 from .sink import LoopOutput
 
 if TYPE_CHECKING:
@@ -44,12 +46,27 @@ RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EN
 Admission = Callable[[socket.socket], "str | None"]
 
 
+class SubflowWatch(Protocol):
+    """Whoever opened a connection (a dialer) learns what became of it: it
+    re-opens the subflow when it ends, unless the close code says it cannot heal."""
+
+    def established(self) -> None:
+        """The hello exchange is done: the subflow is open in the session."""
+
+    def ended(self, code: CloseCode | None, reason: str) -> None:
+        """The connection is gone; ``code`` is the session's close code (a
+        refusal, a stall), None when the connection itself ended (EOF, error)."""
+
+
 class SubflowConnection(asyncio.BufferedProtocol):
     """One connection, from connection_made on: see the module's comment."""
 
-    def __init__(self, runner: Runner, admit: Admission | None = None) -> None:
+    def __init__(self, runner: Runner, admit: Admission | None = None,
+                 watch: SubflowWatch | None = None) -> None:
         self.runner = runner
         self.admit = admit
+        self.watch = watch
+        self.reported_open = False  # watch.established() was called
         self.sid = 0
         self.transport: asyncio.Transport | None = None
         self.full = False  # the transport holds WRITE_HIGH bytes or more
@@ -236,8 +253,18 @@ class SubflowConnection(asyncio.BufferedProtocol):
         if self.sid:
             try:
                 self.runner.subflow_data(self.sid, nbytes)
+                if self.watch is not None and not self.reported_open:
+                    self._check_established()
             except Exception as exc:
                 self.runner.internal_error(exc)
+
+    def _check_established(self) -> None:
+        # The hello exchange completes only while bytes are received: this is
+        # the one place a watched subflow can become open.
+        sub = self.runner.session.subflows.get(self.sid)
+        if sub is not None and sub.state is SubflowState.OPEN and self.watch is not None:
+            self.reported_open = True
+            self.watch.established()
 
     def eof_received(self) -> bool:
         try:
@@ -252,3 +279,9 @@ class SubflowConnection(asyncio.BufferedProtocol):
             self.runner.subflow_lost(self.sid, f"error: {exc}" if exc else "connection closed")
         except Exception as error:
             self.runner.internal_error(error)
+
+    def report_end(self, code: CloseCode | None, reason: str) -> None:
+        """The runner saw this subflow end: tell the watch, once."""
+        if self.watch is not None:
+            watch, self.watch = self.watch, None
+            watch.ended(code, reason)

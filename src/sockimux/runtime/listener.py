@@ -181,3 +181,46 @@ class Listener:
             return None
         return (f"refused a connection from uid {uid} (pid {pid}): only uids "
                 f"{', '.join(map(str, sorted(self.allowed_uids)))} may connect (see --allow-uid)")
+
+
+class TcpListener:
+    """A listening TCP socket (``TCP-LISTEN:PORT``, on ``bind`` or every
+    address): each connection accepted is a subflow.  There is no
+    SO_PEERCRED over TCP: whoever can reach the port may connect, so across
+    networks use --psk-file (or carry the subflows over ssh)."""
+
+    def __init__(self, port: int, bind: str | None = None, family: int = socket.AF_UNSPEC,
+                 backlog: int = BACKLOG) -> None:
+        self.where = f"[{bind}]:{port}" if bind and ":" in bind else f"{bind or '*'}:{port}"
+        self._server: asyncio.AbstractServer | None = None
+        try:
+            if bind is None and family == socket.AF_UNSPEC and socket.has_ipv6:
+                # Every address, IPv6 and IPv4 alike (a dual-stack socket).
+                fam, address = socket.AF_INET6, ("::", port, 0, 0)
+            else:
+                infos = socket.getaddrinfo(bind, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+                fam, _, _, _, address = infos[0]  # type: ignore[assignment]
+            self.sock = socket.socket(fam, socket.SOCK_STREAM)
+        except OSError as exc:
+            raise LocalError(f"cannot listen on TCP {self.where}: {exc.strerror or exc}") from None
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if fam == socket.AF_INET6 and bind is None:
+                self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            self.sock.bind(address)
+            self.sock.listen(backlog)
+            self.sock.setblocking(False)
+        except OSError as exc:
+            self.sock.close()
+            raise LocalError(f"cannot listen on TCP {self.where}: {exc.strerror or exc}") from None
+
+    async def attach(self, runner: Runner) -> None:
+        self._server = await runner.loop.create_server(runner.connection, sock=self.sock,
+                                                       backlog=BACKLOG)
+
+    def detach(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    def close(self) -> None:
+        self.sock.close()

@@ -30,7 +30,7 @@ from ..core.frames import FrameType
 from ..core.sender import Extent, Outgoing
 from ..core.session import CloseSubflow, Outcome, Session
 from . import lograte
-from .connection import Admission, SubflowConnection
+from .connection import Admission, SubflowConnection, SubflowWatch
 from .render import render
 from .sink import LoopOutput, StreamSink
 from .source import FileInput, StreamSource
@@ -80,15 +80,17 @@ class Runner:
 
     # -- connections in ----------------------------------------------------------------
 
-    def connection(self, admit: Admission | None = None) -> SubflowConnection:
+    def connection(self, admit: Admission | None = None,
+                   watch: SubflowWatch | None = None) -> SubflowConnection:
         """The protocol for a new connection, for a server or create_connection:
         every connection enters the session through it.  ``admit`` may refuse
-        the connection first (see connection.Admission)."""
-        return SubflowConnection(self, admit)
+        the connection first (see connection.Admission); ``watch`` learns when
+        it is established and when it ends, and why (a dialer)."""
+        return SubflowConnection(self, admit, watch)
 
-    async def adopt(self, sock: socket.socket) -> None:
+    async def adopt(self, sock: socket.socket, watch: SubflowWatch | None = None) -> None:
         """Make ``sock``, a connected stream socket, a subflow (the runner owns it)."""
-        await self.loop.connect_accepted_socket(self.connection, sock)
+        await self.loop.connect_accepted_socket(lambda: self.connection(None, watch), sock)
 
     def subflow_opened(self, conn: SubflowConnection) -> int:
         sid = self.session.open_subflow(self.loop.time(), os.urandom(16))
@@ -114,6 +116,11 @@ class Runner:
         self.kick()
 
     def subflow_lost(self, sid: int, reason: str) -> None:
+        if sid not in self.session.subflows:
+            # The session closed it first (its end arrived with the frames that
+            # made the session refuse it): _close_subflow, in the flush already
+            # scheduled, closes it and tells its watch why.
+            return
         conn = self.connections.pop(sid, None)
         if conn is None:
             return
@@ -121,6 +128,7 @@ class Runner:
         self.session.subflow_lost(sid, self.loop.time(), reason)
         if conn.transport is not None:
             conn.transport.close()
+        conn.report_end(None, reason)
         self.kick()
 
     def _stdin_data(self, data: bytes | Extent) -> None:
@@ -224,7 +232,8 @@ class Runner:
         conn = self.connections.pop(event.sid, None)
         if conn is None:
             return
-        if conn.transport is None:
+        conn.report_end(event.code, event.reason)
+        if conn.transport is None or conn.transport.is_closing():  # nothing more to write on it
             conn.forget_direct()
             return
         if event.flush:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -60,6 +61,9 @@ class OutputWriter:
         self._on_closed = on_closed
         self._queue: deque[bytes | bytearray | memoryview] = deque()
         self._closing = False
+        # A socket of our own (--stream TCP:...) whose reading side another
+        # descriptor still holds: closing ours would not end the stream.
+        self.half_close = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="stdout", daemon=True)
 
@@ -95,6 +99,12 @@ class OutputWriter:
             if not call(self._on_written, total):
                 return
         try:
+            if self.half_close:
+                sock = socket.socket(fileno=self._fd)
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                finally:
+                    sock.detach()
             os.close(self._fd)
         except OSError as exc:
             call(self._on_error, exc.strerror or str(exc))

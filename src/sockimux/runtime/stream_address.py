@@ -1,0 +1,118 @@
+"""The stream we carry when it is not our own STDIO (``--stream ADDR``).
+
+Opened before the session starts, as a pair of descriptors the runner
+takes like STDIN and STDOUT:
+
+- ``EXEC:'COMMAND'``: two pipes, one to the command's STDIN and one from its
+  STDOUT (its STDERR is ours).  Pipes, not a socketpair: the event loop
+  drives them, DATA is spliced into the command's STDIN, and closing our
+  end is an end of file the command sees at once.  After the session the
+  command is given a moment to finish; its exit status is then part of
+  ours (see cli.py: a non-zero status is exit 9).
+- ``TCP:HOST:PORT`` and ``UNIX-CONNECT:PATH``: one connected socket, read
+  and written by the runner's threads (blocking I/O), so the end of the
+  stream is a shutdown of its sending side (``half_close``), while the
+  other direction goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+from dataclasses import dataclass
+
+from ..core.addresses import Exec, Stdio, TcpConnect, UnixConnect
+from ..core.errors import LocalError
+
+StreamAddress = Stdio | Exec | TcpConnect | UnixConnect
+CONNECT_TIMEOUT = 30.0  # seconds, when the address gives no connect-timeout
+EXIT_WAIT = 5.0  # seconds the command may take to exit after the session
+KILL_WAIT = 2.0
+
+
+@dataclass
+class OpenedStream:
+    in_fd: int
+    out_fd: int
+    half_close: bool = False  # out_fd is a socket: its end is shutdown(SHUT_WR)
+    child: subprocess.Popen[bytes] | None = None
+
+    def finish(self) -> int | None:
+        """Wait for the command (EXEC) to exit, terminating it if it does not
+        within EXIT_WAIT s; its exit status, negative for a signal (None: no command)."""
+        child = self.child
+        if child is None:
+            return None
+        for sig, wait in ((None, EXIT_WAIT), (signal.SIGTERM, KILL_WAIT), (signal.SIGKILL, None)):
+            if sig is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                return child.wait(wait)
+        return child.wait()
+
+
+def open_stream(address: Exec | TcpConnect | UnixConnect) -> OpenedStream:
+    """Open the stream at ``address``; LocalError (one line) if it cannot be."""
+    if isinstance(address, Exec):
+        return _run(address)
+    try:
+        if isinstance(address, TcpConnect):
+            sock = _connect_tcp(address)
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(address.path)
+            except BaseException:
+                sock.close()
+                raise
+    except OSError as exc:
+        raise LocalError(f"cannot open the stream {address}: {exc.strerror or exc}") from None
+    sock.settimeout(None)  # the runner's threads do blocking I/O on it
+    in_fd = sock.detach()
+    return OpenedStream(in_fd, os.dup(in_fd), half_close=True)
+
+
+def _connect_tcp(address: TcpConnect) -> socket.socket:
+    timeout = address.connect_timeout or CONNECT_TIMEOUT
+    if address.device is None:
+        source = None if address.bind is None else (str(address.bind.ip), address.bind.port or 0)
+        sock = socket.create_connection((address.host, address.port), timeout, source)
+    else:
+        error: OSError = OSError(f"{address.host}: no address")
+        for fam, kind, proto, _, target in socket.getaddrinfo(address.host, address.port,
+                                                              type=socket.SOCK_STREAM):
+            sock = socket.socket(fam, kind, proto)
+            try:
+                sock.settimeout(timeout)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, address.device.encode())
+                if address.bind is not None:
+                    sock.bind((str(address.bind.ip), address.bind.port or 0))
+                sock.connect(target)
+                break
+            except OSError as exc:
+                sock.close()
+                error = exc
+        else:
+            raise error
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _run(address: Exec) -> OpenedStream:
+    to_child, ours_out = os.pipe()
+    ours_in, from_child = os.pipe()
+    try:
+        child = subprocess.Popen(address.argv, stdin=to_child, stdout=from_child)
+    except OSError as exc:
+        for fd in (ours_in, ours_out):
+            os.close(fd)
+        raise LocalError(f"cannot run the stream command {address.argv[0]}: "
+                         f"{exc.strerror or exc}") from None
+    finally:
+        os.close(to_child)
+        os.close(from_child)
+    return OpenedStream(ours_in, ours_out, child=child)

@@ -1,0 +1,143 @@
+"""The stream when it is not STDIO (--stream EXEC, TCP), what the new
+options refuse (exit 2) or cannot open (exit 3), and the examples of
+--help and README.md, as a shell passes them on."""
+
+from __future__ import annotations
+
+import os
+import random
+import shlex
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .dialing import MB, Imux, Server, echo, free_port
+from .harness import SOCKIMUX, wait_for
+
+
+def _data(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def test_stream_tcp(tmp_path: Path) -> None:
+    """--stream TCP: the far side carries a TCP connection (an echo server)
+    instead of its STDIO; the end of our input reaches the server as a
+    half close, and its end comes back."""
+    server = Server(echo)
+    sock = str(tmp_path / "far.sock")
+    data = _data(8 * MB, 13)
+    far = Imux(tmp_path, "far", "-v", sock, "--stream", f"TCP:127.0.0.1:{server.port}")
+    wait_for(lambda: os.path.exists(sock) or far.proc.poll() is not None, 10, "far to listen")
+    near = Imux(tmp_path, "near", "-v", "--connect", f"UNIX-CONNECT:{sock},count=2", data=data)
+    try:
+        assert near.wait(60) == 0, near.stderr()
+        assert far.wait(60) == 0, far.stderr()
+        assert near.out.read_bytes() == data
+        assert far.out.read_bytes() == b""  # our STDOUT is not the stream
+        assert server.accepted == 1
+    finally:
+        server.close()
+        far.close()
+        near.close()
+
+
+@pytest.mark.parametrize(("command", "far_code"), [("cat", 0), ("sh -c 'cat; exit 3'", 9)])
+def test_stream_exec(tmp_path: Path, command: str, far_code: int) -> None:
+    """--stream EXEC: the far side carries a command's STDIN/STDOUT; a
+    command that fails makes the far side exit 9, naming its status."""
+    sock = str(tmp_path / "far.sock")
+    data = _data(8 * MB, 14)
+    far = Imux(tmp_path, "far", sock, "--stream", f"EXEC:\"{command}\"")
+    wait_for(lambda: os.path.exists(sock) or far.proc.poll() is not None, 10, "far to listen")
+    near = Imux(tmp_path, "near", "--connect", f"UNIX-CONNECT:{sock},count=3", data=data)
+    try:
+        assert near.wait(60) == 0, near.stderr()
+        assert far.wait(60) == far_code, far.stderr()
+        assert near.out.read_bytes() == data
+        if far_code:
+            assert far.stderr().strip().endswith("the stream command ended with exit status 3")
+    finally:
+        far.close()
+        near.close()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--connect", "TCP:127.0.0.1:70000"], "port must be 1-65535"),
+    (["--connect", "TCP-LISTEN:7000"], "TCP-LISTEN cannot open a subflow"),
+    (["--listen", "TCP:127.0.0.1:7000"], "TCP cannot listen"),
+    (["--stream", "UNIX-LISTEN:/tmp/x"], "UNIX-LISTEN cannot be the stream"),
+    (["--stream", "EXEC:cat,count=2"], "count= is for subflows"),
+    (["--connect", "EXEC:'unclosed"], "unclosed ' quote"),
+    (["--connect", "/tmp/sock"], "a UNIX socket is UNIX-CONNECT:PATH"),
+    ([], "give a SOCKET to listen on, or --listen or --connect"),
+])
+def test_bad_addresses_are_usage_errors(args: list[str], message: str) -> None:
+    run = subprocess.run([SOCKIMUX, *args], capture_output=True, text=True, timeout=20,
+                         stdin=subprocess.DEVNULL)
+    assert run.returncode == 2, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and message in lines[0], run.stderr
+
+
+def test_what_cannot_be_opened_at_start_is_exit_3(tmp_path: Path) -> None:
+    """A stream that cannot be opened, a port in use, a UNIX-LISTEN path that
+    is not a socket (never touched): one line, exit 3."""
+    closed = free_port()
+    busy = socket.create_server(("127.0.0.1", 0))
+    plain = tmp_path / "file"
+    plain.write_text("keep me")
+    cases = [
+        (["--connect", "UNIX-CONNECT:/nonexistent", "--stream", f"TCP:127.0.0.1:{closed}"],
+         "cannot open the stream"),
+        (["--connect", "UNIX-CONNECT:/nonexistent", "--stream", "EXEC:/nonexistent/program"],
+         "cannot run the stream command"),
+        (["--listen", f"TCP-LISTEN:{busy.getsockname()[1]},bind=127.0.0.1"], "cannot listen on TCP"),
+        (["--listen", f"UNIX-LISTEN:{plain}"], "exists and is not a socket"),
+    ]
+    try:
+        for args, message in cases:
+            run = subprocess.run([SOCKIMUX, *args], capture_output=True, text=True, timeout=20,
+                                 stdin=subprocess.DEVNULL)
+            assert run.returncode == 3, (args, run.stderr)
+            lines = run.stderr.splitlines()
+            assert len(lines) == 1 and message in lines[0], (args, run.stderr)
+        assert plain.read_text() == "keep me"
+    finally:
+        busy.close()
+
+
+def _examples(text: str) -> list[tuple[str, str]]:
+    """(option, address) of every --connect/--listen/--stream in the sockimux
+    command lines of ``text``, as a shell splits them (a ProxyCommand: twice)."""
+    found: list[tuple[str, str]] = []
+    lines: list[str] = []
+    for line in text.splitlines():
+        # Inline code in the README: the command is what the backquotes hold.
+        lines += line.split("`")[1::2] if "`" in line else [line]
+    for line in lines:
+        if "sockimux --" not in line and "sockimux /" not in line:
+            continue
+        words = shlex.split(line.split("#")[0].lstrip("$ "))
+        for word in list(words):
+            if word.startswith("ProxyCommand sockimux"):
+                words += shlex.split(word.removeprefix("ProxyCommand "))
+        found += [(w, words[i + 1]) for i, w in enumerate(words[:-1])
+                  if w in ("--connect", "--listen", "--stream")]
+    return found
+
+
+def test_every_address_example_in_help_and_readme_is_valid() -> None:
+    """The examples in --help and README.md, typed into a shell as they are
+    written, give sockimux addresses it accepts where they are given."""
+    from sockimux.core.address_parser import parse_address
+    from sockimux.core.addresses import Role
+
+    roles = {"--connect": Role.SUBFLOW, "--listen": Role.LISTEN, "--stream": Role.STREAM}
+    help_text = subprocess.run([SOCKIMUX, "--help"], capture_output=True, text=True, check=True).stdout
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    examples = _examples(help_text) + _examples(readme)
+    assert len(examples) >= 10, examples
+    for option, text in examples:
+        parse_address(text, roles[option])
