@@ -19,7 +19,8 @@ from .core.session import Outcome, Session, SessionConfig
 from .interrupts import HANDLED_SIGNALS, ProcessSignals
 from .runtime import allocator, process
 from .runtime.listener import Listener
-from .runtime.runner import Runner
+from .runtime.observe import Observer
+from .runtime.runner import Attached, Runner
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
@@ -86,6 +87,7 @@ NO_SUBFLOW_RANGE = (1.0, 365 * 86400.0)  # a year
 COUNT_RANGE = (1, 65536)  # --max-subflows, --max-handshakes
 MODE_RANGE = (0, 0o777)
 UID_RANGE = (0, 2**32 - 2)  # (uid_t)-1 means "no user"
+STATS_RANGE = (0.1, 86400.0)  # --stats=SEC
 
 
 def _human(size: int) -> str:
@@ -204,7 +206,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--psk-file", metavar="FILE",
                    help="shared key (at least 16 bytes) both sides must prove in every subflow's "
                         "hello; authenticates subflows, does not encrypt them")
+    _observing(p)
     return p
+
+
+def _observing(p: argparse.ArgumentParser) -> None:
+    """The options that show what the session does (runtime/observe.py)."""
+    o = p.add_argument_group("observing (SIGUSR1 writes the stats as one JSON line on stderr)")
+    o.add_argument("--stats", type=_seconds(STATS_RANGE), nargs="?", const=0.0, default=None,
+                   metavar="SEC", help="a table of the subflows on stderr at exit, and every SEC "
+                                        f"seconds if given ({_span(STATS_RANGE)}); plain lines "
+                                        "when stderr is not a terminal")
+    o.add_argument("--stats-file", metavar="PATH",
+                   help="append the stats as one JSON object per line (docs/STATS.md) at exit, "
+                        "and every SEC seconds of --stats=SEC")
+
+
+def _observer(args: argparse.Namespace) -> Observer | None:
+    if args.stats is None and args.stats_file is None:
+        return None
+    return Observer(args.stats or None, args.stats is not None, args.stats_file)
 
 
 def _read_psk(path: str) -> bytes:
@@ -301,6 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("%s", exc)
             return EXIT_USAGE
     config = replace(config, psk=psk, max_handshakes=args.max_handshakes)
+    try:
+        observer = _observer(args)
+    except LocalError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
     allowed = None if args.allow_any_user else frozenset({os.getuid(), 0, *args.allow_uid})
     # A background job must not be stopped for touching the terminal: reading
     # it then fails with EIO, which counts as an empty input.
@@ -328,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         nonlocal runner
         session = Session(os.urandom(16), loop.time(), config)
         runner = Runner(session, in_fd, out_fd)
-        return await runner.run(ProcessSignals(), listener)
+        beside: tuple[Attached, ...] = (observer,) if observer is not None else ()
+        return await runner.run(ProcessSignals(), *beside, listener)
 
     try:
         outcome = loop.run_until_complete(run())
