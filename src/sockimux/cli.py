@@ -155,6 +155,17 @@ def _whole(bounds: tuple[int, int]) -> Callable[[str], int]:
 
 
 class _Parser(argparse.ArgumentParser):
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        """``--stats=SEC`` is ``--stats --stats-every=SEC`` (the value only with "=")."""
+        given = list(sys.argv[1:] if args is None else args)
+        end = given.index("--") if "--" in given else len(given)
+        for i in reversed(range(end)):
+            if given[i].startswith("--stats="):
+                given[i:i + 1] = ["--stats", "--stats-every=" + given[i].removeprefix("--stats=")]
+        return super().parse_known_args(given, namespace)
+
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"sockimux: {message} (see --help)\n")
 
@@ -213,19 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
 def _observing(p: argparse.ArgumentParser) -> None:
     """The options that show what the session does (runtime/observe.py)."""
     o = p.add_argument_group("observing (SIGUSR1 writes the stats as one JSON line on stderr)")
-    o.add_argument("--stats", type=_seconds(STATS_RANGE), nargs="?", const=0.0, default=None,
-                   metavar="SEC", help="a table of the subflows on stderr at exit, and every SEC "
-                                        f"seconds if given ({_span(STATS_RANGE)}); plain lines "
-                                        "when stderr is not a terminal")
+    o.add_argument("--stats", action="store_true",
+                   help="--stats[=SEC]: a table of the subflows on stderr at exit, and every SEC "
+                        f"seconds if given ({_span(STATS_RANGE)}); plain lines when stderr is not "
+                        "a terminal")
+    # --stats=SEC arrives here (see _Parser.parse_known_args): an optional
+    # value after a space would take the SOCKET argument for itself.
+    o.add_argument("--stats-every", type=_seconds(STATS_RANGE), default=None, help=argparse.SUPPRESS)
     o.add_argument("--stats-file", metavar="PATH",
                    help="append the stats as one JSON object per line (docs/STATS.md) at exit, "
                         "and every SEC seconds of --stats=SEC")
 
 
 def _observer(args: argparse.Namespace) -> Observer | None:
-    if args.stats is None and args.stats_file is None:
+    if not args.stats and args.stats_file is None:
         return None
-    return Observer(args.stats or None, args.stats is not None, args.stats_file)
+    return Observer(args.stats_every, args.stats, args.stats_file)
 
 
 def _read_psk(path: str) -> bytes:
