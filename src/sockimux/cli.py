@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import signal
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -20,6 +21,7 @@ from .interrupts import HANDLED_SIGNALS, ProcessSignals
 from .runtime import allocator, process
 from .runtime.listener import Listener
 from .runtime.observe import Observer
+from .runtime.progress import Progress
 from .runtime.runner import Attached, Runner
 
 EXIT_OK = 0
@@ -231,6 +233,10 @@ def _observing(p: argparse.ArgumentParser) -> None:
     # --stats=SEC arrives here (see _Parser.parse_known_args): an optional
     # value after a space would take the SOCKET argument for itself.
     o.add_argument("--stats-every", type=_seconds(STATS_RANGE), default=None, help=argparse.SUPPRESS)
+    o.add_argument("--progress", action="store_true",
+                   help="one live line on stderr (bytes each way, rates, subflows, and the ETA "
+                        "when STDIN is a file), cleared at exit; only when stderr is a terminal "
+                        "(otherwise it does nothing)")
     o.add_argument("--stats-file", metavar="PATH",
                    help="append the stats as one JSON object per line (docs/STATS.md) at exit, "
                         "and every SEC seconds of --stats=SEC")
@@ -240,6 +246,15 @@ def _observer(args: argparse.Namespace) -> Observer | None:
     if not args.stats and args.stats_file is None:
         return None
     return Observer(args.stats_every, args.stats, args.stats_file)
+
+
+def _input_size(fd: int) -> int | None:
+    """Bytes left to read from STDIN if it is a regular file (for --progress's ETA)."""
+    try:
+        st = os.fstat(fd)
+        return st.st_size - os.lseek(fd, 0, os.SEEK_CUR) if stat.S_ISREG(st.st_mode) else None
+    except OSError:
+        return None
 
 
 def _read_psk(path: str) -> bytes:
@@ -369,6 +384,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         session = Session(os.urandom(16), loop.time(), config)
         runner = Runner(session, in_fd, out_fd)
         beside: tuple[Attached, ...] = (observer,) if observer is not None else ()
+        if args.progress:  # after the observer: it is cleared before the table at exit
+            beside += (Progress(_input_size(in_fd)),)
         return await runner.run(ProcessSignals(), *beside, listener)
 
     try:
