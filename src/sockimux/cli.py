@@ -169,6 +169,7 @@ class _Parser(argparse.ArgumentParser):
         return super().parse_known_args(given, namespace)
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        message = message.replace("argument --stats-every:", "argument --stats:")  # see below
         self.exit(EXIT_USAGE, f"sockimux: {message} (see --help)\n")
 
 
@@ -397,6 +398,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
     finally:
         loop.close()
+        # Its handlers are gone: a late SIGUSR1 (a stats request) must not kill us.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     listener.close()
     if outcome is Outcome.INTERRUPTED and runner is not None and runner.signal is not None:
         return 128 + runner.signal

@@ -130,3 +130,11 @@ def test_a_stats_file_that_cannot_be_opened_is_bad_usage(tmp_path: Path) -> None
     assert re.fullmatch(rf"sockimux\[\d+\]: cannot open the stats file {tmp_path}/no/such.jsonl: "
                         "No such file or directory\n", proc.stderr), proc.stderr
     assert not (tmp_path / "s.sock").exists()
+
+
+def test_stats_interval_out_of_range_is_bad_usage(tmp_path: Path) -> None:
+    proc = subprocess.run([SOCKIMUX, "--stats=0.01", str(tmp_path / "s.sock")],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2
+    assert proc.stderr == ("sockimux: argument --stats: must be from 0.1 to 86400 seconds: '0.01' "
+                           "(see --help)\n")
