@@ -3,7 +3,7 @@
 Drawn with rich (imported only when the line is on: the far host of the ssh
 mode need not have it), redrawn from the event loop a few times a second
 (rich's own refresh thread is not used), and only when stderr is a
-terminal: otherwise, or without rich, the option does nothing.  Log lines
+terminal: otherwise the option does nothing (without rich it says so).  Log lines
 keep appearing above the live line: while it is shown, the log handlers
 that write to stderr write through rich's console.
 """
@@ -58,6 +58,8 @@ class Progress:
             from rich.console import Console
             from rich.live import Live
         except ImportError:
+            logging.getLogger("sockimux").warning("--progress needs the rich package; "
+                                                  "no progress line")
             return
         self._runner = runner
         console = Console(file=sys.stderr)
