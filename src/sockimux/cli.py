@@ -9,6 +9,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -23,6 +24,8 @@ from .interrupts import HANDLED_SIGNALS, ProcessSignals
 from .runtime import allocator, process
 from .runtime.dialer import Dialer
 from .runtime.listener import Listener, TcpListener
+from .runtime.observe import Observer
+from .runtime.progress import Progress
 from .runtime.runner import Attached, Runner
 from .runtime.sink import OutputWriter
 from .runtime.stream_address import OpenedStream, open_stream
@@ -58,6 +61,7 @@ NO_SUBFLOW_RANGE = (1.0, 365 * 86400.0)  # a year
 COUNT_RANGE = (1, 65536)  # --max-subflows, --max-handshakes
 MODE_RANGE = (0, 0o777)
 UID_RANGE = (0, 2**32 - 2)  # (uid_t)-1 means "no user"
+STATS_RANGE = (0.1, 86400.0)  # --stats=SEC
 
 
 def _human(size: int) -> str:
@@ -134,7 +138,19 @@ def _address(role: Role) -> Callable[[str], Address]:
 
 
 class _Parser(argparse.ArgumentParser):
+    def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
+                         namespace: argparse.Namespace | None = None
+                         ) -> tuple[argparse.Namespace, list[str]]:
+        """``--stats=SEC`` is ``--stats --stats-every=SEC`` (the value only with "=")."""
+        given = list(sys.argv[1:] if args is None else args)
+        end = given.index("--") if "--" in given else len(given)
+        for i in reversed(range(end)):
+            if given[i].startswith("--stats="):
+                given[i:i + 1] = ["--stats", "--stats-every=" + given[i].removeprefix("--stats=")]
+        return super().parse_known_args(given, namespace)
+
     def error(self, message: str) -> None:  # type: ignore[override]
+        message = message.replace("argument --stats-every:", "argument --stats:")  # see below
         self.exit(EXIT_USAGE, f"sockimux: {message} (see --help)\n")
 
 
@@ -198,7 +214,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--psk-file", metavar="FILE",
                    help="shared key (at least 16 bytes) both sides must prove in every subflow's "
                         "hello; authenticates subflows, does not encrypt them")
+    _observing(p)
     return p
+
+
+def _observing(p: argparse.ArgumentParser) -> None:
+    """The options that show what the session does (runtime/observe.py)."""
+    o = p.add_argument_group("observing (SIGUSR1 writes the stats as one JSON line on stderr)")
+    o.add_argument("--stats", action="store_true",
+                   help="--stats[=SEC]: a table of the subflows on stderr at exit, and every SEC "
+                        f"seconds if given ({_span(STATS_RANGE)}); plain lines when stderr is not "
+                        "a terminal")
+    # --stats=SEC arrives here (see _Parser.parse_known_args): an optional
+    # value after a space would take the SOCKET argument for itself.
+    o.add_argument("--stats-every", type=_seconds(STATS_RANGE), default=None, help=argparse.SUPPRESS)
+    o.add_argument("--progress", action="store_true",
+                   help="one live line on stderr (bytes each way, rates, subflows, and the ETA "
+                        "when STDIN is a file), cleared at exit; only when stderr is a terminal "
+                        "(otherwise it does nothing)")
+    o.add_argument("--stats-file", metavar="PATH",
+                   help="append the stats as one JSON object per line (docs/STATS.md) at exit, "
+                        "and every SEC seconds of --stats=SEC")
+
+
+def _observer(args: argparse.Namespace) -> Observer | None:
+    if not args.stats and args.stats_file is None:
+        return None
+    return Observer(args.stats_every, args.stats, args.stats_file)
+
+
+def _input_size(fd: int) -> int | None:
+    """Bytes left to read from STDIN if it is a regular file (for --progress's ETA)."""
+    try:
+        st = os.fstat(fd)
+        return st.st_size - os.lseek(fd, 0, os.SEEK_CUR) if stat.S_ISREG(st.st_mode) else None
+    except OSError:
+        return None
 
 
 def _read_psk(path: str) -> bytes:
@@ -338,6 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("%s", exc)
             return EXIT_USAGE
     config = replace(config, psk=psk, max_handshakes=args.max_handshakes)
+    try:
+        observer = _observer(args)
+    except LocalError as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
     allowed = None if args.allow_any_user else frozenset({os.getuid(), 0, *args.allow_uid})
     # A background job must not be stopped for touching the terminal: reading
     # it then fails with EIO, which counts as an empty input.
@@ -380,7 +436,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner = Runner(session, stream.in_fd, stream.out_fd)
         if stream.half_close and isinstance(runner.sink, OutputWriter):
             runner.sink.half_close = True
-        parts: list[Attached] = [ProcessSignals(), *listeners]
+        parts: list[Attached] = [ProcessSignals()]
+        if observer is not None:
+            parts.append(observer)
+        if args.progress:  # after the observer: it is cleared before the table at exit
+            parts.append(Progress(_input_size(stream.in_fd)))
+        parts.extend(listeners)
         if dialer is not None:
             parts.append(dialer)
         try:
@@ -400,6 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
     finally:
         loop.close()
+        # Its handlers are gone: a late SIGUSR1 (a stats request) must not kill us.
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     for listener in listeners:
         listener.close()
     return _exit_code(outcome, runner, dialer, stream.finish(), log)

@@ -1,4 +1,5 @@
-"""What stops a session from outside: signals, and bugs the event loop catches.
+"""What stops a session from outside: signals, and bugs the event loop catches
+(and SIGUSR1, which only asks for the stats snapshot: one JSON line on stderr).
 
 The CLI attaches this beside the session (runner.Attached) and the runner
 exposes what it needs: interrupt(signo), internal_error(exc) and
@@ -11,21 +12,27 @@ period before it is interrupted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import sys
 from typing import Any
 
 from .runtime.connection import RESOURCE_ERRORS
+from .runtime.observe import as_json
 from .runtime.runner import Runner
 
 log = logging.getLogger("sockimux")
 
-HANDLED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+# SIGUSR1 writes the stats snapshot as one JSON line on stderr; blocked
+# with the others until handled, so an early one cannot kill us (its default).
+HANDLED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1}
 HANGUP_GRACE = 5.0  # seconds a session may take to finish after SIGHUP
 
 
 class ProcessSignals:
-    """SIGINT, SIGTERM and SIGHUP end the session (exit 128+N); the loop's
+    """SIGINT, SIGTERM and SIGHUP end the session (exit 128+N), SIGUSR1
+    writes the stats (runtime/observe.py); the loop's
     exception handler turns a bug in a callback into one clear line.  The
     CLI blocks the signals from before the socket exists: attach() handles
     them, then unblocks them (any that arrived meanwhile are delivered)."""
@@ -41,6 +48,7 @@ class ProcessSignals:
         for signo in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signo, runner.interrupt, signo)
         loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_usr1)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
 
     def detach(self) -> None:
@@ -54,6 +62,14 @@ class ProcessSignals:
             log.info("SIGHUP: finishing the session (at most %g s)", HANGUP_GRACE)
             self._hangup_timer = runner.loop.call_later(HANGUP_GRACE, runner.interrupt,
                                                         signal.SIGHUP)
+
+    def _on_usr1(self) -> None:
+        runner = self._runner
+        assert runner is not None
+        line = as_json(runner.session.stats(runner.loop.time()), "signal")
+        with contextlib.suppress(OSError, ValueError):
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
 
     def _on_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         runner = self._runner

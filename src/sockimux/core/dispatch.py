@@ -49,6 +49,7 @@ class FrameDispatch:
     peer_confirmed: bool
     subflows_joined: int
     _alone_since: float | None
+    alone_total: float
     _events: list[Event]
     _output: list[bytes | bytearray | memoryview]
 
@@ -91,6 +92,7 @@ class FrameDispatch:
         sub.owe_ack()  # grant credit / report state on the new subflow at once
         self.subflows_joined += 1
         if self._alone_since is not None:
+            self.alone_total += now - self._alone_since
             if self.subflows_joined > 1:
                 self._events.append(ev.SubflowResumed(sub.id, now - self._alone_since))
             self._alone_since = None

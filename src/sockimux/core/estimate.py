@@ -15,8 +15,10 @@ data that three 30 Mbit/s links could have delivered long before it
 (the linger-time idea of BLEST and Linux MPTCP's scheduler), and what keeps
 control frames (ACK, PING) from queueing for seconds behind our own data.
 
-The round trip is measured by our keepalive PINGs (PING to its PONG); it is
-reported in each subflow's final counters (events.SubflowClosed).
+The round trip is measured by our keepalive PINGs (PING to its PONG) and,
+while data flows, from each DATA frame's write to the ACK that covers it;
+it is reported in the stats (stats.py) and in each subflow's final counters
+(events.SubflowClosed).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class PathEstimate:
     """
 
     rate: float = 0.0  # bytes per second delivered to the peer
-    srtt: float | None = None  # smoothed PING/PONG round trip, seconds
+    srtt: float | None = None  # smoothed round trip (PING to PONG, DATA to ACK), seconds
     _sent: deque[tuple[int, float]] = field(default_factory=deque)  # (bytes out, time)
     _last_send: tuple[int, float] = (0, 0.0)  # newest (bytes out, time) known delivered
     _sample: tuple[int, float, float] | None = None  # (delivered, ack time, send time) at start
@@ -54,16 +56,25 @@ class PathEstimate:
         """We have now written ``total`` DATA bytes on this subflow."""
         self._sent.append((total, now))
 
-    def _send_time(self, total: int) -> float:
-        """When the ``total``-th byte was written (the newest record at or below it)."""
+    def _send_time(self, total: int) -> tuple[float, bool]:
+        """When the ``total``-th byte was written (the newest record at or below
+        it), and whether that record is newly known delivered."""
         sent = self._sent
+        fresh = False
         while sent and sent[0][0] <= total:
             self._last_send = sent.popleft()
-        return self._last_send[1]
+            fresh = True
+        return self._last_send[1], fresh
 
     def on_delivered(self, total: int, now: float, saturated: bool) -> None:
         """The peer reports ``total`` DATA bytes received on this subflow."""
-        sent_at = self._send_time(total)
+        sent_at, fresh = self._send_time(total)
+        if fresh:
+            # A round trip measured while data flows: the last DATA frame this
+            # ACK covers, from its write to the ACK, queueing behind our own
+            # data (and the peer's ACK spacing) included: what a keystroke
+            # typed now would wait, which an idle keepalive does not see.
+            self.on_rtt(now - sent_at)
         if self._sample is None:
             self._sample = (total, now, sent_at)
             return

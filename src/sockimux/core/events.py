@@ -55,7 +55,7 @@ class Counters:
     data_in: int  # DATA frame bytes we received on it
     resent: int  # stream bytes it carried again because another subflow was lost
     head_copies: int  # stream bytes it carried as copies of the head a slower one held
-    rtt: float | None  # smoothed keepalive (PING to PONG) round trip, seconds
+    rtt: float | None  # smoothed round trip (PING to PONG, DATA to its ACK), seconds
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,7 @@ from .reader import SCRATCH_SIZE, FrameReader, ScratchPool
 from .receiver import StreamReceiver
 from .scheduler import MIN_PIECE, Scheduler
 from .sender import Extent, Outgoing, StreamSender
+from .stats import ClosedTotals, SessionStats, snapshot
 from .subflow import Subflow
 from .timers import Liveness
 
@@ -91,6 +92,8 @@ class Session(FrameDispatch, DirectOutput, Liveness):
         self._window_noted = False  # the "window limits throughput" line was logged
         self._partial = 0  # sum of the subflows' `held`: memory set aside for incomplete frames
         self._alone_since: float | None = now
+        self.alone_total = 0.0  # seconds without an open subflow, before the current stretch
+        self.closed_totals = ClosedTotals()  # the closed subflows' final counters (stats.py)
         self._alone_warned_at = now
         # Each subflow's next deadline, recomputed only for the subflows
         # that marked themselves (subflow.py), so that next_deadline() after
@@ -107,6 +110,17 @@ class Session(FrameDispatch, DirectOutput, Liveness):
     def head_resent(self) -> int:
         """Bytes re-sent as copies of the head of the stream (statistics)."""
         return self.scheduler.head_copies
+
+    def stats(self, now: float) -> SessionStats:
+        """One immutable snapshot of the counters (stats.py): costs a pass over
+        the subflows, so call it when someone looks, not per event."""
+        return snapshot(self, now)
+
+    def label(self, sid: int, text: str) -> None:
+        """Name subflow ``sid`` in the stats (the runtime knows its address)."""
+        sub = self.subflows.get(sid)
+        if sub is not None:
+            sub.label = text
 
     # -- subflows ------------------------------------------------------------
 
@@ -375,6 +389,7 @@ class Session(FrameDispatch, DirectOutput, Liveness):
             # The ACK that freed the peer's sender may have died with this
             # subflow: repeat our state at once on the best one left.
             self.acks.on_best_subflow()
+        self.closed_totals.add(sub)
         counters = ev.Counters(sub.data_out, sub.data_in, sub.resent, sub.head_copies, sub.path.srtt)
         self._events.append(ev.SubflowClosed(sub.id, by, code if notify else None, reason, was_open,
                                              counters, resend, self._live_count(), now))

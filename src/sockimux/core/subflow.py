@@ -37,6 +37,7 @@ from .frames import FrameType, Hello
 from .handshake import ACCEPTS, Input, SubflowState, advance
 from .reader import FrameReader
 from .sender import Outgoing
+from .stats import RATE_INTERVAL
 
 __all__ = ["ACCEPTS", "Subflow", "SubflowState"]
 
@@ -77,6 +78,12 @@ class Subflow:
     # Final counters (events.SubflowClosed): stream bytes put on this subflow.
     resent: int = 0  # of them, re-sends of ranges a lost subflow carried
     head_copies: int = 0  # of them, copies of the head of the stream a slower subflow held
+    label: str = ""  # where the runtime says it came from or went to (stats only)
+    # The receive rate, for the stats (stats.py): data_in over the last
+    # interval of at least RATE_INTERVAL, measured from the mark.
+    rate_in: float = 0.0
+    in_mark: int = 0  # data_in at the mark
+    in_mark_at: float = float("-inf")  # the mark's time (-inf: no DATA yet)
 
     def mark(self) -> None:
         """Have the session recompute our deadline.  (The methods below add
@@ -126,6 +133,13 @@ class Subflow:
         up by an ACK sitting out the interval."""
         self.data_in += count
         self.last_data_in = now
+        if now - self.in_mark_at >= RATE_INTERVAL:  # at most a few times a second
+            if self.in_mark_at == float("-inf"):  # the first DATA: it opens the first interval
+                self.in_mark = self.data_in - count
+            else:
+                self.rate_in = (self.data_in - self.in_mark) / (now - self.in_mark_at)
+                self.in_mark = self.data_in
+            self.in_mark_at = now
         if self.unreported_since is None:
             self.unreported_since = now
         unreported = self.data_in - self.data_in_reported

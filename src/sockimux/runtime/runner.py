@@ -31,6 +31,7 @@ from ..core.sender import Extent, Outgoing
 from ..core.session import CloseSubflow, Outcome, Session
 from . import lograte
 from .connection import Admission, SubflowConnection, SubflowWatch
+from .observe import peer_label
 from .render import render
 from .sink import LoopOutput, StreamSink
 from .source import FileInput, StreamSource
@@ -95,6 +96,8 @@ class Runner:
     def subflow_opened(self, conn: SubflowConnection) -> int:
         sid = self.session.open_subflow(self.loop.time(), os.urandom(16))
         self.connections[sid] = conn
+        if conn.transport is not None:  # the stats name it by where it came from
+            self.session.label(sid, peer_label(conn.transport.get_extra_info("socket")))
         self.kick()
         return sid
 
