@@ -315,6 +315,22 @@ class FileInput:
                      f"{extent.position} that were still to be sent: it was truncated")
 
 
+class _InputProtocol(asyncio.Protocol):
+    def __init__(self, owner: LoopInput) -> None:
+        self.owner = owner
+
+    def data_received(self, data: bytes) -> None:
+        self.owner.on_data(data)
+
+    def eof_received(self) -> bool:
+        self.owner.ended(None)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.owner.ended(f"reading STDIN failed: {getattr(exc, 'strerror', None) or exc}"
+                         if exc else None)
+
+
 class LoopInput:
     """STDIN read by the event loop (pipes): no thread hand-off,
     which is most of a keystroke's latency.  Reads take up to
