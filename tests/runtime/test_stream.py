@@ -1,5 +1,5 @@
 """STDIN from a regular file, read by the event loop (FileInput), with real
-files; a STDIN pipe (LoopInput); a STDOUT pipe (LoopOutput)."""
+files; a STDOUT pipe (LoopOutput)."""
 
 from __future__ import annotations
 
@@ -149,27 +149,3 @@ def test_a_file_shorter_than_its_size_is_read_as_bytes_to_its_end() -> None:
     data, sizes, _ = read_through(path, 3 * source.FILE_READ_SIZE, extents=True)
     assert data == path.read_bytes()
     assert sizes == [len(data)]  # one read, and no Extent past the end
-
-
-def test_a_stdin_pipe_is_read_in_pieces_as_large_as_the_pipe_holds() -> None:
-    """LoopInput reads up to PIPE_READ_SIZE at once: a full 1 MiB pipe comes
-    in one piece (a DATA body of it, not four), then the end of the input."""
-    read_end, write_end = os.pipe()
-    sink.fcntl.fcntl(write_end, sink.F_SETPIPE_SZ, 1 << 20)
-    payload = os.urandom(1 << 20)
-    assert os.write(write_end, payload) == len(payload)
-    os.close(write_end)
-
-    async def main() -> tuple[list[bytes], str | None]:
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[str | None] = loop.create_future()
-        got: list[bytes] = []
-        reader = source.LoopInput(loop, read_end, got.append, done.set_result)
-        await reader.start()
-        reader.set_room(16 << 20)
-        return got, await asyncio.wait_for(done, 10)
-
-    got, error = asyncio.run(main())
-    assert error is None
-    assert b"".join(got) == payload
-    assert len(got[0]) == len(payload)

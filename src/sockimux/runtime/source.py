@@ -29,7 +29,6 @@ from typing import Protocol
 from ..core import Extent
 
 READ_SIZE = 256 * 1024
-PIPE_READ_SIZE = 1024 * 1024  # reads of a pipe on the event loop (as much as a grown pipe holds)
 FILE_READ_SIZE = 1024 * 1024  # reads of a regular file on the event loop (2 full DATA frames)
 SLOW_READ = 0.05  # seconds: a file read slower than this moves reads to a thread
 
@@ -333,9 +332,7 @@ class _InputProtocol(asyncio.Protocol):
 
 class LoopInput:
     """STDIN read by the event loop (pipes): no thread hand-off,
-    which is most of a keystroke's latency.  Reads take up to
-    PIPE_READ_SIZE at once: with a full pipe, fewer and larger pieces (each
-    a DATA body at most: fewer events on both sides)."""
+    which is most of a keystroke's latency."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
                  on_data: Callable[[bytes], None], on_eof: Callable[[str | None], None]) -> None:
@@ -343,46 +340,32 @@ class LoopInput:
         self._fd = fd
         self.on_data = on_data
         self._on_eof = on_eof
-        self._started = False
+        self._transport: asyncio.ReadTransport | None = None
         self._room = 0
-        self._watching = False
+        self._paused = False
         self._ended = False
 
     async def start(self) -> None:
-        os.set_blocking(self._fd, False)  # our own file description (stream.private_fd)
-        self._started = True
+        file = os.fdopen(self._fd, "rb", buffering=0, closefd=True)
+        transport, _ = await self._loop.connect_read_pipe(lambda: _InputProtocol(self), file)
+        self._transport = transport
         self.set_room(self._room)
 
     def set_room(self, room: int) -> None:
         self._room = room
-        if not self._started or self._ended:
+        transport = self._transport
+        if transport is None or self._ended:
             return
-        if room > 0 and not self._watching:
-            self._loop.add_reader(self._fd, self._read)
-            self._watching = True
-        elif room <= 0 and self._watching:
-            self._loop.remove_reader(self._fd)
-            self._watching = False
-
-    def _read(self) -> None:
-        try:
-            data = os.read(self._fd, PIPE_READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self.ended(read_failure(self._fd, exc) or None)
-            return
-        if not data:
-            self.ended(None)
-            return
-        self.on_data(data)
+        if room <= 0 and not self._paused:
+            self._paused = True
+            transport.pause_reading()
+        elif room > 0 and self._paused:
+            self._paused = False
+            transport.resume_reading()
 
     def ended(self, error: str | None) -> None:
         if not self._ended:
             self._ended = True
-            if self._watching:
-                self._loop.remove_reader(self._fd)
-                self._watching = False
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
             self._on_eof(error)
+
+
