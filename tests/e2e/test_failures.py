@@ -153,6 +153,32 @@ def test_all_but_one_killed(tmp_path: Path) -> None:
         t.close()
 
 
+MOVED = re.compile(r"received (\d+) written \((\d+) of them moved straight to STDOUT\)")
+
+
+@pytest.mark.parametrize("subflows", [1, 4])
+def test_a_stdout_file_takes_spliced_bodies_exactly_while_subflows_die(tmp_path: Path,
+                                                                       subflows: int) -> None:
+    """STDOUT a regular file: DATA bodies that continue the stream are spliced
+    into it (socket, a pipe of sockimux's own, the file), the rest written by
+    the event loop.  Subflows killed mid-transfer, often mid-body, lose,
+    repeat or reorder nothing."""
+    t = Transfer(tmp_path, size=32 * MB, seconds=2.5, seed=500 + subflows)
+    try:
+        t.add(subflows)
+        for _ in range(3):
+            wait_for(lambda: t.b.out.stat().st_size > MB, 20, "data to flow")
+            time.sleep(0.4)
+            kill(t.live()[0])
+            t.add()
+        t.check()
+        found = MOVED.search(t.b.stderr())
+        assert found, t.b.stderr()
+        assert int(found.group(1)) == 32 * MB and int(found.group(2)) > 0, t.b.stderr()
+    finally:
+        t.close()
+
+
 def test_a_file_on_stdin_is_resent_from_the_file_when_subflows_die(tmp_path: Path) -> None:
     """A regular file on STDIN stays in the file until sent (sendfile, and
     reads for what the socket does not take): bytes lost with a killed

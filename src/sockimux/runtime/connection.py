@@ -8,7 +8,8 @@ transport.  It also owns the two paths around our memory:
 - sendfile(): an Extent of a regular-file STDIN goes from the page cache
   to the socket (send()).
 - splice(): a DATA body that continues the stream moves from the socket to
-  a STDOUT pipe (divert_body(), move()).  Meanwhile the transport's reading
+  STDOUT, a pipe or a regular file (divert_body(), move(); the sink's
+  splice_from() does the moving).  Meanwhile the transport's reading
   is paused and we splice from a duplicate of the socket's descriptor,
   watched by the loop.
 
@@ -30,7 +31,7 @@ from ..core.driver import WRITE_HIGH, WRITE_LOW
 from ..core.errors import CloseCode
 from ..core.sender import Extent, Outgoing
 from ..core.subflow import SubflowState
-from .sink import LoopOutput
+from .sink import OutputFailed, SpliceTarget
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -128,16 +129,16 @@ class SubflowConnection(asyncio.BufferedProtocol):
 
     # -- receiving bodies straight to STDOUT --------------------------------------------
 
-    def divert_body(self, sink: LoopOutput) -> None:
+    def divert_body(self, sink: SpliceTarget) -> None:
         """The session diverted the DATA body now arriving: splice it into
-        ``sink``'s pipe, or give it back (undivert) to be read as usual."""
+        ``sink``, or give it back (undivert) to be read as usual."""
         self.runner.write_output()  # what comes before the body
         if not sink.idle or not self._start_direct(sink):
             self.runner.session.undivert(self.sid)
             return
         self.move(sink, False)
 
-    def move(self, sink: LoopOutput, woken: bool) -> None:
+    def move(self, sink: SpliceTarget, woken: bool) -> None:
         """Splice the diverted body to ``sink`` while the socket has bytes of
         it and the pipe has room.  ``woken``: the socket was reported
         readable, so a splice that moves nothing means the pipe is full: the
@@ -154,17 +155,16 @@ class SubflowConnection(asyncio.BufferedProtocol):
                 runner.kick()
                 return
             try:
-                moved = os.splice(self.direct_fd, sink.fd, room,
-                                  flags=os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK)
+                moved = sink.splice_from(self.direct_fd, room)
             except BlockingIOError:
                 if woken:
                     session.undivert(sid)
                     self.stop_direct()
                     runner.kick()
                 return  # wait until the socket is readable
-            except BrokenPipeError:
+            except OutputFailed as exc:
                 self.stop_direct()
-                runner.output_failed("Broken pipe")
+                runner.output_failed(str(exc))
                 return
             except OSError as exc:
                 self.stop_direct()
@@ -186,7 +186,7 @@ class SubflowConnection(asyncio.BufferedProtocol):
             runner.kick()
             woken = False
 
-    def _start_direct(self, sink: LoopOutput) -> bool:
+    def _start_direct(self, sink: SpliceTarget) -> bool:
         transport = self.transport
         if transport is None or transport.is_closing() or self._direct_fd() < 0:
             return False

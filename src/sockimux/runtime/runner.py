@@ -33,7 +33,7 @@ from . import lograte
 from .connection import Admission, SubflowConnection, SubflowWatch
 from .observe import peer_label
 from .render import render
-from .sink import LoopOutput, StreamSink
+from .sink import StreamSink, splice_target
 from .source import FileInput, StreamSource
 from .stream import open_sink, open_source
 
@@ -65,9 +65,9 @@ class Runner:
         # A regular-file STDIN hands out Extents, which connections send from it.
         self.file_source = self.source if isinstance(self.source, FileInput) else None
         # DATA bodies that continue the stream go from the socket to a STDOUT
-        # pipe by splice(), never through our memory.
-        self.splice_sink = self.sink if isinstance(self.sink, LoopOutput) else None
-        self.direct = self.splice_sink is not None and hasattr(os, "splice")
+        # pipe or file by splice(), never through our memory.
+        self.splice_sink = splice_target(self.sink)
+        self.direct = self.splice_sink is not None
         self.signal: int | None = None  # the signal that interrupted the session
         self._output_pending = 0  # bytes handed to the sink, not yet written
         self._output_closing = False

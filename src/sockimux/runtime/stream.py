@@ -2,9 +2,9 @@
 STDIN and STDOUT (pipe, regular file, terminal, socket).
 
 Pipes are driven by the event loop (LoopInput, LoopOutput) on file
-descriptions of our own, and a regular STDIN is read by the loop too
-(FileInput).  Everything else gets a thread doing plain blocking I/O
-(InputReader, OutputWriter): that works for every kind of file descriptor,
+descriptions of our own, and regular files are read and written by the
+loop too (FileInput, FileOutput).  Everything else gets a thread doing
+plain blocking I/O (InputReader, OutputWriter): that works for every kind of file descriptor,
 including terminals that asyncio cannot watch, and never sets O_NONBLOCK on
 a file description shared with other processes (the shell's terminal).
 """
@@ -17,7 +17,7 @@ import stat
 from collections.abc import Callable
 
 from ..core import Extent
-from .sink import LoopOutput, OutputWriter, StreamSink
+from .sink import FileOutput, LoopOutput, OutputWriter, StreamSink
 from .source import FileInput, InputReader, LoopInput, StreamSource
 
 
@@ -40,6 +40,9 @@ def open_sink(loop: asyncio.AbstractEventLoop, fd: int, on_written: Callable[[in
     """The sink for ``fd`` (which it then owns); see sink.StreamSink."""
     if loop_capable(fd):
         return LoopOutput(loop, private_fd(fd, os.O_WRONLY), on_written, on_error, on_closed)
+    if regular_file(fd):
+        # Written by the loop; DATA bodies are spliced into it.
+        return FileOutput(loop, fd, on_written, on_error, on_closed)
     return OutputWriter(loop, fd, on_written, on_error, on_closed)
 
 
