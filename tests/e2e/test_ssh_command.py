@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -85,11 +84,11 @@ def test_a_copy_both_ways_survives_a_killed_ssh(sshd: Sshd, remote: str) -> None
             return f"--- near.err\n{_read(err)}\n--- sshd\n{_read(sshd.log)}"
 
         try:
-            _wait(lambda: len(_ssh_children(near.pid)) == SUBFLOWS and out.stat().st_size > 0
-                  or near.poll() is not None, 60, f"{SUBFLOWS} ssh subflows", logs)
+            _wait(lambda: len(_ssh_children(near.pid)) == SUBFLOWS or near.poll() is not None,
+                  60, f"{SUBFLOWS} ssh subflows", logs)
             assert near.poll() is None, logs()
             assert near.stdin is not None
-            half = threading.Event()
+            half, healed = threading.Event(), threading.Event()
 
             def feed() -> None:
                 assert near.stdin is not None
@@ -100,7 +99,7 @@ def test_a_copy_both_ways_survives_a_killed_ssh(sshd: Sshd, remote: str) -> None
                         sent += len(block)
                         if sent >= size // 2 and not half.is_set():
                             half.set()
-                            time.sleep(0.5)  # let the kill land mid-copy
+                            healed.wait(60)  # the rest only once the killed subflow is back
                 near.stdin.close()
 
             feeder = threading.Thread(target=feed)
@@ -108,15 +107,21 @@ def test_a_copy_both_ways_survives_a_killed_ssh(sshd: Sshd, remote: str) -> None
             assert half.wait(60), logs()
             victim = _ssh_children(near.pid)[0]
             os.kill(victim, signal.SIGKILL)
+            try:
+                _wait(lambda: " back after " in _read(err), 30, "the killed subflow to come back",
+                      logs)
+            finally:
+                healed.set()
             feeder.join(120)
             rc = near.wait(120)
         finally:
             _stop(near)
         assert rc == 0, logs()
         text = _read(err)
-        assert "lost" in text and " back after " in text, logs()
+        assert "killed by SIGKILL); re-opening it" in text, logs()
         assert "Traceback" not in text, logs()
         assert out.stat().st_size == size and sha256_file(out) == sha256_file(src), logs()
+        _wait(lambda: not _strays("sockimux.remote.far"), 15, "the far sockimux to exit", logs)
     finally:
         for path in (src, out):
             Path(path).unlink(missing_ok=True)
