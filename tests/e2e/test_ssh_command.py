@@ -125,3 +125,21 @@ def test_a_copy_both_ways_survives_a_killed_ssh(sshd: Sshd, remote: str) -> None
     finally:
         for path in (src, out):
             Path(path).unlink(missing_ok=True)
+
+
+def test_no_python_on_the_far_host_is_one_line_and_exit_8(sshd: Sshd) -> None:  # noqa: F811
+    """A far side that cannot start cannot heal: no retry loop, exit 8."""
+    run = subprocess.run(_ssh_mode(sshd, "--python", "no-such-python3", "127.0.0.1", "--", "cat"),
+                         capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    text = run.stderr.decode()
+    assert run.returncode == 8, run
+    assert "no python3 on the far host" in text and "Traceback" not in text, text
+    assert text.count("no python3 on the far host") == 1, text
+
+
+def test_bad_usage_is_one_line_and_exit_2() -> None:
+    for argv in (["ssh"], ["ssh", "-n", "0", "host"], ["ssh", "--bogus", "host"]):
+        run = subprocess.run([SOCKIMUX, *argv], capture_output=True, timeout=30,
+                             stdin=subprocess.DEVNULL)
+        assert run.returncode == 2 and run.stderr.decode().count("\n") == 1, run
+        assert run.stderr.startswith(b"sockimux ssh: "), run
