@@ -22,13 +22,14 @@ from .core.errors import AddressError, LocalError
 from .core.session import Outcome, Session, SessionConfig
 from .interrupts import HANDLED_SIGNALS, ProcessSignals
 from .runtime import allocator, process
-from .runtime.dialer import Dialer
+from .runtime.dialer import Dialer, SshSubflows
 from .runtime.listener import Listener, TcpListener
 from .runtime.observe import Observer
 from .runtime.progress import Progress
 from .runtime.runner import Attached, Runner
 from .runtime.sink import OutputWriter
 from .runtime.stream_address import OpenedStream, open_stream
+from .sshmode import session_argv
 from .usage import DESCRIPTION, EPILOG
 
 EXIT_OK = 0
@@ -365,9 +366,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_SOCKET
     if sys.stderr is None:  # it was closed: logging and argparse write to /dev/null instead
         sys.stderr = open(process.STDERR, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    ssh: SshSubflows | None = None
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["ssh"]:  # sockimux ssh ...: sshmode.py
+        mode = session_argv(argv[1:])
+        if isinstance(mode, int):
+            return mode
+        argv, ssh = mode
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.socket is None and not args.listen and not args.connect:
+    if ssh is not None:
+        args.connect = [ssh]
+    elif args.socket is None and not args.listen and not args.connect:
         parser.error("give a SOCKET to listen on, or --listen or --connect addresses")
     _setup_logging(args.verbose, args.quiet)
     log = logging.getLogger("sockimux")

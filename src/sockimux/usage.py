@@ -3,6 +3,7 @@
 
 DESCRIPTION = """\
 Carry STDIN/STDOUT over many connections ("subflows") to a peer sockimux.
+Over ssh in one command: sockimux ssh [-n N] [USER@]HOST [-- COMMAND...]
 
 sockimux listens on the UNIX socket SOCKET.  Every connection made to it is
 one subflow; join two sockimux processes by connecting their sockets, e.g.
@@ -18,11 +19,15 @@ instead of STDIN/STDOUT.  One process may listen and connect at once.
 
 EPILOG = """\
 examples:
+  one ssh session over 4 ssh connections, one command (the far host needs python3 only):
+  ssh -o ProxyCommand='sockimux ssh -n 4 %h' user@host
+  tar c dir | sockimux ssh -n 8 host -- tar x -C /dst    # see: sockimux ssh --help
+
   sockimux /tmp/sockA > /tmp/out.txt &
   echo hello world | sockimux /tmp/sockB &
   socat UNIX-CONNECT:/tmp/sockA UNIX-CONNECT:/tmp/sockB &   # one subflow; repeat for more
 
-  one ssh session over 4 ssh connections (see README):
+  the same by hand, with socat on both hosts (see README):
   ssh -o "ProxyCommand sockimux /tmp/sockA" user@host
   ssh host "socat EXEC:'sockimux /tmp/sockB' TCP:127.0.0.1:22" &
   socat UNIX-CONNECT:/tmp/sockA EXEC:"ssh host socat STDIO UNIX-CONNECT\\:/tmp/sockB" &  # x4
@@ -63,7 +68,8 @@ exit codes:
   6  no subflow for longer than --no-subflow-timeout
   7  reading STDIN failed (a file truncated before all of it was sent, an I/O error)
   8  every --connect address was refused for good (see above) and nothing
-     listens (no SOCKET, no --listen): no subflow could ever join
+     listens (no SOCKET, no --listen): no subflow could ever join; for
+     sockimux ssh: the far side cannot be started or reached for good
   9  the --stream EXEC command exited with a non-zero status or a signal
      (logged), the session being otherwise complete
   128+N  stopped by signal N (SIGINT 130, SIGTERM 143; SIGHUP 129 if the

@@ -36,7 +36,11 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from ..core.address_parser import parse_address
+from ..core.addresses import Role, Stdio
+from ..core.errors import AddressError
 from .adopt import adopt_channel
+from .farsession import StreamTarget, serve_session, shell_command
 from .handoff import Channel, helper_argv, preamble, serve_handoffs
 
 log = logging.getLogger("sockimux.remote")
@@ -214,7 +218,21 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--loopback", action="store_true",
                    help="echo each subflow's bytes back (checks ssh and the hand-off; no session)")
     p.add_argument("--log", metavar="FILE", help="append the far side's log here (default: none)")
+    p.add_argument("--stream", metavar="ADDR", help="the stream to carry: EXEC:'COMMAND', "
+                   "TCP:HOST:PORT, UNIX-CONNECT:PATH (e.g. TCP:127.0.0.1:22)")
+    p.add_argument("--command", metavar="LINE", help="the stream is this shell command line")
     args = p.parse_args(argv)
+    args.target = None
+    if args.command is not None:
+        args.target = shell_command(args.command)
+    elif args.stream is not None:
+        try:
+            address = parse_address(args.stream, Role.STREAM)
+        except AddressError as e:
+            p.error(str(e))
+        if isinstance(address, Stdio):
+            p.error("--stream STDIO: the far process has no STDIO to carry")
+        args.target = address
     if not 0 < args.idle_timeout < 1e9:
         p.error("--idle-timeout must be a number of seconds above 0")
     return args
@@ -233,11 +251,14 @@ def _detach(log_path: str | None) -> None:
         os.close(fd)
 
 
-def serve(path: str, listener: socket.socket, idle_timeout: float, loopback_mode: bool) -> int:
+def serve(path: str, listener: socket.socket, idle_timeout: float, loopback_mode: bool,
+          stream: StreamTarget | None = None) -> int:
     tasks: set[asyncio.Task[None]] = set()
     handler = loopback(tasks) if loopback_mode else _no_session_yet
     loop = new_loop()
     try:
+        if stream is not None and not loopback_mode:
+            return serve_session(loop, FarHost, path, listener, idle_timeout, stream)
         host = FarHost(path, listener, idle_timeout, handler)
         loop.run_until_complete(host.run())
     finally:
@@ -246,8 +267,8 @@ def serve(path: str, listener: socket.socket, idle_timeout: float, loopback_mode
 
 
 def _no_session_yet(channel: Channel) -> None:
-    """Until the runtime can adopt connections, a channel without --loopback is refused."""
-    log.warning("no session to adopt this subflow yet")
+    """Without --stream, --command or --loopback there is nothing to carry."""
+    log.warning("no stream to carry: this subflow is refused")
     channel.close()
 
 
@@ -270,7 +291,7 @@ def main(argv: Sequence[str]) -> int:
         try:
             _detach(args.log)
             logging.basicConfig(format=f"sockimux-far[{os.getpid()}]: %(message)s", level=logging.INFO)
-            code = serve(path, listener, args.idle_timeout, args.loopback)
+            code = serve(path, listener, args.idle_timeout, args.loopback, args.target)
         except BaseException as e:  # nobody to show a traceback to: one line in the log
             log.error("internal error: %r", e)
         finally:

@@ -50,11 +50,26 @@ from ..core.reopen import (
     SubflowLost,
 )
 from ..core.session import Outcome
+from ..remote.near import FarTarget, OpenConnection, OpenFailed, open_connection
 from .runner import Runner
 
 log = logging.getLogger("sockimux")
 
-SubflowAddress = UnixConnect | TcpConnect | Exec
+
+
+@dataclass(frozen=True)
+class SshSubflows:
+    """``sockimux ssh``'s subflows: each its own ssh connection to ``target``
+    (remote/near.py); the first one started starts the far side."""
+
+    target: FarTarget
+    count: int = 1
+
+    def __str__(self) -> str:
+        return f"ssh {self.target.destination}"
+
+
+SubflowAddress = UnixConnect | TcpConnect | Exec | SshSubflows
 EXIT_WAIT = 1.0  # seconds an EXEC child whose subflow ended may take to exit by itself
 KILL_WAIT = 2.0  # seconds between SIGTERM and SIGKILL for children left at the end
 
@@ -102,6 +117,7 @@ class Dialer:
         self._detached = False
         self._children: set[asyncio.subprocess.Process] = set()  # EXEC children, some exited
         self._waiting: set[asyncio.Task[None]] = set()  # the loop holds tasks only weakly
+        self._far_start: asyncio.Lock | None = None  # one ssh starts the far side, the others wait
 
     # -- runner.Attached -----------------------------------------------------------
 
@@ -254,12 +270,17 @@ class Dialer:
         try:
             if isinstance(address, Exec):
                 sock = await self._spawn(attempt, address)
+            elif isinstance(address, SshSubflows):
+                sock = await self._ssh(attempt, address.target)
             elif isinstance(address, TcpConnect):
                 sock = await _connect_tcp(runner.loop, address)
             else:
                 sock = await _connect_unix(runner.loop, address)
         except _CannotRun as exc:
             self._settle(attempt, Failure.CANNOT_RUN, str(exc))
+            return
+        except OpenFailed as exc:  # fatal: no far side, no python3, not sockimux
+            self._settle(attempt, Failure.CANNOT_RUN if exc.fatal else Failure.CONNECT_FAILED, str(exc))
             return
         except OSError as exc:
             self._settle(attempt, Failure.CONNECT_FAILED, exc.strerror or str(exc))
@@ -295,6 +316,23 @@ class Dialer:
         self._children = {c for c in self._children if c.returncode is None}
         self._children.add(child)
         return ours
+
+
+    async def _ssh(self, attempt: _Attempt, target: FarTarget) -> socket.socket:
+        """An ssh connection whose channel is a subflow; its ssh is the
+        attempt's child, as an EXEC command is (its exit ends the subflow)."""
+        if target.info is None:  # no far side yet: one ssh starts it, then the others join it
+            if self._far_start is None:
+                self._far_start = asyncio.Lock()
+            async with self._far_start:
+                return self._ssh_open(attempt, await open_connection(target))
+        return self._ssh_open(attempt, await open_connection(target))
+
+    def _ssh_open(self, attempt: _Attempt, connection: OpenConnection) -> socket.socket:
+        attempt.child = connection.process
+        self._children = {c for c in self._children if c.returncode is None}
+        self._children.add(connection.process)
+        return connection.sock
 
 
 class _CannotRun(Exception):

@@ -1,0 +1,94 @@
+"""The far process's session: the stream it carries (``--stream``, e.g. the
+far host's sshd at ``TCP:127.0.0.1:22``, or ``--command``: a shell command
+line), and every handed-over channel a subflow of it.
+
+Each channel enters the runtime through the same door as any connection,
+:meth:`Runner.connection`, by :func:`.adopt.adopt_channel` (which releases
+the channel's helper when its subflow ends, so that sshd ends that ssh
+connection).  The far process ends when the session ends; if the
+:class:`.far.FarHost` stops first (idle timeout, SIGTERM), the session is
+aborted, so the near side learns it is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from ..core.addresses import Exec, TcpConnect, UnixConnect
+from ..core.errors import LocalError
+from ..core.session import Outcome, Session, SessionConfig
+from ..runtime.runner import Runner
+from ..runtime.sink import OutputWriter
+from ..runtime.stream_address import OpenedStream, open_stream
+from .adopt import adopt_channel
+from .handoff import Channel
+
+log = logging.getLogger("sockimux.remote")
+
+StreamTarget = Exec | TcpConnect | UnixConnect
+
+
+def shell_command(line: str) -> Exec:
+    """``--command LINE``: run by ``/bin/sh -c``, as ssh runs a remote command
+    (socat's EXEC quoting of an arbitrary line would be the user's problem)."""
+    address = Exec("sh")
+    object.__setattr__(address, "argv", ("/bin/sh", "-c", line))  # frozen; argv is derived
+    return address
+
+
+async def _run(host_factory: type, path: str, listener: object, idle_timeout: float,
+               stream: OpenedStream) -> Outcome:
+    loop = asyncio.get_running_loop()
+    session = Session(os.urandom(16), loop.time(), SessionConfig())
+    runner = Runner(session, stream.in_fd, stream.out_fd)
+    if stream.half_close and isinstance(runner.sink, OutputWriter):
+        runner.sink.half_close = True
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def adopt(channel: Channel) -> None:
+        try:
+            await adopt_channel(loop, runner.connection, channel)
+        except OSError as e:
+            log.info("channel not adopted: %s", e)
+
+    def on_channel(channel: Channel) -> None:
+        if session.outcome is not None:
+            channel.close()
+            return
+        task = loop.create_task(adopt(channel))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    host = host_factory(path, listener, idle_timeout, on_channel)
+    hosting = loop.create_task(host.run())
+
+    def host_ended(_: object) -> None:
+        # Idle timeout or a signal: the session cannot go on without the host.
+        session.abort(Outcome.NO_SUBFLOWS, "the far side stopped", loop.time())
+        runner.kick()
+
+    hosting.add_done_callback(host_ended)
+    try:
+        return await runner.run()
+    finally:
+        hosting.remove_done_callback(host_ended)
+        host.stop()
+        await asyncio.gather(hosting, *tasks, return_exceptions=True)
+
+
+def serve_session(loop: asyncio.AbstractEventLoop, host_factory: type, path: str, listener: object,
+                  idle_timeout: float, target: StreamTarget) -> int:
+    """Open the stream, run the session to its end; the far process's exit code."""
+    try:
+        stream = open_stream(target)
+    except LocalError as e:
+        log.error("%s", e)
+        return 3
+    try:
+        outcome = loop.run_until_complete(_run(host_factory, path, listener, idle_timeout, stream))
+    finally:
+        status = stream.finish()
+    log.info("session over: %s (stream command status %s)", outcome.name, status)
+    return 0 if outcome is Outcome.DONE else 1

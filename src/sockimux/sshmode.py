@@ -1,0 +1,146 @@
+"""``sockimux ssh [-n N] [OPTIONS] [SSH OPTIONS] [USER@]HOST [-- COMMAND...]``:
+the command line of the one-command ssh mode (the session itself is cli.py's,
+with one --connect address: :class:`.runtime.dialer.SshSubflows`).
+
+Without COMMAND the far stream is the far host's sshd (``TCP:127.0.0.1:22``,
+``--far-port`` to change the port): a ProxyCommand.  With COMMAND it is that
+command, run by the far host's ``/bin/sh -c`` as ssh runs one.  ssh's own
+options (``-p``, ``-i``, ``-F``, ``-o``, ``-l``, ``-J``...) are passed to every
+ssh connection; ``-p`` is the port ssh connects to, not the far stream's.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .remote.bootstrap import DEFAULT_PYTHON
+from .remote.near import FarTarget
+from .runtime.dialer import SshSubflows
+
+DEFAULT_SUBFLOWS = 4
+SSH_WITH_ARGUMENT = set("BbcDEeFIiJLlmOopQRSWw")  # ssh's options that take a value
+SSH_FLAGS = set("46AaCfGgKkMNnqsTtVvXxYy")
+
+USAGE = """\
+usage: sockimux ssh [-n N] [--far-port PORT] [--idle-timeout SEC] [-v] [-q]
+                    [SSH OPTIONS] [USER@]HOST [-- COMMAND...]
+
+Carry STDIN/STDOUT to HOST over N ssh connections (default 4), each its own
+TCP connection (ControlMaster=no, ControlPath=none are forced), re-opened
+by themselves when they end.  The first one starts the far sockimux over
+ssh (only python3 is needed there: the package is sent along, nothing is
+left behind); the others hand their channel to it.
+
+  without COMMAND: the stream is HOST's sshd at 127.0.0.1:PORT (a ProxyCommand)
+    ssh -o ProxyCommand='sockimux ssh -n 4 %h' user@host
+  with COMMAND: the stream is COMMAND's STDIN/STDOUT on HOST (run by /bin/sh -c)
+    tar c dir | sockimux ssh -n 8 host -- tar x -C /dst
+
+options:
+  -n N, --subflows N   ssh connections (1 to 64; default 4)
+  --far-port PORT      without COMMAND: the far sshd's port on 127.0.0.1 (default 22)
+  --idle-timeout SEC   the far sockimux gives up after SEC without any subflow (default 300)
+  --python CMD         the far host's python (default python3)
+  -v, -q               log more, or only errors (sockimux's own; ssh's -v: -o LogLevel=DEBUG)
+  SSH OPTIONS          given to every ssh: -p PORT, -i KEY, -F CONFIG, -l USER, -o OPT=VAL...
+
+exit codes: as sockimux's (see sockimux --help); 8 also when the far side cannot
+be started or reached for good (no python3 there, authentication refused).
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+@dataclass
+class SshCommand:
+    address: SshSubflows
+    verbose: int = 0
+    quiet: bool = False
+    help: bool = False
+    rest: list[str] = field(default_factory=list)
+
+
+def _number(option: str, text: str, low: float, high: float) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{option}: not a number: {text!r}") from None
+    if not low <= value <= high:
+        raise UsageError(f"{option}: {text} is not from {low:g} to {high:g}")
+    return value
+
+
+def parse(argv: Sequence[str]) -> SshCommand:
+    """UsageError (exit 2) for anything it cannot read."""
+    args = list(argv)
+    count, far_port, idle, verbose, quiet = DEFAULT_SUBFLOWS, 22, 300.0, 0, False
+    python: Sequence[str] = DEFAULT_PYTHON
+    ssh_options: list[str] = []
+    i = 0
+
+    def value() -> str:
+        nonlocal i
+        if i + 1 >= len(args):
+            raise UsageError(f"{args[i]} needs a value")
+        i += 1
+        return args[i]
+
+    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+        arg = args[i]
+        if arg in ("-h", "--help"):
+            return SshCommand(SshSubflows(FarTarget("")), help=True)
+        if arg in ("-n", "--subflows"):
+            count = int(_number(arg, value(), 1, 64))
+        elif arg == "--far-port":
+            far_port = int(_number(arg, value(), 1, 65535))
+        elif arg == "--idle-timeout":
+            idle = _number(arg, value(), 1, 1e8)
+        elif arg == "--python":
+            python = shlex.split(value()) or list(DEFAULT_PYTHON)
+        elif arg == "-v":
+            verbose += 1
+        elif arg == "-q":
+            quiet = True
+        elif len(arg) >= 2 and arg[1] in SSH_WITH_ARGUMENT:
+            ssh_options += [arg] if len(arg) > 2 else [arg, value()]
+        elif set(arg[1:]) <= SSH_FLAGS and len(arg) > 1:
+            ssh_options.append(arg)
+        else:
+            raise UsageError(f"unknown option {arg}")
+        i += 1
+    if i < len(args) and args[i] == "--":
+        i += 1
+    if i >= len(args):
+        raise UsageError("no HOST given")
+    destination = args[i]
+    command = args[i + 1:]
+    if command and command[0] == "--":
+        command = command[1:]
+    far_args = ["--idle-timeout", f"{idle:g}"]
+    if command:
+        far_args += ["--command", " ".join(command)]  # as ssh joins a remote command's words
+    else:
+        far_args += ["--stream", f"TCP:127.0.0.1:{far_port}"]
+    target = FarTarget(destination, ssh_options, python, far_args)
+    return SshCommand(SshSubflows(target, count), verbose, quiet)
+
+
+def session_argv(argv: Sequence[str]) -> tuple[list[str], SshSubflows] | int:
+    """For cli.main: sockimux's own arguments and the subflows' address, or
+    the exit code when there is no session to run (--help, bad usage)."""
+    try:
+        command = parse(argv)
+    except UsageError as e:
+        sys.stderr.write(f"sockimux ssh: {e} (see sockimux ssh --help)\n")
+        return 2
+    if command.help:
+        sys.stdout.write(USAGE)
+        sys.stdout.flush()
+        return 0
+    own = ["-v"] * command.verbose + (["-q"] if command.quiet else [])
+    return own, command.address

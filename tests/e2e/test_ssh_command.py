@@ -1,0 +1,145 @@
+"""`sockimux ssh`, the one-command ssh mode, against the private sshd on
+127.0.0.1 (test_ssh_example's fixture): the far side is started over ssh
+by the first connection, the others hand their channels to it, and each
+subflow is its own ssh, re-opened when it dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from .harness import SOCKIMUX, random_file, sha256_file
+from .test_ssh_example import Sshd, _read, _stop, _strays, _wait, sshd  # noqa: F401 (the fixture)
+
+MB = 1 << 20
+SUBFLOWS = 4
+
+
+def _ssh_mode(server: Sshd, *args: str) -> list[str]:
+    """sockimux ssh with the test sshd's client config (its port, key, user)."""
+    return [SOCKIMUX, "ssh", "-n", str(SUBFLOWS), "--idle-timeout", "30", "-F",
+            str(server.client_config), *args]
+
+
+def _ssh_children(pid: int) -> list[int]:
+    """The ssh processes a sockimux started: one per subflow."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(k) for k in f.read().split()]
+    except OSError:
+        return []
+    found = []
+    for kid in kids:
+        try:
+            with open(f"/proc/{kid}/cmdline", "rb") as f:
+                argv0 = f.read().split(b"\0")[0]
+        except OSError:
+            continue
+        if os.path.basename(argv0) == b"ssh":
+            found.append(kid)
+    return found
+
+
+def test_proxycommand_one_liner_runs_a_remote_command(sshd: Sshd) -> None:  # noqa: F811
+    d = sshd.root / "cmd1"
+    d.mkdir()
+    proxy = " ".join([sys.executable, str(sshd.wrapper), f"{d}/A.rc", f"{d}/A.err",
+                      *_ssh_mode(sshd, "--far-port", str(sshd.port), "%h")])
+    user = subprocess.run(sshd.ssh("-o", f"ProxyCommand {proxy}", "root@127.0.0.1",
+                                   "echo remote-ok"),
+                          capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    def logs() -> str:
+        return f"ssh: {user!r}\n--- A.err\n{_read(d / 'A.err')}\n--- sshd\n{_read(sshd.log)}"
+
+    assert user.returncode == 0 and user.stdout == b"remote-ok\n", logs()
+    _wait(lambda: (d / "A.rc").exists(), 15, "the ProxyCommand to exit", logs)
+    assert (d / "A.rc").read_text() == "0", logs()
+    assert "Traceback" not in _read(d / "A.err"), logs()
+    # The far sockimux ends with its session: nothing of ours is left on the "far host".
+    _wait(lambda: not _strays("sockimux.remote.far"), 15, "the far sockimux to exit", logs)
+
+
+@pytest.mark.parametrize("remote", ["cat", "cat | cat"])
+def test_a_copy_both_ways_survives_a_killed_ssh(sshd: Sshd, remote: str) -> None:  # noqa: F811
+    """30 MB up through COMMAND on the far host and back; one subflow's ssh is
+    killed half way: it is re-opened by itself, the bytes arrive intact, exit 0."""
+    size = 30 * MB
+    src = random_file(sshd.root / "src.bin", size, seed=13)
+    out = sshd.root / "out.bin"
+    err = sshd.root / "near.err"
+    try:
+        with open(out, "wb") as out_f, open(err, "wb") as err_f:
+            near = subprocess.Popen(_ssh_mode(sshd, "-v", "127.0.0.1", "--", remote),
+                                    stdin=subprocess.PIPE, stdout=out_f, stderr=err_f,
+                                    start_new_session=True)
+
+        def logs() -> str:
+            return f"--- near.err\n{_read(err)}\n--- sshd\n{_read(sshd.log)}"
+
+        try:
+            _wait(lambda: len(_ssh_children(near.pid)) == SUBFLOWS or near.poll() is not None,
+                  60, f"{SUBFLOWS} ssh subflows", logs)
+            assert near.poll() is None, logs()
+            assert near.stdin is not None
+            half, healed = threading.Event(), threading.Event()
+
+            def feed() -> None:
+                assert near.stdin is not None
+                with open(src, "rb") as f:
+                    sent = 0
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        near.stdin.write(block)
+                        sent += len(block)
+                        if sent >= size // 2 and not half.is_set():
+                            half.set()
+                            healed.wait(60)  # the rest only once the killed subflow is back
+                near.stdin.close()
+
+            feeder = threading.Thread(target=feed)
+            feeder.start()
+            assert half.wait(60), logs()
+            victim = _ssh_children(near.pid)[0]
+            os.kill(victim, signal.SIGKILL)
+            try:
+                _wait(lambda: " back after " in _read(err), 30, "the killed subflow to come back",
+                      logs)
+            finally:
+                healed.set()
+            feeder.join(120)
+            rc = near.wait(120)
+        finally:
+            _stop(near)
+        assert rc == 0, logs()
+        text = _read(err)
+        assert "killed by SIGKILL); re-opening it" in text, logs()
+        assert "Traceback" not in text, logs()
+        assert out.stat().st_size == size and sha256_file(out) == sha256_file(src), logs()
+        _wait(lambda: not _strays("sockimux.remote.far"), 15, "the far sockimux to exit", logs)
+    finally:
+        for path in (src, out):
+            Path(path).unlink(missing_ok=True)
+
+
+def test_no_python_on_the_far_host_is_one_line_and_exit_8(sshd: Sshd) -> None:  # noqa: F811
+    """A far side that cannot start cannot heal: no retry loop, exit 8."""
+    run = subprocess.run(_ssh_mode(sshd, "--python", "no-such-python3", "127.0.0.1", "--", "cat"),
+                         capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    text = run.stderr.decode()
+    assert run.returncode == 8, run
+    assert "no python3 on the far host" in text and "Traceback" not in text, text
+    assert text.count("no python3 on the far host") == 1, text
+
+
+def test_bad_usage_is_one_line_and_exit_2() -> None:
+    for argv in (["ssh"], ["ssh", "-n", "0", "host"], ["ssh", "--bogus", "host"]):
+        run = subprocess.run([SOCKIMUX, *argv], capture_output=True, timeout=30,
+                             stdin=subprocess.DEVNULL)
+        assert run.returncode == 2 and run.stderr.decode().count("\n") == 1, run
+        assert run.stderr.startswith(b"sockimux ssh: "), run
