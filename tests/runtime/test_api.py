@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -206,3 +208,25 @@ def test_errors_are_the_librarys_own(tmp_path: Path) -> None:
             await b.close()
 
     run(asyncio.new_event_loop, main())
+
+
+def test_the_documented_example(tmp_path: Path) -> None:
+    """docs/API.md's complete example, as written there, server and client
+    as two processes."""
+    text = (Path(__file__).parents[2] / "docs" / "API.md").read_text()
+    example = text[text.index("# echo_upper.py"):]
+    example = example[:example.index("```")]
+    sock = tmp_path / "example.sock"
+    script = tmp_path / "echo_upper.py"
+    script.write_text(example.replace("/tmp/sockimux-example.sock", str(sock)))
+    server = subprocess.Popen([sys.executable, str(script), "server"])
+    try:
+        client = subprocess.run([sys.executable, str(script), "client"], capture_output=True,
+                                timeout=30, check=False)
+        assert client.returncode == 0, client.stderr
+        assert client.stdout == b"HELLO\nOVER MANY SUBFLOWS\n"
+        assert server.wait(timeout=10) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
