@@ -146,10 +146,17 @@ class Stream:
 
     def _check(self) -> None:
         """Raise SessionError if the session is over and did not succeed."""
-        if self._task.done():
-            outcome = self._task.result()
-            if outcome is not Outcome.DONE:
-                raise SessionError(outcome, self._runner.session.outcome_reason)
+        task = self._task
+        if not task.done():
+            return
+        if task.cancelled():
+            raise SessionError(Outcome.INTERRUPTED, "the session's task was cancelled")
+        failure = task.exception()
+        if failure is not None:  # a bug in sockimux: still one of our errors, the cause kept
+            raise SessionError(Outcome.INTERRUPTED, f"internal error: {failure!r}") from failure
+        outcome = task.result()
+        if outcome is not Outcome.DONE:
+            raise SessionError(outcome, self._runner.session.outcome_reason)
 
     async def _wait(self) -> None:
         """Until the stream or the session changes."""
@@ -234,9 +241,9 @@ class Stream:
             await self.drain()
             if not self.at_eof():
                 self._ends.abandon()
-        outcome = await asyncio.shield(self._task)
+        await asyncio.wait({self._task})
         self._check()
-        return outcome
+        return self._task.result()
 
     def abort(self) -> None:
         """End the session now, telling the peer (Outcome.INTERRUPTED)."""

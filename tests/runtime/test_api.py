@@ -230,3 +230,23 @@ def test_the_documented_example(tmp_path: Path) -> None:
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_closing_before_the_end_gives_the_stream_up(tmp_path: Path) -> None:
+    """close() before the peer's stream ended: as a STDOUT that goes away
+    (OUTPUT_CLOSED here, the peer told: PEER_ABORTED there)."""
+    path = tmp_path / "a.sock"
+
+    async def main() -> None:
+        a = await sockimux.open_session(listen=[f"UNIX-LISTEN:{path}"])
+        b = await sockimux.open_session(connect=[f"UNIX-CONNECT:{path}"])
+        a.write(os.urandom(1_000_000))
+        assert await b.read(1)
+        with pytest.raises(SessionError) as here:
+            await b.close()
+        assert here.value.outcome is Outcome.OUTPUT_CLOSED
+        with pytest.raises(SessionError) as there:
+            await a.close()
+        assert there.value.outcome is Outcome.PEER_ABORTED
+
+    run(asyncio.new_event_loop, main())
