@@ -1,5 +1,10 @@
-"""sockimux: carry one byte stream over many unreliable connections."""
+"""sockimux: carry one byte stream over many unreliable connections.
 
+The Python API (docs/API.md): ``open_session`` gives the stream as an
+async reader/writer pair, ``Stream``; its errors are ``SockimuxError``s.
+"""
+
+from .api import SessionError, Stream, open_session
 from .core import LocalError, Outcome, ProtocolError, Session, SessionConfig, SockimuxError, UsageError
 
 __version__ = "0.1.0"
@@ -10,7 +15,10 @@ __all__ = [
     "ProtocolError",
     "Session",
     "SessionConfig",
+    "SessionError",
     "SockimuxError",
+    "Stream",
     "UsageError",
     "__version__",
+    "open_session",
 ]

@@ -8,7 +8,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import stat
 import sys
 from collections.abc import Callable, Sequence
@@ -16,14 +15,15 @@ from dataclasses import replace
 
 from . import __version__
 from .core.address_parser import parse_address
-from .core.addresses import Address, Role, Stdio, TcpListen, UnixListen
+from .core.addresses import Address, Role, Stdio
 from .core.auth import MIN_KEY_SIZE
 from .core.errors import AddressError, LocalError
 from .core.session import Outcome, Session, SessionConfig
 from .interrupts import HANDLED_SIGNALS, ProcessSignals
 from .runtime import allocator, process
+from .runtime.assembly import Listening, close_all, listen_on
 from .runtime.dialer import Dialer, SshSubflows
-from .runtime.listener import Listener, TcpListener
+from .runtime.listener import Listener
 from .runtime.observe import Observer
 from .runtime.progress import Progress
 from .runtime.runner import Attached, Runner
@@ -317,9 +317,6 @@ def _max_subflows(requested: int | None, log: logging.Logger) -> int:
     return requested
 
 
-Listening = Listener | TcpListener
-
-
 def _listeners(args: argparse.Namespace, allowed: frozenset[int] | None) -> list[Listening]:
     """SOCKET and every --listen address, listening (LocalError: exit 3)."""
     made: list[Listening] = []
@@ -327,16 +324,9 @@ def _listeners(args: argparse.Namespace, allowed: frozenset[int] | None) -> list
         if args.socket is not None:
             made.append(Listener(args.socket, mode=args.socket_mode, allowed_uids=allowed))
         for address in args.listen:
-            if isinstance(address, UnixListen):
-                mode = args.socket_mode if address.mode is None else address.mode
-                made.append(Listener(address.path, mode=mode, allowed_uids=allowed))
-            elif isinstance(address, TcpListen):
-                family = {"": socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}
-                made.append(TcpListener(address.port, None if address.bind is None else str(address.bind),
-                                        family[address.family.value]))
+            made.append(listen_on(address, args.socket_mode, allowed))
     except LocalError:
-        for listener in made:
-            listener.close()
+        close_all(made)
         raise
     return made
 

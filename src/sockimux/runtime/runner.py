@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from typing import Protocol
 
 from ..core import frames
@@ -54,14 +55,32 @@ class Attached(Protocol):
         """The session is over: stop (no more connections)."""
 
 
+class StreamEnds(Protocol):
+    """A stream that is not a pair of descriptors (the Python API's, api.py):
+    it makes the runner's source and sink, given the runner's callbacks."""
+
+    def source(self, on_data: Callable[[bytes | Extent], None],
+               on_eof: Callable[[str | None], None]) -> StreamSource: ...
+
+    def sink(self, on_written: Callable[[int], None], on_error: Callable[[str], None],
+             on_closed: Callable[[], None]) -> StreamSink: ...
+
+
 class Runner:
-    def __init__(self, session: Session, in_fd: int, out_fd: int) -> None:
+    def __init__(self, session: Session, in_fd: int = -1, out_fd: int = -1,
+                 ends: StreamEnds | None = None) -> None:
         self.session = session
         self.loop = asyncio.get_running_loop()
         self.connections: dict[int, SubflowConnection] = {}
-        self.source: StreamSource = open_source(self.loop, in_fd, self._stdin_data, self._stdin_eof)
-        self.sink: StreamSink = open_sink(self.loop, out_fd, self._output_written,
-                                          self.output_failed, self._output_closed)
+        self.source: StreamSource
+        self.sink: StreamSink
+        if ends is None:
+            self.source = open_source(self.loop, in_fd, self._stdin_data, self._stdin_eof)
+            self.sink = open_sink(self.loop, out_fd, self._output_written,
+                                  self.output_failed, self._output_closed)
+        else:
+            self.source = ends.source(self._stdin_data, self._stdin_eof)
+            self.sink = ends.sink(self._output_written, self.output_failed, self._output_closed)
         # A regular-file STDIN hands out Extents, which connections send from it.
         self.file_source = self.source if isinstance(self.source, FileInput) else None
         # DATA bodies that continue the stream go from the socket to a STDOUT
