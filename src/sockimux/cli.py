@@ -10,16 +10,26 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 
-from . import __version__
-from .core.address_parser import parse_address
-from .core.addresses import Address, Role, Stdio
+from . import __version__, options
+from .core.addresses import Role, Stdio
 from .core.auth import MIN_KEY_SIZE
-from .core.errors import AddressError, LocalError
+from .core.errors import LocalError
 from .core.session import Outcome, Session, SessionConfig
 from .interrupts import HANDLED_SIGNALS, ProcessSignals
+from .options import (
+    COUNT_RANGE,
+    HANDSHAKE_RANGE,
+    NO_SUBFLOW_RANGE,
+    STALL_RANGE,
+    STATS_RANGE,
+    UID_RANGE,
+    WINDOW_RANGE,
+    human,
+    span,
+)
 from .runtime import allocator, process
 from .runtime.assembly import Listening, close_all, listen_on
 from .runtime.dialer import Dialer, SshSubflows
@@ -51,93 +61,6 @@ EXIT_CODES = {
     Outcome.INPUT_CHANGED: EXIT_INPUT_CHANGED,
 }
 
-# Ranges of the numeric options, checked when parsing (exit 2 outside them).
-# The window is carried as a u64 offset on the wire; 1 GiB keeps it, and the
-# memory it lets a peer make us hold, sane.
-KIB, GIB = 1 << 10, 1 << 30
-WINDOW_RANGE = (64 * KIB, GIB)
-STALL_RANGE = (0.5, 3600.0)  # below 0.5 s a busy machine's scheduling delays look like stalls
-HANDSHAKE_RANGE = (0.5, 3600.0)
-NO_SUBFLOW_RANGE = (1.0, 365 * 86400.0)  # a year
-COUNT_RANGE = (1, 65536)  # --max-subflows, --max-handshakes
-MODE_RANGE = (0, 0o777)
-UID_RANGE = (0, 2**32 - 2)  # (uid_t)-1 means "no user"
-STATS_RANGE = (0.1, 86400.0)  # --stats=SEC
-
-
-def _human(size: int) -> str:
-    return f"{size // GIB}G" if size >= GIB and size % GIB == 0 else f"{size // KIB}K"
-
-
-def _window_span() -> str:
-    return f"{_human(WINDOW_RANGE[0])} to {_human(WINDOW_RANGE[1])}"
-
-
-def _span(bounds: tuple[float, float]) -> str:
-    return f"{bounds[0]:.10g} to {bounds[1]:.10g}"
-
-
-def _check(value: float, bounds: tuple[float, float], text: str, shown: str) -> None:
-    lo, hi = bounds
-    if not lo <= value <= hi:  # also false for NaN
-        raise argparse.ArgumentTypeError(f"must be from {shown}: {text!r}")
-
-
-def _size(text: str) -> int:
-    units = {"": 1, "k": KIB, "m": 1 << 20, "g": GIB}
-    t = text.strip().lower().removesuffix("b").removesuffix("i")
-    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
-    try:
-        number = float(num) * units[unit]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a size from {_window_span()}: {text!r} (e.g. 16M, 512K)") from None
-    _check(number, WINDOW_RANGE, text, _window_span())
-    return int(number)
-
-
-def _seconds(bounds: tuple[float, float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"not a number of seconds from {_span(bounds)}: {text!r}") from None
-        _check(value, bounds, text, f"{_span(bounds)} seconds")
-        return value
-    return parse
-
-
-def _mode(text: str) -> int:
-    try:
-        value = int(text, 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not an octal mode from 0000 to 0777: {text!r} (e.g. 0600)") from None
-    _check(value, MODE_RANGE, text, "0000 to 0777")
-    return value
-
-
-def _whole(bounds: tuple[int, int]) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number from {_span(bounds)}: {text!r}") from None
-        _check(value, bounds, text, _span(bounds))
-        return value
-    return parse
-
-
-def _address(role: Role) -> Callable[[str], Address]:
-    def parse(text: str) -> Address:
-        try:
-            return parse_address(text, role)
-        except AddressError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    return parse
-
-
 class _Parser(argparse.ArgumentParser):
     def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
                          namespace: argparse.Namespace | None = None
@@ -168,47 +91,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="log only errors")
     p.add_argument("--version", action="version", version=f"sockimux {__version__}")
     a = p.add_argument_group("addresses (see below)")
-    a.add_argument("--connect", type=_address(Role.SUBFLOW), action="append", default=[],
+    a.add_argument("--connect", type=options.address(Role.SUBFLOW), action="append", default=[],
                    metavar="ADDR", help="open subflows to ADDR and re-open them when they end: "
                                          "UNIX-CONNECT:PATH, TCP:HOST:PORT, EXEC:'COMMAND', "
                                          "each with count=N; repeatable")
-    a.add_argument("--listen", type=_address(Role.LISTEN), action="append", default=[],
+    a.add_argument("--listen", type=options.address(Role.LISTEN), action="append", default=[],
                    metavar="ADDR", help="also accept subflows at ADDR: UNIX-LISTEN:PATH, "
                                          "TCP-LISTEN:PORT; repeatable")
-    a.add_argument("--stream", type=_address(Role.STREAM), default=Stdio(), metavar="ADDR",
+    a.add_argument("--stream", type=options.address(Role.STREAM), default=Stdio(), metavar="ADDR",
                    help="the stream to carry: STDIO (default), EXEC:'COMMAND', TCP:HOST:PORT, "
                         "UNIX-CONNECT:PATH")
     t = p.add_argument_group("reliability and flow control")
-    w_lo, w_hi = (_human(x) for x in WINDOW_RANGE)
-    t.add_argument("--window", type=_size, default=d.window, metavar="SIZE",
+    w_lo, w_hi = (human(x) for x in WINDOW_RANGE)
+    t.add_argument("--window", type=options.size, default=d.window, metavar="SIZE",
                    help="receive window: how far the peer may send ahead of what we have "
                         f"written out; also the send buffer ({w_lo} to {w_hi}; "
                         "default %(default)s bytes)")
-    t.add_argument("--stall-timeout", type=_seconds(STALL_RANGE), default=d.stall_timeout,
+    t.add_argument("--stall-timeout", type=options.seconds(STALL_RANGE), default=d.stall_timeout,
                    metavar="SEC", help="drop a subflow that moves nothing and answers no keepalive "
                                         "for this long, re-sending its data on others "
-                                        f"({_span(STALL_RANGE)} s; default %(default)s)")
-    t.add_argument("--no-subflow-timeout", type=_seconds(NO_SUBFLOW_RANGE), default=None,
+                                        f"({span(STALL_RANGE)} s; default %(default)s)")
+    t.add_argument("--no-subflow-timeout", type=options.seconds(NO_SUBFLOW_RANGE), default=None,
                    metavar="SEC", help="give up (exit 6) after this long with no subflow "
-                                        f"({_span(NO_SUBFLOW_RANGE)} s); default: wait forever, "
+                                        f"({span(NO_SUBFLOW_RANGE)} s); default: wait forever, "
                                         "warning every 10 s")
-    t.add_argument("--handshake-timeout", type=_seconds(HANDSHAKE_RANGE), default=d.handshake_timeout,
+    t.add_argument("--handshake-timeout", type=options.seconds(HANDSHAKE_RANGE), default=d.handshake_timeout,
                    metavar="SEC", help="close a connection that sends no hello in this long "
-                                        f"({_span(HANDSHAKE_RANGE)} s; default %(default)s)")
-    t.add_argument("--max-subflows", type=_whole(COUNT_RANGE), default=None, metavar="N",
-                   help=f"refuse connections beyond N at once ({_span(COUNT_RANGE)}; default "
+                                        f"({span(HANDSHAKE_RANGE)} s; default %(default)s)")
+    t.add_argument("--max-subflows", type=options.whole(COUNT_RANGE), default=None, metavar="N",
+                   help=f"refuse connections beyond N at once ({span(COUNT_RANGE)}; default "
                         f"{d.max_subflows}, or fewer if the open file limit allows fewer: "
                         f"{process.FDS_PER_SUBFLOW} per subflow, {process.RESERVED_FDS} kept)")
-    t.add_argument("--max-handshakes", type=_whole(COUNT_RANGE), default=d.max_handshakes,
+    t.add_argument("--max-handshakes", type=options.whole(COUNT_RANGE), default=d.max_handshakes,
                    metavar="N", help="refuse connections beyond N that have not finished their "
-                                      f"hello ({_span(COUNT_RANGE)}; default %(default)s)")
+                                      f"hello ({span(COUNT_RANGE)}; default %(default)s)")
     s = p.add_argument_group("security")
-    s.add_argument("--socket-mode", type=_mode, default=0o600, metavar="MODE",
+    s.add_argument("--socket-mode", type=options.mode, default=0o600, metavar="MODE",
                    help="permissions of the socket file, octal, whatever the umask "
                         "(0000 to 0777; default 0600)")
-    s.add_argument("--allow-uid", type=_whole(UID_RANGE), action="append", default=[], metavar="UID",
+    s.add_argument("--allow-uid", type=options.whole(UID_RANGE), action="append", default=[], metavar="UID",
                    help="also accept connections from this user id "
-                        f"({_span(UID_RANGE)}; default: only our own "
+                        f"({span(UID_RANGE)}; default: only our own "
                         "user and root, checked with SO_PEERCRED); repeatable")
     s.add_argument("--allow-any-user", action="store_true",
                    help="accept connections from any user the socket mode lets in")
@@ -224,11 +147,11 @@ def _observing(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("observing (SIGUSR1 writes the stats as one JSON line on stderr)")
     o.add_argument("--stats", action="store_true",
                    help="--stats[=SEC]: a table of the subflows on stderr at exit, and every SEC "
-                        f"seconds if given ({_span(STATS_RANGE)}); plain lines when stderr is not "
+                        f"seconds if given ({span(STATS_RANGE)}); plain lines when stderr is not "
                         "a terminal")
     # --stats=SEC arrives here (see _Parser.parse_known_args): an optional
     # value after a space would take the SOCKET argument for itself.
-    o.add_argument("--stats-every", type=_seconds(STATS_RANGE), default=None, help=argparse.SUPPRESS)
+    o.add_argument("--stats-every", type=options.seconds(STATS_RANGE), default=None, help=argparse.SUPPRESS)
     o.add_argument("--progress", action="store_true",
                    help="one live line on stderr (bytes each way, rates, subflows, and the ETA "
                         "when STDIN is a file), cleared at exit; only when stderr is a terminal "
