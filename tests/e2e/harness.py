@@ -50,6 +50,26 @@ def random_file(path: Path, size: int, seed: int = 0) -> Path:
     return path
 
 
+def feed(proc: subprocess.Popen[bytes], data: bytes, seconds: float) -> threading.Thread:
+    """Write ``data`` to proc's STDIN evenly over about ``seconds``, then close it."""
+
+    def run() -> None:
+        assert proc.stdin is not None
+        step = 64 * 1024
+        pause = seconds / max(1, len(data) // step)
+        try:
+            for i in range(0, len(data), step):
+                proc.stdin.write(data[i : i + step])
+                proc.stdin.flush()
+                time.sleep(pause)
+        finally:
+            proc.stdin.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 F_SETPIPE_SZ = 1031
 
 

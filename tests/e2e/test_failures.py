@@ -6,35 +6,14 @@ import os
 import random
 import re
 import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from .harness import Peer, Relay, kill, random_file, require, sha256_file, socat_subflow, wait_for
+from .harness import Peer, Relay, feed, kill, random_file, require, sha256_file, socat_subflow, wait_for
 
 MB = 1 << 20
-
-
-def _feed(proc: subprocess.Popen[bytes], data: bytes, seconds: float) -> threading.Thread:
-    """Write data to proc's STDIN evenly over about `seconds`, then close it."""
-
-    def run() -> None:
-        assert proc.stdin is not None
-        step = 64 * 1024
-        pause = seconds / max(1, len(data) // step)
-        try:
-            for i in range(0, len(data), step):
-                proc.stdin.write(data[i : i + step])
-                proc.stdin.flush()
-                time.sleep(pause)
-        finally:
-            proc.stdin.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
 
 
 class Transfer:
@@ -47,8 +26,8 @@ class Transfer:
         self.b_in = random_file(tmp / "b.in", size // 2, seed=seed + 1)
         self.a = Peer(tmp, "a", None, "-v", stdin_pipe=True, stdout_pipe=stdout_pipe)
         self.b = Peer(tmp, "b", None, "-v", stdin_pipe=True, stdout_pipe=stdout_pipe)
-        self.feeders = [_feed(self.a.proc, self.a_in.read_bytes(), seconds),
-                        _feed(self.b.proc, self.b_in.read_bytes(), seconds)]
+        self.feeders = [feed(self.a.proc, self.a_in.read_bytes(), seconds),
+                        feed(self.b.proc, self.b_in.read_bytes(), seconds)]
         self.relays: list[subprocess.Popen[bytes]] = []
 
     def add(self, count: int = 1) -> None:

@@ -5,36 +5,14 @@ A single stopped side still has its subflows dropped by the other."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import threading
 import time
 from pathlib import Path
 
-from .harness import Peer, kill, random_file, require, sha256_file, socat_subflow, wait_for
+from .harness import Peer, feed, kill, random_file, require, sha256_file, socat_subflow, wait_for
 
 MB = 1 << 20
 STALL = ("--stall-timeout", "1")
 PAUSE = 3.0  # seconds: three stall timeouts
-
-
-def feed(proc: subprocess.Popen[bytes], data: bytes, seconds: float) -> threading.Thread:
-    """Write ``data`` to proc's STDIN evenly over about ``seconds``, then close it."""
-
-    def run() -> None:
-        assert proc.stdin is not None
-        step = 64 * 1024
-        pause = seconds / max(1, len(data) // step)
-        try:
-            for i in range(0, len(data), step):
-                proc.stdin.write(data[i : i + step])
-                proc.stdin.flush()
-                time.sleep(pause)
-        finally:
-            proc.stdin.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
 
 
 class PacedPair:
