@@ -26,6 +26,7 @@ from .core.errors import SockimuxError
 from .core.events import Outcome
 from .core.sender import Extent
 from .core.session import Session, SessionConfig
+from .core.stats import SessionStats
 from .runtime.assembly import Listening, close_all, listen_on
 from .runtime.dialer import Dialer
 from .runtime.runner import Attached, Runner
@@ -244,6 +245,11 @@ class Stream:
         await asyncio.wait({self._task})
         self._check()
         return self._task.result()
+
+    def stats(self) -> SessionStats:
+        """One immutable snapshot of the session's counters, per subflow and in
+        all (fields: docs/STATS.md; ``as_dict()`` gives them as JSON types)."""
+        return self._runner.session.stats(self._runner.loop.time())
 
     def abort(self) -> None:
         """End the session now, telling the peer (Outcome.INTERRUPTED)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -66,8 +67,16 @@ def test_two_sessions_in_one_process(tmp_path: Path, loop: str) -> None:
         async with sockimux.open_session(listen=[f"UNIX-LISTEN:{path}"]) as a, \
                 sockimux.open_session(connect=[f"UNIX-CONNECT:{path},count=3"]) as b:
             await exchange(a, b, 3_000_000)
+            seen = a.stats(), b.stats()
             outcomes = await asyncio.gather(a.close(), b.close())
         assert outcomes == [Outcome.DONE, Outcome.DONE]
+        # Each side's snapshot counts what the application read of the other's stream.
+        assert [snap.written for snap in seen] == [3_000_000 // 3 + 1, 3_000_000], seen
+        # ...and the DATA bytes (headers included) its subflows carried of its own stream.
+        assert seen[0].data_out >= 3_000_000 and seen[1].data_out >= 3_000_000 // 3 + 1, seen
+        for snap in seen:
+            assert snap.established == 3, snap
+            assert json.loads(json.dumps(snap.as_dict()))["written"] == snap.written
         assert not path.exists()  # the listener removed its socket
 
     run(LOOPS[loop], main())
