@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sockimux.runtime import sink, stream
+from sockimux.runtime import file_sink, sink, stream
 
 
 class Written:
@@ -56,7 +56,7 @@ def test_a_stdout_file_is_written_by_the_loop_with_bodies_spliced_in_order(tmp_p
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         got = Written()
         out = got.open(loop, fd)
-        assert isinstance(out, sink.FileOutput) and sink.splice_target(out) is out
+        assert isinstance(out, file_sink.FileOutput) and stream.splice_target(out) is out
         await out.start()
         assert out.idle
         out.write([head[:1000], memoryview(head)[1000:]])
@@ -76,14 +76,14 @@ def test_a_stdout_file_is_written_by_the_loop_with_bodies_spliced_in_order(tmp_p
     here.close(), there.close()
     assert path.read_bytes() == head + body + tail
     assert got.count == len(head) + len(tail) and not got.errors
-    assert isinstance(out, sink.FileOutput) and out.worker is None and not out.spliceable
+    assert isinstance(out, file_sink.FileOutput) and out.worker is None and not out.spliceable
 
 
 def test_slow_storage_moves_file_writes_to_a_thread_in_order(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A write slower than SLOW_WRITE moves the rest to a thread: no more
     splicing (the sink is no longer idle), and the file is still exact."""
-    monkeypatch.setattr(sink, "SLOW_WRITE", -1.0)  # every write counts as slow
+    monkeypatch.setattr(file_sink, "SLOW_WRITE", -1.0)  # every write counts as slow
     path = tmp_path / "out"
     pieces = [os.urandom(n) for n in (70_000, 1, 300_000, 12)]
 
@@ -94,7 +94,7 @@ def test_slow_storage_moves_file_writes_to_a_thread_in_order(
         await out.start()
         for piece in pieces:
             out.write([piece])
-        assert isinstance(out, sink.FileOutput) and out.worker is not None and not out.idle
+        assert isinstance(out, file_sink.FileOutput) and out.worker is not None and not out.idle
         out.close()
         assert got.closed is not None
         await asyncio.wait_for(got.closed, 10)
@@ -116,7 +116,7 @@ def test_a_file_opened_to_append_is_written_but_not_spliced(tmp_path: Path) -> N
         got = Written()
         out = got.open(loop, os.open(path, os.O_WRONLY | os.O_APPEND))
         await out.start()
-        assert isinstance(out, sink.FileOutput) and sink.splice_target(out) is None
+        assert isinstance(out, file_sink.FileOutput) and stream.splice_target(out) is None
         out.write([b"after\n"])
         out.close()
         assert got.closed is not None
@@ -154,7 +154,7 @@ def test_bytes_spliced_into_a_file_that_refuses_splice_are_written(
         out = got.open(loop, fd)
         await out.start()
         there.sendall(body)
-        assert isinstance(out, sink.FileOutput)
+        assert isinstance(out, file_sink.FileOutput)
         assert splice_all(out, here, len(body)) == 1
         assert not out.idle and not out.spliceable
         out.write([b"!"])

@@ -34,9 +34,9 @@ from . import lograte
 from .connection import Admission, SubflowConnection, SubflowWatch
 from .observe import peer_label
 from .render import render
-from .sink import StreamSink, splice_target
+from .sink import StreamSink
 from .source import FileInput, StreamSource
-from .stream import open_sink, open_source
+from .stream import open_sink, open_source, splice_target
 
 log = logging.getLogger("sockimux")
 

@@ -9,25 +9,23 @@ stream.open_sink picks the kind:
 - LoopOutput: a pipe, written by the event loop; it is also the target of
   splice() (connection.py), which moves DATA bodies from a subflow's
   socket into the pipe without passing through our memory.
-- FileOutput: a regular file, written by the event loop (a write to the
-  page cache is a copy, not a wait); DATA bodies are spliced into it
-  through a pipe of its own.  Slow storage moves it to a thread.
+- FileOutput (file_sink.py): a regular file, written by the event loop (a
+  write to the page cache is a copy, not a wait); DATA bodies are spliced
+  into it through a pipe of its own.  Slow storage moves it to a thread.
 - OutputWriter: anything else (terminals, sockets), a thread doing plain
   blocking writes.
 
 A sink that DATA bodies may be spliced into is a SpliceTarget
-(splice_target() says which).
+(stream.splice_target() says which).
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import fcntl
 import os
 import socket
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
@@ -36,7 +34,6 @@ from .source import thread_poster
 
 IOV_MAX = 1024
 Buffers = list[bytes | bytearray | memoryview]
-SLOW_WRITE = 0.05  # seconds: a file write slower than this moves writes to a thread
 SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 
 
@@ -71,15 +68,6 @@ class SpliceTarget(Protocol):
         nothing moved now; OutputFailed when the output failed (the bytes
         may be lost: the session is over); another OSError from the socket's
         side (EINVAL: these descriptors cannot be spliced)."""
-
-
-def splice_target(sink: StreamSink) -> SpliceTarget | None:
-    """``sink`` if DATA bodies can be spliced into it."""
-    if not hasattr(os, "splice"):
-        return None
-    if isinstance(sink, LoopOutput) or (isinstance(sink, FileOutput) and sink.spliceable):
-        return sink
-    return None
 
 
 def write_all(fd: int, buffers: Buffers) -> int:
@@ -170,139 +158,6 @@ class OutputWriter:
         call(self._on_closed)
 
 
-class FileOutput:
-    """STDOUT that is a regular file, written by the event loop itself.
-
-    A write to a regular file is a copy into the page cache: on the loop it
-    costs no thread hand-off (two per write: a wake-up of the writer, and
-    its report back).  DATA bodies that continue the stream are spliced from
-    the socket into a pipe of ours and at once from it into the file
-    (splice_from): one copy in the kernel instead of two, one through our
-    memory.  Should the storage prove slow (a write or splice taking over
-    SLOW_WRITE seconds), writes move to a thread (OutputWriter) for the
-    rest of the stream, so that slow storage cannot hold up the subflows.
-    Without the pipe (a file opened to append, which splice() refuses, or
-    no descriptors to spare) bodies are read and written as usual.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
-                 on_written: Callable[[int], None], on_error: Callable[[str], None],
-                 on_closed: Callable[[], None]) -> None:
-        self._loop = loop
-        self._fd = fd
-        self._on_written = on_written
-        self._on_error = on_error
-        self._on_closed = on_closed
-        self.worker: OutputWriter | None = None  # set once writes moved to a thread
-        self._closing = False
-        self._done = False  # failed: nothing more is written
-        self._pipe = self._make_pipe() if hasattr(os, "splice") else None
-
-    def _make_pipe(self) -> tuple[int, int] | None:
-        try:
-            if fcntl.fcntl(self._fd, fcntl.F_GETFL) & os.O_APPEND:
-                return None  # splice() refuses files opened to append (EINVAL)
-            read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return None
-        _grow_pipe(write_end)  # a bigger pipe: fewer splices per body
-        return read_end, write_end
-
-    @property
-    def spliceable(self) -> bool:
-        return self._pipe is not None
-
-    async def start(self) -> None:
-        pass  # the file is written as soon as there is something to write
-
-    @property
-    def idle(self) -> bool:
-        return (self._pipe is not None and self.worker is None and not self._closing
-                and not self._done)
-
-    def write(self, buffers: Buffers) -> None:
-        if self._done:
-            return
-        if self.worker is not None:
-            self.worker.write(buffers)
-            return
-        started = time.monotonic()
-        try:
-            count = write_all(self._fd, buffers)
-        except OSError as exc:
-            self._fail(exc.strerror or str(exc))
-            return
-        self._loop.call_soon(self._on_written, count)
-        self._pace(started)
-
-    def splice_from(self, fd: int, count: int) -> int:
-        assert self._pipe is not None
-        moved = os.splice(fd, self._pipe[1], count, flags=SPLICE_FLAGS)
-        if moved:
-            started = time.monotonic()
-            self._drain(moved)
-            self._pace(started)
-        return moved
-
-    def _drain(self, count: int) -> None:
-        """Move the ``count`` bytes in our pipe into the file."""
-        assert self._pipe is not None
-        read_end = self._pipe[0]
-        try:
-            while count:
-                try:
-                    count -= os.splice(read_end, self._fd, count, flags=SPLICE_FLAGS)
-                except OSError as exc:
-                    if exc.errno != errno.EINVAL:
-                        raise
-                    # This file cannot be spliced into (its file system):
-                    # these bytes go by write(), and bodies are read from now on.
-                    while count:
-                        data = os.read(read_end, count)  # never empty: the pipe holds them
-                        count -= write_all(self._fd, [data]) or count
-                    self._close_pipe()
-        except OSError as exc:
-            self._done = True
-            self._close_pipe()
-            raise OutputFailed(exc.strerror or str(exc)) from None
-
-    def _pace(self, started: float) -> None:
-        """After a write that took over SLOW_WRITE, the rest goes by a thread."""
-        if time.monotonic() - started > SLOW_WRITE and self.worker is None and not self._done:
-            self._close_pipe()
-            self.worker = OutputWriter(self._loop, self._fd, self._on_written, self._on_error,
-                                       self._on_closed)
-            self.worker.spawn()
-
-    def _fail(self, message: str) -> None:
-        self._done = True
-        self._close_pipe()
-        self._loop.call_soon(self._on_error, message)
-
-    def _close_pipe(self) -> None:
-        if self._pipe is not None:
-            for end in self._pipe:
-                os.close(end)
-            self._pipe = None
-
-    def close(self) -> None:
-        if self._closing:
-            return
-        self._closing = True
-        self._close_pipe()
-        if self.worker is not None:
-            self.worker.close()
-            return
-        if self._done:
-            return
-        try:
-            os.close(self._fd)
-        except OSError as exc:
-            self._fail(exc.strerror or str(exc))
-            return
-        self._loop.call_soon(self._on_closed)
-
-
 class _OutputProtocol(asyncio.Protocol):
     def __init__(self, owner: LoopOutput) -> None:
         self.owner = owner
@@ -322,7 +177,7 @@ F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20  # what an unprivileged process may ask for (/proc/sys/fs/pipe-max-size)
 
 
-def _grow_pipe(fd: int) -> None:
+def grow_pipe(fd: int) -> None:
     """Make the STDOUT pipe hold up to 1 MiB, if the kernel lets us: with the
     default 64 KiB, a pipe is mostly full, so few bodies could be spliced
     into it and each write wakes the consumer for little."""
@@ -354,7 +209,7 @@ class LoopOutput:
         self._reader_gone = False
 
     async def start(self) -> None:
-        _grow_pipe(self._fd)
+        grow_pipe(self._fd)
         file = os.fdopen(self._fd, "wb", buffering=0, closefd=True)
         transport, _ = await self._loop.connect_write_pipe(lambda: _OutputProtocol(self), file)
         # Resume (and so report) as soon as the buffer is empty again.

@@ -17,7 +17,8 @@ import stat
 from collections.abc import Callable
 
 from ..core import Extent
-from .sink import FileOutput, LoopOutput, OutputWriter, StreamSink
+from .file_sink import FileOutput
+from .sink import LoopOutput, OutputWriter, SpliceTarget, StreamSink
 from .source import FileInput, InputReader, LoopInput, StreamSource
 
 
@@ -77,3 +78,12 @@ def private_fd(fd: int, flags: int) -> int:
         os.close(fd)
         return new
     return fd
+
+
+def splice_target(sink: StreamSink) -> SpliceTarget | None:
+    """``sink`` if DATA bodies can be spliced into it."""
+    if not hasattr(os, "splice"):
+        return None
+    if isinstance(sink, LoopOutput) or (isinstance(sink, FileOutput) and sink.spliceable):
+        return sink
+    return None
