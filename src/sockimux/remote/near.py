@@ -134,7 +134,12 @@ async def open_connection(target: FarTarget, timeout: float = PREAMBLE_TIMEOUT) 
         ours.setblocking(False)
         loop = asyncio.get_running_loop()
         if first:
-            await loop.sock_sendall(ours, _bootstrap_input())
+            try:
+                await loop.sock_sendall(ours, _bootstrap_input())
+            except OSError:  # ssh is gone already (no sshd, no route): its exit says why
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()  # (or it is not: then it failed to take its input)
+                raise _exit_error(await process.wait()) from None
         info = await _read_preamble(ours, process, timeout)
         if target.info is None:
             target.info = info
