@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-TOOLS := socat sshd tmux ss
+TOOLS := socat sshd tmux ss rsync git
 
 .PHONY: all deps test lint bench fuzz clean
 
@@ -20,8 +20,8 @@ deps:
 	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null 2>&1 || [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
-	  if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing (apt-get install socat openssh-server tmux iproute2)" >&2; exit 1; fi; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat openssh-server openssh-client tmux iproute2 >/dev/null; \
+	  if [ "$$(id -u)" != 0 ]; then echo "need root to install:$$missing (apt-get install socat openssh-server tmux iproute2 rsync git)" >&2; exit 1; fi; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat openssh-server openssh-client tmux iproute2 rsync git >/dev/null; \
 	fi
 
 lint: all

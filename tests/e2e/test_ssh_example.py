@@ -171,6 +171,7 @@ PidFile none
 PrintMotd no
 PrintLastLog no
 X11Forwarding no
+Subsystem sftp internal-sftp
 MaxStartups 64:30:128
 LogLevel INFO
 """)

@@ -1,0 +1,170 @@
+"""Real ssh clients through the one-command ssh mode: scp, sftp, rsync and git.
+
+Each runs ssh with ``ProxyCommand sockimux ssh -n 4 %h`` against the
+private sshd on 127.0.0.1 (test_ssh_example's fixture), so its whole
+session (its own protocol: scp's, sftp's, rsync's, git's pack protocol)
+travels as one stream over four ssh subflows.  What each tool moved is
+checked byte for byte on the "far host", and the ProxyCommand must exit 0
+once the tool is done, leaving no far process behind.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .harness import SOCKIMUX, random_file, require, sha256_file
+from .test_ssh_example import Sshd, _read, _strays, _wait, sshd  # noqa: F401 (the fixture)
+
+MB = 1 << 20
+SUBFLOWS = 4
+TOOL_TIMEOUT = 120.0
+
+
+class Proxy:
+    """The ProxyCommand of one client run, with its exit status and stderr kept."""
+
+    def __init__(self, server: Sshd, name: str) -> None:
+        self.dir = server.root / name
+        self.dir.mkdir()
+        self.rc = self.dir / "proxy.rc"
+        self.err = self.dir / "proxy.err"
+        self.command = " ".join([
+            sys.executable, str(server.wrapper), str(self.rc), str(self.err), SOCKIMUX, "ssh",
+            "-n", str(SUBFLOWS), "--idle-timeout", "30", "-F", str(server.client_config),
+            "--far-port", str(server.port), "%h"])
+        self.server = server
+
+    def ssh_command(self) -> str:
+        """An ssh command line for the clients' -e / GIT_SSH_COMMAND."""
+        return (f"{require('ssh')} -F {self.server.client_config} "
+                f"-o 'ProxyCommand {self.command}'")
+
+    def logs(self, run: subprocess.CompletedProcess[bytes] | None = None) -> Callable[[], str]:
+        return lambda: (f"client: {run!r}\n--- proxy.err\n{_read(self.err)}"
+                        f"\n--- sshd\n{_read(self.server.log)}")
+
+    def assert_clean_exit(self, run: subprocess.CompletedProcess[bytes]) -> None:
+        logs = self.logs(run)
+        assert run.returncode == 0, logs()
+        _wait(self.rc.exists, 20, "the ProxyCommand to exit", logs)
+        assert self.rc.read_text() == "0", logs()
+        assert "Traceback" not in _read(self.err), logs()
+        _wait(lambda: not _strays("sockimux.remote.far"), 20, "the far sockimux to exit", logs)
+
+
+def _run(argv: list[str], cwd: Path | None = None,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=TOOL_TIMEOUT,
+                          stdin=subprocess.DEVNULL)
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """Every regular file under root (a .git directory aside): relative path -> sha256."""
+    return {str(p.relative_to(root)): sha256_file(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and ".git" not in p.relative_to(root).parts}
+
+
+def test_scp_up_and_down(sshd: Sshd) -> None:  # noqa: F811
+    proxy = Proxy(sshd, "scp")
+    src = random_file(proxy.dir / "src.bin", 12 * MB, seed=41)
+    remote = proxy.dir / "remote.bin"
+    back = proxy.dir / "back.bin"
+    up = _run([require("scp"), "-q", "-F", str(sshd.client_config),
+               "-o", f"ProxyCommand {proxy.command}", str(src), f"root@127.0.0.1:{remote}"])
+    proxy.assert_clean_exit(up)
+    assert sha256_file(remote) == sha256_file(src)
+    proxy.rc.unlink()
+    down = _run([require("scp"), "-q", "-F", str(sshd.client_config),
+                 "-o", f"ProxyCommand {proxy.command}", f"root@127.0.0.1:{remote}", str(back)])
+    proxy.assert_clean_exit(down)
+    assert sha256_file(back) == sha256_file(src)
+
+
+def test_sftp_batch(sshd: Sshd) -> None:  # noqa: F811
+    proxy = Proxy(sshd, "sftp")
+    src = random_file(proxy.dir / "src.bin", 6 * MB, seed=42)
+    batch = proxy.dir / "batch"
+    batch.write_text(f"put {src} {proxy.dir}/up.bin\nget {proxy.dir}/up.bin {proxy.dir}/down.bin\n"
+                     f"ls -l {proxy.dir}\n")
+    run = _run([require("sftp"), "-q", "-b", str(batch), "-F", str(sshd.client_config),
+                "-o", f"ProxyCommand {proxy.command}", "root@127.0.0.1"])
+    proxy.assert_clean_exit(run)
+    assert sha256_file(proxy.dir / "up.bin") == sha256_file(src)
+    assert sha256_file(proxy.dir / "down.bin") == sha256_file(src)
+
+
+def test_rsync_a_tree_then_an_update(sshd: Sshd) -> None:  # noqa: F811
+    """rsync's own protocol both ways: a first copy, then a delta after a change."""
+    proxy = Proxy(sshd, "rsync")
+    src = proxy.dir / "src"
+    for i in range(40):
+        sub = src / f"d{i % 5}"
+        sub.mkdir(parents=True, exist_ok=True)
+        random_file(sub / f"f{i}.bin", (i * 37_171) % (300 * 1024) + 1, seed=100 + i)
+    random_file(src / "big.bin", 8 * MB, seed=7)
+    (src / "empty").write_bytes(b"")
+    dst = proxy.dir / "dst"
+    rsync = require("rsync")
+    first = _run([rsync, "-a", "-e", proxy.ssh_command(), f"{src}/", f"root@127.0.0.1:{dst}/"])
+    proxy.assert_clean_exit(first)
+    assert _tree(dst) == _tree(src)
+    # Change the middle of the big file: the second run sends a delta over the same protocol.
+    with open(src / "big.bin", "r+b") as f:
+        f.seek(4 * MB)
+        f.write(b"changed" * 1000)
+    (src / "d1" / "f1.bin").unlink()
+    proxy.rc.unlink()
+    second = _run([rsync, "-a", "--delete", "--stats", "-e", proxy.ssh_command(), f"{src}/",
+                   f"root@127.0.0.1:{dst}/"])
+    proxy.assert_clean_exit(second)
+    assert _tree(dst) == _tree(src)
+    assert b"Number of deleted files: 1" in second.stdout, second.stdout
+    # Pull it back the other way.
+    back = proxy.dir / "back"
+    proxy.rc.unlink()
+    third = _run([rsync, "-a", "-e", proxy.ssh_command(), f"root@127.0.0.1:{dst}/", f"{back}/"])
+    proxy.assert_clean_exit(third)
+    assert _tree(back) == _tree(src)
+
+
+def test_git_clone_and_push(sshd: Sshd) -> None:  # noqa: F811
+    proxy = Proxy(sshd, "git")
+    git = require("git")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(proxy.dir),
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+           "GIT_CONFIG_NOSYSTEM": "1", "GIT_SSH_COMMAND": proxy.ssh_command()}
+    origin = proxy.dir / "origin.git"
+    seed = proxy.dir / "seed"
+    for argv, cwd in (([git, "init", "-q", "--bare", str(origin)], None),
+                      ([git, "init", "-q", str(seed)], None)):
+        assert _run(argv, cwd, env).returncode == 0
+    for i in range(5):  # commits with incompressible content: a pack of a few MB
+        random_file(seed / f"blob{i}.bin", 700 * 1024, seed=200 + i)
+        (seed / "log.txt").write_text(f"commit {i}\n" * (i + 1))
+        assert _run([git, "add", "-A"], seed, env).returncode == 0
+        assert _run([git, "commit", "-q", "-m", f"c{i}"], seed, env).returncode == 0
+    assert _run([git, "push", "-q", str(origin), "HEAD:refs/heads/main"], seed, env).returncode == 0
+    clone = proxy.dir / "clone"
+    cloned = _run([git, "clone", "-q", "-b", "main", f"root@127.0.0.1:{origin}", str(clone)],
+                  None, env)
+    proxy.assert_clean_exit(cloned)
+    assert _tree(clone) == _tree(seed) and len(_tree(seed)) == 6
+    fsck = _run([git, "fsck", "--full"], clone, env)
+    assert fsck.returncode == 0, fsck
+    head = _run([git, "rev-parse", "HEAD"], seed, env).stdout
+    assert _run([git, "rev-parse", "HEAD"], clone, env).stdout == head
+    # A commit made in the clone goes back through the same kind of session.
+    random_file(clone / "new.bin", 900 * 1024, seed=300)
+    assert _run([git, "add", "-A"], clone, env).returncode == 0
+    assert _run([git, "commit", "-q", "-m", "from the clone"], clone, env).returncode == 0
+    proxy.rc.unlink()
+    pushed = _run([git, "push", "-q", "origin", "main"], clone, env)
+    proxy.assert_clean_exit(pushed)
+    assert (_run([git, "rev-parse", "main"], origin, env).stdout
+            == _run([git, "rev-parse", "HEAD"], clone, env).stdout)
+    fsck = _run([git, "fsck", "--full"], origin, env)
+    assert fsck.returncode == 0, fsck
