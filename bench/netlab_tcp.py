@@ -24,8 +24,13 @@ throughput
 
     Reported: each kind's median throughput, its share of the sum of the link
     rates (95.6% is TCP's ceiling), direct/relay and direct/mptcp (ratio of
-    medians, and each round's), the verdicts and the machine's cpu busy
-    during each transfer (above ~85% the figure is CPU-bound, not link-bound).
+    medians, and each round's), the verdicts, the machine's cpu busy
+    during each transfer (netlab's: everything on the host; above ~85% the
+    machine, not the links, may be the limit) and "own cpu s": user+system
+    CPU seconds of every process the transfer started (getrusage
+    RUSAGE_CHILDREN once they are reaped: sockimux, socat, the anchors'
+    endpoints, and the lab's short ip/ss/tc commands, alike for each kind),
+    a figure the other load on the machine does not change.
 
 fault
     On --fault-links (default 40,20,10,5), one direct transfer sized to last
@@ -52,6 +57,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import shlex
 import signal
 import statistics
@@ -78,12 +84,18 @@ def lab_opts(nl: Any, args: argparse.Namespace, links: str, extra: list[str]) ->
 
 
 def one_run(nl: Any, lab: Any, kind: str) -> dict[str, Any]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     if kind == "direct":
         result: dict[str, Any] = DirectRun(nl, lab).execute()
     elif kind == "relay":
         result = nl.ImuxRun(lab).execute()
     else:
         result = nl.AnchorRun(lab, "mptcp").execute()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU time of every process the transfer started, once reaped (sockimux, socat, the
+    # anchors' endpoints, and the lab's short ip/ss/tc commands, alike for every kind):
+    # what the transfer cost, whatever else loads the machine.
+    result["children_cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 3)
     time.sleep(1.0)  # let the queues drain, as netlab's compare does
     return result
 
@@ -121,11 +133,15 @@ def summarize(links: str, total: float, runs: dict[str, list[dict[str, Any]]]) -
             "reasons": [r.get("reasons", []) for r in results],
             "cpu_busy_pct": [r["cpu_busy_pct"] for r in results],
             "cpu_steal_pct": [r["cpu_steal_pct"] for r in results],
+            "children_cpu_s": [r.get("children_cpu_s") for r in results],
             "per_link_a2b_mbit": [[row.get("a2b_mbit") for row in r.get("links", [])] for r in results],
         }
     for other in ("relay", "mptcp"):
         a, b = out["direct"]["median_mbit"], out[other]["median_mbit"]
         out[f"direct_over_{other}"] = round(a / b, 4) if a and b else None
+        ca, cb = (statistics.median(c) if c and None not in c else None
+                  for c in (out["direct"]["children_cpu_s"], out[other]["children_cpu_s"]))
+        out[f"direct_over_{other}_cpu"] = round(ca / cb, 4) if ca and cb else None
         out[f"direct_over_{other}_per_round"] = [
             round(x / y, 4) if x and y else None for x, y in zip(tput["direct"], tput[other], strict=True)]
     return out
@@ -133,7 +149,8 @@ def summarize(links: str, total: float, runs: dict[str, list[dict[str, Any]]]) -
 
 def render_throughput(s: dict[str, Any]) -> str:
     lines = [f"links {s['links']} Mbit/s (sum {s['sum_mbit']:g}); TCP payload ceiling 95.6% of the sum"]
-    head = f"{'kind':7} {'median':>8} {'of sum':>7}  {'per round (Mbit/s)':28} {'cpu busy %':12} verdicts"
+    head = (f"{'kind':7} {'median':>8} {'of sum':>7}  {'per round (Mbit/s)':28} {'cpu busy %':12} "
+            f"{'own cpu s':16} verdicts")
     lines.append(head)
     for kind in KINDS:
         k = s[kind]
@@ -141,13 +158,16 @@ def render_throughput(s: dict[str, Any]) -> str:
         eff = f"{100 * k['of_link_sum']:.1f}%" if k["of_link_sum"] else "-"
         rounds = ", ".join("-" if t is None else f"{t:.2f}" for t in k["throughput_mbit"])
         cpu = ", ".join(f"{c:.0f}" for c in k["cpu_busy_pct"])
-        lines.append(f"{kind:7} {med:>8} {eff:>7}  {rounds:28} {cpu:12} {' '.join(k['verdicts'])}")
+        own = ", ".join(f"{c:.1f}" for c in k["children_cpu_s"])
+        lines.append(f"{kind:7} {med:>8} {eff:>7}  {rounds:28} {cpu:12} {own:16} {' '.join(k['verdicts'])}")
         for reasons in k["reasons"]:
             lines += [f"        {reason}" for reason in reasons]
     for other in ("relay", "mptcp"):
         per = ", ".join("-" if x is None else f"{x:.3f}" for x in s[f"direct_over_{other}_per_round"])
         ratio = s[f"direct_over_{other}"]
-        lines.append(f"direct/{other}: {'-' if ratio is None else f'{ratio:.3f}'} (per round: {per})")
+        cpu_ratio = s[f"direct_over_{other}_cpu"]
+        lines.append(f"direct/{other}: {'-' if ratio is None else f'{ratio:.3f}'} (per round: {per}); "
+                     f"own cpu s {'-' if cpu_ratio is None else f'{cpu_ratio:.2f}'}x")
     return "\n".join(lines)
 
 
