@@ -10,6 +10,10 @@ and a sockimux pair with one socat subflow pair per link.  We report from
 its JSON: ``efficiency_of_link_sum`` (throughput / sum of the configured link
 rates; 95.6% is the ceiling for TCP payload) for imux and mptcp, and
 ``ratio_imux_mptcp``, plus each run's verdict and CPU load.
+
+bench/netlab_tcp.py measures the same links with sockimux opening its own
+TCP subflows (``--connect TCP:...,bind=``, no socat), alternated with this
+topology and MPTCP, and a link black-holed and restored (docs/NETLAB.md).
 """
 
 from __future__ import annotations
