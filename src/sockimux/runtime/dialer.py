@@ -123,6 +123,7 @@ class Dialer:
 
     async def attach(self, runner: Runner) -> None:
         self._runner = runner
+        runner.address_stats = self.policy.snapshot  # our addresses, in its stats snapshot
         now = runner.loop.time()
         for address in self.addresses:
             # The policy numbers the slots ("2 of 4"): the label leaves count= out.
