@@ -84,14 +84,14 @@ def rows(stats: SessionStats) -> list[tuple[str, ...]]:
 
 # The addresses we open ourselves (--connect, the ssh mode's): a second table.
 ADDRESS_COLUMNS = ("address", "up", "starting", "waiting", "attempts", "re-opens", "lost",
-                   "last end", "next")
+                   "last end", "next attempt")
 ADDRESS_TITLE = "addresses we open (re-opened when their subflows end):"
 
 
 def _next(address: AddressStats) -> str:
     if address.stopped is not None:
         return "stopped for good"
-    return "-" if address.next_attempt_in is None else f"retry in {address.next_attempt_in:.1f} s"
+    return "-" if address.next_attempt_in is None else f"in {address.next_attempt_in:.1f} s"
 
 
 def address_rows(stats: SessionStats) -> list[tuple[str, ...]]:
