@@ -176,6 +176,9 @@ def test_stats_file_counts_the_reopens_of_an_exec_address(tmp_path: Path) -> Non
                         "waiting": 0, "attempts": 3, "reopens": 2, "established": 3, "lost": 2,
                         "last_end": "command exited: killed by SIGKILL", "next_attempt_in": None,
                         "stopped": None}
+        # The subflow is named after the address it was opened to (not "pid P"
+        # of a socketpair's creator: ourselves).
+        assert [s["label"] for s in records(stats)[-1]["subflows"]] == [f"EXEC:'{command}'"]
         assert a.wait(60) == 0, a.stderr()
         assert b.wait(60) == 0, b.stderr()
         assert a.out.read_bytes() == b_data and b.out.read_bytes() == a_data

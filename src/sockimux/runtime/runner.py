@@ -126,7 +126,9 @@ class Runner:
     def subflow_opened(self, conn: SubflowConnection) -> int:
         sid = self.session.open_subflow(self.loop.time(), os.urandom(16))
         self.connections[sid] = conn
-        if conn.transport is not None:  # the stats name it by where it came from
+        if conn.watch is not None:  # the stats name it by the address it was opened to
+            self.session.label(sid, conn.watch.label)
+        elif conn.transport is not None:  # ...or by where it came from
             self.session.label(sid, peer_label(conn.transport.get_extra_info("socket")))
         self.kick()
         return sid
