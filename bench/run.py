@@ -41,17 +41,10 @@ paths
     See paths.py and ends.py.
 
 stats
-    what ``--stats`` and ``--stats-file`` cost: the bulk topology (same
-    payload size, relays, clock) with 4 subflows (``--stats-subflows``),
-    both sockimux run with no stats option, with ``--stats=SEC`` and with
-    ``--stats=SEC --stats-file PATH`` (SEC: ``--stats-interval``, default
-    1 s), in ``--stats-rounds`` rounds (default 5) of one run of each,
-    their order rotated from round to round.  Each run checks the tables on
-    stderr and that the JSON Lines' exit line counts the payload.
-    Reported, against no option: the ratio of median throughputs and the
-    range of the per-round ratios, and the same for CPU time (utime+stime
-    of both sockimux, from /proc when they exit: the figure to trust on a
-    loaded machine).  See stats_cost.py.
+    bulk (4 subflows) with no stats option, ``--stats=SEC`` and ``--stats=SEC
+    --stats-file PATH``, in rounds of one run of each (order rotated):
+    throughput and CPU-time (utime+stime, /proc) ratios over no option, with
+    their per-round ranges.  See stats_cost.py.
 
 latency
     1-byte echo round trips (``--round-trips`` after ``--warmup``) written
@@ -192,13 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("paths (also takes the bulk options)")
     g.add_argument("--paths-subflows", type=_counts, default=[1, 4], metavar="LIST",
                    help="subflow counts (default 1,4)")
-    g = p.add_argument_group("stats (also takes --bytes, --timeout, --socat-block, --payload-dir)")
-    g.add_argument("--stats-subflows", type=_counts, default=[4], metavar="K",
-                   help="subflows (default 4)")
-    g.add_argument("--stats-rounds", type=int, default=5, metavar="N",
-                   help="rounds of one run of each kind, order rotated (default 5)")
-    g.add_argument("--stats-interval", type=float, default=1.0, metavar="SEC",
-                   help="--stats=SEC of the runs with stats (0.1 to 86400; default 1)")
+    stats_cost.add_arguments(p)
     g = p.add_argument_group("latency")
     g.add_argument("--round-trips", type=int, default=2000, metavar="N", help="per run (default 2000)")
     g.add_argument("--warmup", type=int, default=200, metavar="N", help="per run, dropped (default 200)")
@@ -281,10 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench/run.py: the reader would take {mem_seconds * args.memory_rate / MiB:.0f} MiB in "
               f"{mem_seconds:g} s: give more --memory-bytes than that", file=sys.stderr)
         return 2
-    if "stats" in sections and (args.stats_rounds < 1 or len(args.stats_subflows) != 1
-                                or not 0.1 <= args.stats_interval <= 86400):
-        print("bench/run.py: --stats-rounds must be at least 1, --stats-subflows one count, "
-              "--stats-interval from 0.1 to 86400", file=sys.stderr)
+    if "stats" in sections and (bad := stats_cost.bad_usage(args)):
+        print(f"bench/run.py: {bad}", file=sys.stderr)
         return 2
     if args.sockimux:
         procs.SOCKIMUX_CMD[:] = shlex.split(args.sockimux)
@@ -292,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
-    if shutil.which("socat") is None and set(sections) & {"bulk", "latency", "memory"}:
+    if shutil.which("socat") is None and set(sections) & {"bulk", "stats", "latency", "memory"}:
         print("bench/run.py: socat is not installed (run `make`)", file=sys.stderr)
         return 2
 
@@ -353,11 +338,11 @@ def main(argv: list[str] | None = None) -> int:
             def run_stats() -> dict[str, Any]:
                 timeout = args.timeout or 60.0 + size / 5e6
                 with scratch_payload("stats", size) as payload:
-                    r = stats_cost.measure(tmp, payload, args.stats_subflows[0], args.stats_rounds,
+                    r = stats_cost.measure(tmp, payload, args.stats_subflows, args.stats_rounds,
                                            args.socat_block, timeout, args.stats_interval, progress)
                 return {"bytes": size, "bytes_mib": size / MiB, "payload_dir": str(payload.path.parent),
-                        "timeout_s": timeout,
-                        "describe": stats_cost.describe(args.socat_block, args.stats_interval), **r}
+                        "timeout_s": timeout, "describe": stats_cost.describe(args.socat_block,
+                                                                               args.stats_interval), **r}
             section("stats", run_stats)
 
         if "latency" in sections:

@@ -28,6 +28,7 @@ machine: wall-clock throughput there says more about the neighbours.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -42,6 +43,23 @@ from procs import SOCKIMUX_CMD, BenchError, Child, Payload, Procs, wait_exit, wa
 KINDS = ("none", "stats", "stats-file")
 MIN_ROUNDS = 5  # to call a cost measurable (see measure)
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("stats (also takes --bytes, --timeout, --socat-block, --payload-dir)")
+    g.add_argument("--stats-subflows", type=int, default=4, metavar="K", help="default 4")
+    g.add_argument("--stats-rounds", type=int, default=5, metavar="N",
+                   help="rounds of one run of each kind, order rotated (default 5)")
+    g.add_argument("--stats-interval", type=float, default=1.0, metavar="SEC",
+                   help="--stats=SEC of the runs with stats (0.1 to 86400; default 1)")
+
+
+def bad_usage(args: argparse.Namespace) -> str | None:
+    if args.stats_subflows < 1 or args.stats_rounds < 1:
+        return "--stats-subflows and --stats-rounds must be at least 1"
+    if not 0.1 <= args.stats_interval <= 86400:
+        return "--stats-interval must be from 0.1 to 86400 (as sockimux's --stats=SEC)"
+    return None
 
 
 def options(kind: str, interval: float, stats_file: Path) -> list[str]:
