@@ -156,11 +156,13 @@ def test_stats_file_counts_the_reopens_of_an_exec_address(tmp_path: Path) -> Non
     require("socat")
     sock, stats = str(tmp_path / "b.sock"), tmp_path / "a.jsonl"
     a_data, b_data = random.Random(41).randbytes(8 * MB), random.Random(42).randbytes(MB)
-    b = Imux(tmp_path, "b", sock, data=b_data, seconds=4)
+    # Fed over 8 s: both kills and re-opens (about 2 s of backoff) happen
+    # while data still flows, even on a loaded machine.
+    b = Imux(tmp_path, "b", sock, data=b_data, seconds=8)
     wait_for(lambda: os.path.exists(sock), 10, "B to listen")
     command = f"socat STDIO UNIX-CONNECT:{sock}"
     a = Imux(tmp_path, "a", "-v", "--stats=0.2", "--stats-file", str(stats),
-             "--connect", f"EXEC:'{command}'", data=a_data, seconds=4)
+             "--connect", f"EXEC:'{command}'", data=a_data, seconds=8)
     try:
         for kills in range(2):
             # Up (again), as the stats say, and carrying data: kill its child.
