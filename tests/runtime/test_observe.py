@@ -82,3 +82,15 @@ def test_the_addresses_we_open_follow_the_subflows_in_plain_lines() -> None:
     assert re.search(r" SIGKILL  in 0\.[1-4] s$", exec_row), exec_row  # 0.2-0.4 s after 0.0
     # Only one start was due at once (they are staggered): ssh's 2 wait for their first.
     assert ssh_row.split() == ["ssh", "far", "0/2", "0", "2", "0", "0", "0", "-", "in", "0.0", "s"]
+
+
+def test_terminal_with_rich_gets_a_table_of_the_addresses_too() -> None:
+    policy = Reopener(random.Random(1))
+    policy.add("ssh far", 1, 0.0)
+    (slot,) = policy.start_due(0.0)
+    policy.established(slot, 0.0)
+    out = Tty()
+    show_table(Session(b"A" * 16, 0.0).stats(0.1, policy.snapshot(0.1)), "P: ", out)
+    text = out.getvalue()
+    assert "addresses we open" in text and "ssh far" in text and "1/1" in text
+    assert text.count("└") == 2  # two tables
