@@ -66,6 +66,36 @@ def _paths(s: dict[str, Any]) -> list[str]:
     return out
 
 
+def _measurable(throughput: bool | None, cpu: bool | None) -> str:
+    if throughput is None or cpu is None:
+        return "- (too few rounds)"
+    return ", ".join(n for n, m in (("throughput", throughput), ("cpu", cpu)) if m) or "no"
+
+
+def _stats(s: dict[str, Any]) -> list[str]:
+    out = [f"  {s['bytes_mib']:g} MiB from {s['payload_dir']}, {s['subflows']} subflows, "
+           f"{s['rounds']} rounds of one run of each kind, order rotated",
+           *(f"  {k}: {text}" for k, text in s["describe"].items()),
+           f"  no option: median {x(s['none_mb_per_s_median'], 0)} MB/s, its own spread "
+           f"(max-min)/median {pct(s['none_spread'])}"]
+    rows = []
+    for kind, v in s["kinds"].items():
+        t, c = v["throughput"], v["cpu"]
+        rows.append([kind, x(t["ratio"], 3), f"{x(t['ratio_min'], 3)}-{x(t['ratio_max'], 3)}",
+                     x(c["ratio"], 3), f"{x(c['ratio_min'], 3)}-{x(c['ratio_max'], 3)}",
+                     x(v["interval_snapshots_median"], 0),
+                     _measurable(v["throughput_cost_measurable"], v["cpu_cost_measurable"])])
+    out.append(table(["kind", "throughput / none", "per-round range", "cpu / none",
+                      "per-round range", "snapshots/run", "cost measurable"], rows))
+    out.append("  cpu: utime+stime of both sockimux (/proc, at exit); a cost is measurable when "
+               "every round's run with the option was slower (or used more cpu) than the round's "
+               "run without (said from 5 rounds on; chance alone: 1 in 2**rounds)")
+    if any(not v["interval_snapshots_median"] for v in s["kinds"].values()):
+        out.append(f"  note: runs shorter than the interval ({s['interval_s']:g} s) took only the "
+                   "snapshot at exit: give more --bytes or a smaller --stats-interval")
+    return out
+
+
 def _latency(s: dict[str, Any]) -> list[str]:
     return [f"  {s['round_trips_per_run']} round trips after {s['warmup_per_run']} warm-up, "
             f"x{s['runs_per_kind']} runs alternated, percentiles over all samples",
@@ -140,6 +170,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "bulk": ("throughput ratio sockimux/socat (higher is better; 1.00 = as fast as socat)", _bulk),
     "paths": ("bulk throughput ratio sockimux/socat by kind of STDIN and STDOUT (higher is better)",
               _paths),
+    "stats": ("bulk with --stats and --stats-file over without (1.00 = no cost)", _stats),
     "latency": ("1-byte echo round trip ratio sockimux/socat (lower is better; 1.00 = as fast)", _latency),
     "stall": ("1-byte echo while subflows silently stall", _stall),
     "memory": ("peak RSS (VmHWM) per sockimux, MiB, while the consumer is slow", _memory),

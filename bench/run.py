@@ -4,7 +4,7 @@
     .venv/bin/python bench/run.py --quick --skip-links
     .venv/bin/python bench/run.py --only links --json
 
-Sections (``--only bulk,paths,latency,stall,memory,links``):
+Sections (``--only bulk,paths,stats,latency,stall,memory,links``):
 
 bulk
     N bytes (``--bytes``, default 1 GiB; ``--quick`` 128 MiB) of random data
@@ -39,6 +39,12 @@ paths
     or that pipe, writing ``STDOUT`` into that pipe or file).  Reported:
     the ratio of median throughputs, with its target (>= 1.00) beside it.
     See paths.py and ends.py.
+
+stats
+    bulk (4 subflows) with no stats option, ``--stats=SEC`` and ``--stats=SEC
+    --stats-file PATH``, in rounds of one run of each (order rotated):
+    throughput and CPU-time (utime+stime, /proc) ratios over no option, with
+    their per-round ranges.  See stats_cost.py.
 
 latency
     1-byte echo round trips (``--round-trips`` after ``--warmup``) written
@@ -109,9 +115,10 @@ import paths
 import procs
 import render
 import stall
+import stats_cost
 from procs import ROOT, BenchError, Payload, make_payload, payload_dir
 
-SECTIONS = ("bulk", "paths", "latency", "stall", "memory", "links")
+SECTIONS = ("bulk", "paths", "stats", "latency", "stall", "memory", "links")
 GiB = 1 << 30
 MiB = 1 << 20
 LINK_SETS = ("40,20,10,5", "30,30,30,1")
@@ -151,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true",
-                   help="bulk and paths 128 MiB, stall runs of 10 s, memory 64 MiB for 8 s "
+                   help="bulk, paths and stats 128 MiB, stall runs of 10 s, memory 64 MiB for 8 s "
                         "(unless given explicitly)")
     p.add_argument("--only", type=_sections, default=list(SECTIONS), metavar="LIST",
                    help="sections to run, comma-separated: " + ",".join(SECTIONS))
@@ -178,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("paths (also takes the bulk options)")
     g.add_argument("--paths-subflows", type=_counts, default=[1, 4], metavar="LIST",
                    help="subflow counts (default 1,4)")
+    stats_cost.add_arguments(p)
     g = p.add_argument_group("latency")
     g.add_argument("--round-trips", type=int, default=2000, metavar="N", help="per run (default 2000)")
     g.add_argument("--warmup", type=int, default=200, metavar="N", help="per run, dropped (default 200)")
@@ -260,13 +268,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench/run.py: the reader would take {mem_seconds * args.memory_rate / MiB:.0f} MiB in "
               f"{mem_seconds:g} s: give more --memory-bytes than that", file=sys.stderr)
         return 2
+    if "stats" in sections and (bad := stats_cost.bad_usage(args)):
+        print(f"bench/run.py: {bad}", file=sys.stderr)
+        return 2
     if args.sockimux:
         procs.SOCKIMUX_CMD[:] = shlex.split(args.sockimux)
     # Ctrl-C raises KeyboardInterrupt even where SIGINT came in ignored (a background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
-    if shutil.which("socat") is None and set(sections) & {"bulk", "latency", "memory"}:
+    if shutil.which("socat") is None and set(sections) & {"bulk", "stats", "latency", "memory"}:
         print("bench/run.py: socat is not installed (run `make`)", file=sys.stderr)
         return 2
 
@@ -322,6 +333,17 @@ def main(argv: list[str] | None = None) -> int:
 
         if "paths" in sections:
             section("paths", lambda: transfers(paths, args.paths_subflows))
+
+        if "stats" in sections:
+            def run_stats() -> dict[str, Any]:
+                timeout = args.timeout or 60.0 + size / 5e6
+                with scratch_payload("stats", size) as payload:
+                    r = stats_cost.measure(tmp, payload, args.stats_subflows, args.stats_rounds,
+                                           args.socat_block, timeout, args.stats_interval, progress)
+                return {"bytes": size, "bytes_mib": size / MiB, "payload_dir": str(payload.path.parent),
+                        "timeout_s": timeout, "describe": stats_cost.describe(args.socat_block,
+                                                                               args.stats_interval), **r}
+            section("stats", run_stats)
 
         if "latency" in sections:
             def run_latency() -> dict[str, Any]:

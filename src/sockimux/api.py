@@ -249,7 +249,7 @@ class Stream:
     def stats(self) -> SessionStats:
         """One immutable snapshot of the session's counters, per subflow and in
         all (fields: docs/STATS.md; ``as_dict()`` gives them as JSON types)."""
-        return self._runner.session.stats(self._runner.loop.time())
+        return self._runner.stats()
 
     def abort(self) -> None:
         """End the session now, telling the peer (Outcome.INTERRUPTED)."""

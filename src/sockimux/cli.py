@@ -146,7 +146,8 @@ def _observing(p: argparse.ArgumentParser) -> None:
     """The options that show what the session does (runtime/observe.py)."""
     o = p.add_argument_group("observing (SIGUSR1 writes the stats as one JSON line on stderr)")
     o.add_argument("--stats", action="store_true",
-                   help="--stats[=SEC]: a table of the subflows on stderr at exit, and every SEC "
+                   help="--stats[=SEC]: a table of the subflows (and of the --connect addresses: "
+                        "attempts, re-opens, why the last ended) on stderr at exit, and every SEC "
                         f"seconds if given ({span(STATS_RANGE)}); plain lines when stderr is not "
                         "a terminal")
     # --stats=SEC arrives here (see _Parser.parse_known_args): an optional

@@ -66,7 +66,7 @@ class ProcessSignals:
     def _on_usr1(self) -> None:
         runner = self._runner
         assert runner is not None
-        line = as_json(runner.session.stats(runner.loop.time()), "signal")
+        line = as_json(runner.stats(), "signal")
         with contextlib.suppress(OSError, ValueError):
             sys.stderr.write(line + "\n")
             sys.stderr.flush()

@@ -12,10 +12,13 @@ import json
 
 import pytest
 
-from sockimux.core import SessionConfig
-from sockimux.core.stats import SessionStats
+from sockimux.core import Session, SessionConfig
+from sockimux.core.errors import CloseCode
+from sockimux.core.reopen import Failure, Reopener, Slot
+from sockimux.core.stats import AddressStats, SessionStats
 
 from .link import Link
+from .test_reopen import Clock, NoJitter
 from .test_session import finish, payload
 
 # No head-of-line copies (they would carry the frozen subflow's bytes too),
@@ -107,3 +110,66 @@ def test_the_snapshot_is_immutable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         snap.acked = 5  # type: ignore[misc]
     assert isinstance(snap.subflows, tuple)
+
+
+def _counts(stats: AddressStats) -> tuple[int, ...]:
+    return (stats.open, stats.starting, stats.waiting, stats.attempts, stats.reopens,
+            stats.established, stats.lost)
+
+
+def test_reopens_per_address_against_a_known_schedule() -> None:
+    """Two addresses we open ourselves: one subflow of UNIX (count=2) is
+    killed twice and comes back each time; the ssh one is refused twice,
+    opens, then is refused for good.  Every count, reason and delay follows
+    from the schedule (no jitter), and the session's snapshot carries them."""
+    policy = Reopener(NoJitter())
+    policy.add("UNIX-CONNECT:/run/b.sock", 2, 0.0)
+    policy.add("ssh far", 1, 0.0)
+    clock = Clock(policy)
+    session = Session(b"A" * 16, 0.0)
+    unix0, unix1, ssh = Slot(0, 0), Slot(0, 1), Slot(1, 0)
+    assert clock.run_until(0.1) == [unix0, ssh, unix1]  # round-robin over the addresses
+    policy.established(unix0, 0.1)
+    policy.established(unix1, 0.1)
+    policy.ended(ssh, 0.1, Failure.CONNECT_FAILED, "Connection refused")
+    first = session.stats(0.1, policy.snapshot(0.1))
+    u, s = first.addresses
+    assert (u.label, u.count, s.label, s.count) == ("UNIX-CONNECT:/run/b.sock", 2, "ssh far", 1)
+    assert _counts(u) == (2, 0, 0, 2, 0, 2, 0) and u.last_end is None and u.next_attempt_in is None
+    assert _counts(s) == (0, 0, 1, 1, 0, 0, 0)
+    assert s.last_end == "could not connect: Connection refused"
+    assert s.next_attempt_in == pytest.approx(0.4) and s.stopped is None
+
+    # The first kill: lost once, re-opened 0.4 s later.
+    clock.run_until(1.0)  # the ssh slot's retry at 0.5: refused again at 1.0
+    policy.ended(ssh, 1.0, Failure.CONNECT_FAILED, "Connection refused")
+    policy.ended(unix0, 1.0, Failure.EXITED, "killed by SIGKILL")
+    lost = session.stats(1.0, policy.snapshot(1.0)).addresses[0]
+    assert _counts(lost) == (1, 0, 1, 2, 0, 2, 1)
+    assert lost.last_end == "command exited: killed by SIGKILL"
+    assert lost.next_attempt_in == pytest.approx(0.4)
+    assert clock.run_until(1.4) == [unix0]
+    policy.established(unix0, 1.5)
+    # The second kill, before it was up 30 s: the delay doubles.
+    policy.ended(unix0, 2.0, Failure.EXITED, "killed by SIGKILL")
+    assert session.stats(2.0, policy.snapshot(2.0)).addresses[0].next_attempt_in == pytest.approx(0.8)
+    assert clock.run_until(2.8) == [ssh, unix0]  # ssh's third try was due at 1.8
+    policy.established(unix0, 2.9)
+    policy.established(ssh, 2.9)
+    both = session.stats(3.0, policy.snapshot(3.0))
+    u, s = both.addresses
+    assert _counts(u) == (2, 0, 0, 4, 2, 4, 2) and u.next_attempt_in is None
+    assert u.last_end == "command exited: killed by SIGKILL" and u.stopped is None
+    assert _counts(s) == (1, 0, 0, 3, 2, 1, 0)
+    assert s.last_end == "could not connect: Connection refused"
+
+    # A refusal that cannot heal stops the address: never retried.
+    policy.ended(ssh, 4.0, CloseCode.AUTH_FAILED, "from the peer")
+    stopped = session.stats(4.0, policy.snapshot(4.0)).addresses[1]
+    assert _counts(stopped) == (0, 0, 0, 3, 2, 1, 1) and stopped.next_attempt_in is None
+    assert stopped.last_end == stopped.stopped == "authentication failed: from the peer"
+    assert clock.run_until(60.0) == []
+    record = json.loads(json.dumps(session.stats(60.0, policy.snapshot(60.0)).as_dict()))
+    assert [a["reopens"] for a in record["addresses"]] == [2, 2]
+    assert record["addresses"][1]["stopped"] == "authentication failed: from the peer"
+    assert Session(b"B" * 16, 0.0).stats(0.0).addresses == ()  # nothing dialed: none

@@ -5,7 +5,9 @@ subflow is its own ssh, re-opened when it dies."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -110,6 +112,9 @@ def test_a_copy_both_ways_survives_a_killed_ssh(sshd: Sshd, remote: str) -> None
             try:
                 _wait(lambda: " back after " in _read(err), 30, "the killed subflow to come back",
                       logs)
+                # The stats snapshot (SIGUSR1) has the ssh subflows' address: one lost, back.
+                near.send_signal(signal.SIGUSR1)
+                _wait(lambda: '"event":"signal"' in _read(err), 30, "the stats line", logs)
             finally:
                 healed.set()
             feeder.join(120)
@@ -119,6 +124,15 @@ def test_a_copy_both_ways_survives_a_killed_ssh(sshd: Sshd, remote: str) -> None
         assert rc == 0, logs()
         text = _read(err)
         assert "killed by SIGKILL); re-opening it" in text, logs()
+        (line,) = [json.loads(x) for x in text.splitlines() if x.startswith('{"event":"signal"')]
+        (address,) = line["addresses"]
+        assert (address["label"], address["count"], address["open"]) == ("ssh 127.0.0.1", SUBFLOWS,
+                                                                         SUBFLOWS), line
+        (attempts,) = re.findall(r" back after (\d+) attempts? ", text)
+        assert (address["lost"], address["reopens"], address["stopped"]) == (1, int(attempts), None)
+        assert address["last_end"] == "command exited: killed by SIGKILL", line
+        assert sorted(s["label"] for s in line["subflows"]) == [
+            f"ssh 127.0.0.1 ({n} of {SUBFLOWS})" for n in range(1, SUBFLOWS + 1)], line
         assert "Traceback" not in text, logs()
         assert out.stat().st_size == size and sha256_file(out) == sha256_file(src), logs()
         _wait(lambda: not _strays("sockimux.remote.far"), 15, "the far sockimux to exit", logs)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
 import signal
 import subprocess
@@ -10,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .dialing import Imux
 from .harness import SOCKIMUX, Peer, kill, random_file, require, sha256_file, socat_subflow, wait_for
 
 MB = 1 << 20
@@ -138,3 +141,67 @@ def test_stats_interval_out_of_range_is_bad_usage(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr == ("sockimux: argument --stats: must be from 0.1 to 86400 seconds: '0.01' "
                            "(see --help)\n")
+
+
+def _address(path: Path) -> dict[str, Any] | None:
+    """The one --connect address in the last line of a stats file, if any yet."""
+    lines = records(path) if path.exists() else []
+    return lines[-1]["addresses"][0] if lines else None
+
+
+def test_stats_file_counts_the_reopens_of_an_exec_address(tmp_path: Path) -> None:
+    """A opens its one subflow itself (EXEC: socat to B's socket); its child
+    is killed twice mid-transfer.  The JSON Lines show each loss and re-open
+    with the reason, and the line at exit agrees with A's -v log."""
+    require("socat")
+    sock, stats = str(tmp_path / "b.sock"), tmp_path / "a.jsonl"
+    a_data, b_data = random.Random(41).randbytes(8 * MB), random.Random(42).randbytes(MB)
+    # Fed over 8 s: both kills and re-opens (about 2 s of backoff) happen
+    # while data still flows, even on a loaded machine.
+    b = Imux(tmp_path, "b", sock, data=b_data, seconds=8)
+    wait_for(lambda: os.path.exists(sock), 10, "B to listen")
+    command = f"socat STDIO UNIX-CONNECT:{sock}"
+    a = Imux(tmp_path, "a", "-v", "--stats=0.2", "--stats-file", str(stats),
+             "--connect", f"EXEC:'{command}'", data=a_data, seconds=8)
+    try:
+        for kills in range(2):
+            # Up (again), as the stats say, and carrying data: kill its child.
+            wait_for(lambda kills=kills: (_address(stats) or {}).get("established") == kills + 1
+                     and (_address(stats) or {}).get("open") == 1 and len(a.children()) == 1,
+                     20, f"the subflow up {kills + 1} times")
+            (child,) = a.children()
+            os.kill(child, signal.SIGKILL)
+        wait_for(lambda: (_address(stats) or {}).get("established") == 3, 20, "it back again")
+        back = _address(stats)
+        assert back is not None
+        assert back == {"label": f"EXEC:'{command}'", "count": 1, "open": 1, "starting": 0,
+                        "waiting": 0, "attempts": 3, "reopens": 2, "established": 3, "lost": 2,
+                        "last_end": "command exited: killed by SIGKILL", "next_attempt_in": None,
+                        "stopped": None}
+        # The subflow is named after the address it was opened to (not "pid P"
+        # of a socketpair's creator: ourselves).
+        assert [s["label"] for s in records(stats)[-1]["subflows"]] == [f"EXEC:'{command}'"]
+        assert a.wait(60) == 0, a.stderr()
+        assert b.wait(60) == 0, b.stderr()
+        assert a.out.read_bytes() == b_data and b.out.read_bytes() == a_data
+    finally:
+        a.close(), b.close()
+    log, lines = a.err.read_text(), records(stats)
+    assert "Traceback" not in log
+    # A lost line names the kill; the reason of the last one is the JSON's last_end.
+    losses = re.findall(r"subflow EXEC:'[^']*' lost \(([^)]*)\); re-opening it", log)
+    assert losses == ["command exited: killed by SIGKILL"] * 2, log
+    # Before the first kill, nothing was lost; after the last, every line says why.
+    assert [r["addresses"][0]["last_end"] for r in lines if r["addresses"][0]["lost"] == 0] \
+        == [None] * sum(r["addresses"][0]["lost"] == 0 for r in lines)
+    end = lines[-1]
+    assert end["event"] == "exit" and end["outcome"] == "done"
+    (address,) = end["addresses"]
+    assert address["attempts"] == log.count("opening subflow EXEC:")
+    assert address["reopens"] == sum(int(n) for n in re.findall(r" back after (\d+) attempts?", log))
+    assert address["lost"] == len(losses) and address["last_end"] == losses[-1]
+    assert address["established"] == len(re.findall(r"subflow \d+ joined \(", log)) == 3
+    assert address["stopped"] is None and end["established"] == 3
+    # The --stats table at exit (plain lines: stderr is a file) says the same.
+    rows = [line for line in log.splitlines() if f"]: EXEC:'{command}'  " in line]
+    assert re.search(r"'  1/1  +0  +0  +3  +2  +2  command exited: killed by SIGKILL  -$", rows[-1]), rows

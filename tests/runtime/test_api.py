@@ -190,6 +190,14 @@ def test_subflows_killed_mid_stream(tmp_path: Path, loop: str) -> None:
             assert got[2] == to_a
             assert got[3] == to_b
             assert kills >= 3, kills  # more than were ever opened at once: re-opened
+            # Stream.stats() has the dialer's side of it: each kill lost one of
+            # b's subflows, each came back by a re-open (the listener never refuses).
+            (dialed,) = b.stats().addresses
+            assert (dialed.label, dialed.count, dialed.lost) == (f"UNIX-CONNECT:{path}", 2, kills)
+            assert dialed.reopens == dialed.attempts - 2 >= kills - 1
+            assert kills + 1 <= dialed.established <= dialed.attempts, dialed
+            assert dialed.last_end is not None and dialed.last_end.startswith("connection lost")
+            assert dialed.stopped is None and a.stats().addresses == ()  # a only listens
             assert await asyncio.gather(a.close(), b.close()) == [Outcome.DONE, Outcome.DONE]
 
     run(LOOPS[loop], main(), timeout=120)

@@ -56,8 +56,10 @@ once.  Slots due at the same time start round-robin over the addresses.
 **Logs** come as events, on transitions only: a slot *lost* (or, never
 opened yet, failing for the first time), *back* (with the attempts and
 time it took), an address *stopped*; never one line per attempt.
-:meth:`Reopener.stats` gives per-address counters (attempts, re-opens,
-why the last subflow ended).
+:meth:`Reopener.snapshot` gives every address's counters (attempts,
+re-opens, losses, why the last subflow ended, stopped or not) as immutable
+stats.AddressStats, for the session's stats snapshot; the counts agree
+with the log (one *lost* line per ``lost``, *back after N attempts*).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ import random
 from dataclasses import dataclass, field
 
 from .errors import CloseCode, UsageError
+from .stats import AddressStats
 
 
 class Failure(enum.Enum):
@@ -202,19 +205,6 @@ class AddressStopped:
 ReopenEvent = SubflowLost | SubflowBack | AddressStopped
 
 
-@dataclass(frozen=True)
-class AddressStats:
-    label: str
-    count: int
-    open: int
-    starting: int
-    attempts: int  # starts, first ones included
-    reopens: int  # starts of a slot after its first
-    established: int  # times one of its subflows got established
-    last_end: str | None  # why its last subflow ended
-    stopped: str | None  # why it was stopped for good, if it was
-
-
 class _State(enum.Enum):
     WAITING = "waiting"  # to be started at due_at
     STARTING = "starting"
@@ -241,6 +231,7 @@ class _Address:
     attempts: int = 0
     reopens: int = 0
     established: int = 0
+    lost: int = 0  # ends of a subflow that was open
     last_end: str | None = None
     stopped: str | None = None
 
@@ -325,6 +316,7 @@ class Reopener:
         was_open = st.state is _State.OPEN
         if not was_open:
             self._starting -= 1
+        address.lost += was_open
         address.last_end = describe(reason, detail)
         outcome = verdict(reason)
         if outcome is Verdict.FINAL:
@@ -391,9 +383,17 @@ class Reopener:
         """Every address is stopped for good: no subflow of ours will open again."""
         return bool(self._addresses) and all(a.stopped is not None for a in self._addresses)
 
-    def stats(self, index: int) -> AddressStats:
+    def stats(self, index: int, now: float | None = None) -> AddressStats:
+        """Address ``index``'s counters; ``next_attempt_in`` needs ``now``."""
         address = self._addresses[index]
         states = [st.state for st in address.slots]
+        due = [st.due_at for st in address.slots if st.state is _State.WAITING]
+        next_in = None if now is None or not due else max(0.0, min(due) - now)
         return AddressStats(address.label, len(states), states.count(_State.OPEN),
-                            states.count(_State.STARTING), address.attempts, address.reopens,
-                            address.established, address.last_end, address.stopped)
+                            states.count(_State.STARTING), states.count(_State.WAITING),
+                            address.attempts, address.reopens, address.established, address.lost,
+                            address.last_end, next_in, address.stopped)
+
+    def snapshot(self, now: float) -> tuple[AddressStats, ...]:
+        """Every address's counters, in the order added (Session.stats' ``addresses``)."""
+        return tuple(self.stats(index, now) for index in range(len(self._addresses)))

@@ -60,7 +60,7 @@ from .reader import SCRATCH_SIZE, FrameReader, ScratchPool
 from .receiver import StreamReceiver
 from .scheduler import MIN_PIECE, Scheduler
 from .sender import Extent, Outgoing, StreamSender
-from .stats import ClosedTotals, SessionStats, snapshot
+from .stats import AddressStats, ClosedTotals, SessionStats, snapshot
 from .subflow import Subflow
 from .timers import Liveness
 
@@ -111,10 +111,10 @@ class Session(FrameDispatch, DirectOutput, Liveness):
         """Bytes re-sent as copies of the head of the stream (statistics)."""
         return self.scheduler.head_copies
 
-    def stats(self, now: float) -> SessionStats:
-        """One immutable snapshot of the counters (stats.py): costs a pass over
-        the subflows, so call it when someone looks, not per event."""
-        return snapshot(self, now)
+    def stats(self, now: float, addresses: tuple[AddressStats, ...] = ()) -> SessionStats:
+        """One immutable snapshot of the counters (stats.py), with ``addresses``
+        (Reopener.snapshot at the same ``now``) as is: call it when someone looks."""
+        return snapshot(self, now, addresses)
 
     def label(self, sid: int, text: str) -> None:
         """Name subflow ``sid`` in the stats (the runtime knows its address)."""

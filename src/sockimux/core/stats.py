@@ -11,6 +11,13 @@ SIGUSR1, ``--stats-file``), into frozen dataclasses that can be kept,
 compared or turned into JSON (``as_dict``; the fields are documented in
 docs/STATS.md).  A subflow that closes adds its final counters to the
 session's :class:`ClosedTotals`, so the session's totals never go down.
+
+The addresses we open ourselves (``--connect``, the ssh mode's subflows)
+are the re-open policy's (reopen.py), not the session's: the session knows
+subflows, not where they were dialed.  The policy gives its own immutable
+:class:`AddressStats` per address (``Reopener.snapshot(now)``), and whoever
+holds both (the runtime's ``Runner.stats()``) passes them in to
+``Session.stats(now, addresses)``: one snapshot, one clock.
 """
 
 from __future__ import annotations
@@ -61,6 +68,24 @@ class SubflowStats:
 
 
 @dataclass(frozen=True)
+class AddressStats:
+    """One address we open ourselves, as the re-open policy (reopen.py) sees it."""
+
+    label: str  # the address, as given (without count=)
+    count: int  # subflows kept open to it (count=N)
+    open: int  # of them, up now (hello exchange done, not ended since)
+    starting: int  # started, hello not done yet
+    waiting: int  # ended or failed, waiting for their next attempt
+    attempts: int  # starts, first ones included
+    reopens: int  # starts of a subflow after its first (each retry, whether it worked or not)
+    established: int  # times one of its subflows completed its hello exchange
+    lost: int  # times one of its subflows ended after it was up
+    last_end: str | None  # why its last subflow ended (or failed to open), as in the -v log
+    next_attempt_in: float | None  # seconds until the next waiting one is started (None: none waits)
+    stopped: str | None  # why it was stopped for good, if it was: never retried again
+
+
+@dataclass(frozen=True)
 class SessionStats:
     at: float  # the ``now`` of the snapshot (the runtime's monotonic clock)
     outcome: str | None  # None while the session runs
@@ -84,6 +109,8 @@ class SessionStats:
     data_out: int
     data_in: int
     subflows: tuple[SubflowStats, ...]
+    # The addresses we open ourselves, in the order given (empty when we only listen).
+    addresses: tuple[AddressStats, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """Plain types only, for json.dumps."""
@@ -111,7 +138,8 @@ def _subflow(sub: Subflow, now: float) -> SubflowStats:
                         sub.in_flight, sub.resent, sub.head_copies)
 
 
-def snapshot(session: Session, now: float) -> SessionStats:
+def snapshot(session: Session, now: float,
+             addresses: tuple[AddressStats, ...] = ()) -> SessionStats:
     """Session.stats(): see there."""
     subs = tuple(_subflow(s, now) for s in session.subflows.values())
     closed = session.closed_totals
@@ -129,4 +157,4 @@ def snapshot(session: Session, now: float) -> SessionStats:
         received=rx.delivered, written=rx.written, duplicates=rx.duplicate_bytes,
         data_out=closed.data_out + sum(s.data_out for s in subs),
         data_in=closed.data_in + sum(s.data_in for s in subs),
-        subflows=subs)
+        subflows=subs, addresses=addresses)

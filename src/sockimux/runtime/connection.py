@@ -51,6 +51,10 @@ class SubflowWatch(Protocol):
     """Whoever opened a connection (a dialer) learns what became of it: it
     re-opens the subflow when it ends, unless the close code says it cannot heal."""
 
+    # The stats name the subflow by this: the address it was opened to and,
+    # with count=N, which of its N ("2 of 4"), as the dialer's log and table do.
+    label: str
+
     def established(self) -> None:
         """The hello exchange is done: the subflow is open in the session."""
 

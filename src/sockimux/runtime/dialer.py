@@ -90,6 +90,7 @@ class _Watch:
 
     dialer: Dialer
     attempt: _Attempt
+    label: str
 
     def established(self) -> None:
         self.dialer.established(self.attempt)
@@ -123,6 +124,7 @@ class Dialer:
 
     async def attach(self, runner: Runner) -> None:
         self._runner = runner
+        runner.address_stats = self.policy.snapshot  # our addresses, in its stats snapshot
         now = runner.loop.time()
         for address in self.addresses:
             # The policy numbers the slots ("2 of 4"): the label leaves count= out.
@@ -266,7 +268,7 @@ class Dialer:
     async def _open(self, attempt: _Attempt, address: SubflowAddress) -> None:
         runner = self._runner
         assert runner is not None
-        watch = _Watch(self, attempt)
+        watch = _Watch(self, attempt, self._label(attempt.slot))
         try:
             if isinstance(address, Exec):
                 sock = await self._spawn(attempt, address)

@@ -20,7 +20,7 @@ import time
 from typing import IO, TYPE_CHECKING, Any
 
 from ..core.errors import LocalError
-from ..core.stats import SessionStats
+from ..core.stats import AddressStats, SessionStats
 
 if TYPE_CHECKING:
     import asyncio
@@ -82,25 +82,58 @@ def rows(stats: SessionStats) -> list[tuple[str, ...]]:
             for s in stats.subflows]
 
 
+# The addresses we open ourselves (--connect, the ssh mode's): a second table.
+ADDRESS_COLUMNS = ("address", "up", "starting", "waiting", "attempts", "re-opens", "lost",
+                   "last end", "next attempt")
+ADDRESS_TITLE = "addresses we open (re-opened when their subflows end):"
+
+
+def _next(address: AddressStats) -> str:
+    if address.stopped is not None:
+        return "stopped for good"
+    return "-" if address.next_attempt_in is None else f"in {address.next_attempt_in:.1f} s"
+
+
+def address_rows(stats: SessionStats) -> list[tuple[str, ...]]:
+    return [(a.label, f"{a.open}/{a.count}", str(a.starting), str(a.waiting), str(a.attempts),
+             str(a.reopens), str(a.lost), a.last_end or "-", _next(a)) for a in stats.addresses]
+
+
+def _aligned(table: list[tuple[str, ...]], left: frozenset[int] = frozenset()) -> list[str]:
+    """Columns padded to their widest cell: numbers to the right, ``left`` to the left."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return ["  ".join(cell.ljust(w) if i in left else cell.rjust(w)
+                      for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+            for row in table]
+
+
 def plain_lines(stats: SessionStats) -> list[str]:
-    """The table as plain lines, columns aligned."""
-    table = [COLUMNS, *rows(stats)]
-    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
-    return [summary(stats)] + ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
-                               for row in table]
+    """The tables as plain lines, columns aligned: the subflows, then (if
+    any) the addresses we open."""
+    lines = [summary(stats), *_aligned([COLUMNS, *rows(stats)])]
+    if stats.addresses:
+        lines += [ADDRESS_TITLE, *_aligned([ADDRESS_COLUMNS, *address_rows(stats)],
+                                           frozenset({0, 7, 8}))]
+    return lines
 
 
 def _rich_table(stats: SessionStats, stream: IO[str]) -> bool:
-    """Print the table with rich; False if rich is not installed."""
+    """Print the tables with rich; False if rich is not installed."""
     try:
         from rich.console import Console
         from rich.table import Table
     except ImportError:
         return False
+    console = Console(file=stream, stderr=True)
     table = Table(*COLUMNS, title=summary(stats), title_justify="left")
     for row in rows(stats):
         table.add_row(*row)
-    Console(file=stream, stderr=True).print(table)
+    console.print(table)
+    if stats.addresses:
+        table = Table(*ADDRESS_COLUMNS, title=ADDRESS_TITLE, title_justify="left")
+        for row in address_rows(stats):
+            table.add_row(*row)
+        console.print(table)
     return True
 
 
@@ -158,7 +191,7 @@ class Observer:
         runner = self._runner
         if runner is None:
             return
-        stats = runner.session.stats(runner.loop.time())
+        stats = runner.stats()
         if self.table:
             show_table(stats, self._prefix)
         if self._file is not None:

@@ -77,7 +77,7 @@ class Progress:
         runner = self._runner
         if runner is None or self._live is None:
             return
-        self._live.update(self.line(runner.session.stats(runner.loop.time())), refresh=True)
+        self._live.update(self.line(runner.stats()), refresh=True)
         self._timer = runner.loop.call_later(PERIOD, self._tick)
 
     def line(self, stats: SessionStats) -> str:

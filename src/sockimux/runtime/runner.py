@@ -30,6 +30,7 @@ from ..core.errors import CloseCode
 from ..core.frames import FrameType
 from ..core.sender import Extent, Outgoing
 from ..core.session import CloseSubflow, Outcome, Session
+from ..core.stats import AddressStats, SessionStats
 from . import lograte
 from .connection import Admission, SubflowConnection, SubflowWatch
 from .observe import peer_label
@@ -97,6 +98,16 @@ class Runner:
         self._failed = False  # an internal error: the session is over
         self._finished = self.loop.create_future()
         self._lograte = lograte.install(log, self.loop.time, self.loop.call_later)
+        # The addresses we open ourselves, per the dialer's re-open policy
+        # (set by Dialer.attach): joined with the session's counters in stats().
+        self.address_stats: Callable[[float], tuple[AddressStats, ...]] | None = None
+
+    def stats(self) -> SessionStats:
+        """The one stats snapshot (--stats, --stats-file, SIGUSR1, --progress,
+        Stream.stats()): the session's, with the dialer's addresses, now."""
+        now = self.loop.time()
+        addresses = self.address_stats(now) if self.address_stats is not None else ()
+        return self.session.stats(now, addresses)
 
     # -- connections in ----------------------------------------------------------------
 
@@ -115,7 +126,9 @@ class Runner:
     def subflow_opened(self, conn: SubflowConnection) -> int:
         sid = self.session.open_subflow(self.loop.time(), os.urandom(16))
         self.connections[sid] = conn
-        if conn.transport is not None:  # the stats name it by where it came from
+        if conn.watch is not None:  # the stats name it by the address it was opened to
+            self.session.label(sid, conn.watch.label)
+        elif conn.transport is not None:  # ...or by where it came from
             self.session.label(sid, peer_label(conn.transport.get_extra_info("socket")))
         self.kick()
         return sid
