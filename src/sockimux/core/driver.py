@@ -29,8 +29,7 @@ may then take more in the same step.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from .events import CloseSubflow, Event, Outcome
 from .sender import Outgoing
@@ -54,9 +53,9 @@ class Transports(Protocol):
         cannot send at once it keeps: its backlog)."""
 
 
-@dataclass(frozen=True)
-class Step:
-    """What the driver must do after a step."""
+class Step(NamedTuple):
+    """What the driver must do after a step.  (A NamedTuple: one is made per
+    event, and a frozen dataclass costs several times as much to make.)"""
 
     events: list[Event]  # in order; act on each CloseSubflow, render or count the rest
     output: list[bytes | bytearray | memoryview]  # for STDOUT; report with output_written()
