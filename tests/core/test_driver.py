@@ -71,3 +71,30 @@ def test_a_full_transport_owes_its_pong_until_it_drains() -> None:
     t.backlog[sid] = 0
     s.step(0.2, t, drained={sid})
     assert t.writes and s.subflows[sid].pong_owed is None
+
+
+def test_a_frame_that_gives_the_subflow_nothing_to_write_does_not_ready_it() -> None:
+    """A keystroke's DATA frame (its ACK may wait) leaves nothing to write on
+    its subflow, so the step after it pulls nothing (issue 15 target 2): such
+    pulls were most of a keystroke's step.  A frame that does give it
+    something to write (a PING's PONG, the peer's ACK freeing room) still
+    readies it."""
+    s = Session(b"A" * 16, 0.0)
+    sid = raw_peer(s)
+    s.take_ready()
+    s.receive(sid, F.data_header(0, 1) + b"x", 0.1)
+    assert b"".join(bytes(b) for b in s.take_output()) == b"x"
+    assert not s.subflows[sid].ack_due
+    assert s.take_ready() == []
+    t = Transports()
+    s.step(0.1, t)
+    assert t.writes == []
+    s.receive(sid, F.encode_control(F.FrameType.PING, 3), 0.2)
+    assert s.take_ready() == [sid]
+    s.pull(sid, 0.2)
+    granted(s, sid, 1 << 20)  # room: the peer's ACK moved its credit
+    s.write_stdin(b"y", 0.3)
+    s.step(0.3, t)
+    assert t.writes and t.writes[0][0] == sid
+    s.receive(sid, F.encode_ack(0, 1 << 20, F.HEADER_SIZE + 1, False), 0.4)  # it delivered our DATA
+    assert s.take_ready() == [sid]
