@@ -41,6 +41,13 @@ from .stream import open_sink, open_source, splice_target
 log = logging.getLogger("sockimux")
 
 CLOSE_GRACE = 2.0  # seconds to let final frames drain before we exit
+# uvloop's clock and timers count whole milliseconds and round a timer's
+# delay to the nearest one: armed at the deadline itself, the timer could
+# fire up to half a millisecond early, find nothing due, be armed again at
+# the same deadline and fire again at once, until the clock ticked past it
+# (hundreds of passes over every subflow per second).  Armed this much
+# later, it fires at or after the deadline.
+TIMER_SLACK = 0.001
 INTERNAL_ERROR = "internal error in the peer"  # what the peer is told of ours
 
 
@@ -272,7 +279,8 @@ class Runner:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = deadline
-        self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+        self._timer = (None if deadline is None
+                       else self.loop.call_at(deadline + TIMER_SLACK, self._on_timer))
 
     def internal_error(self, exc: BaseException) -> None:
         """A bug: run() tells the peer, then raises ``exc``."""
