@@ -84,7 +84,9 @@ def step(session: Session, now: float, transports: Transports, drained: Iterable
             if not buffers:
                 break
             transports.write(sid, buffers)  # may leave it not writable
-            if not transports.writable(sid):
+            # Under a whole pull's worth: it took all it may now (no more data,
+            # or its allowance used up), and another pull would find nothing.
+            if sum(map(len, buffers)) < limit or not transports.writable(sid):
                 break
     events = session.take_events()
     outcome = session.outcome
