@@ -149,3 +149,32 @@ def test_a_file_shorter_than_its_size_is_read_as_bytes_to_its_end() -> None:
     data, sizes, _ = read_through(path, 3 * source.FILE_READ_SIZE, extents=True)
     assert data == path.read_bytes()
     assert sizes == [len(data)]  # one read, and no Extent past the end
+
+
+def test_a_stdout_pipe_reports_what_it_took_before_write_returns() -> None:
+    """A write the pipe takes whole is reported written before write() returns,
+    so the runner acknowledges a keystroke's byte in the pass that wrote it,
+    not in another pass through the loop (issue 15 target 2); what waits in
+    the transport is reported once the pipe took it."""
+    read_end, write_end = os.pipe()
+
+    async def main() -> tuple[list[int], list[int], int]:
+        loop = asyncio.get_running_loop()
+        reported: list[int] = []
+        out = sink.LoopOutput(loop, write_end, reported.append, lambda e: None, lambda: None)
+        await out.start()
+        out.write([b"k"])
+        at_once = list(reported)
+        out.write([bytes(2 << 20)])  # more than the pipe holds
+        partly = list(reported)
+        drained = 0
+        while sum(reported) < 1 + (2 << 20):
+            await asyncio.sleep(0.01)
+            drained += len(os.read(read_end, 1 << 20))
+        return at_once, partly, drained
+
+    at_once, partly, drained = asyncio.run(main())
+    os.close(read_end)
+    assert at_once == [1]
+    assert len(partly) == 2 and 0 < partly[1] < 2 << 20  # the pipe took part of it at once
+    assert drained > 0

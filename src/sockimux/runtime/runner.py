@@ -218,9 +218,16 @@ class Runner:
             self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
         if self._failed:
+            self._flush_scheduled = False
             return  # run() takes the last frames; the error is the one line we print
+        # The peer's bytes first: on the keystroke path they are what someone
+        # is waiting for.  A sink that takes them at once reports them written
+        # at once (its kick is a no-op while this flush is still scheduled),
+        # so the step below acknowledges them without another pass.
+        if self.session.outcome is None:
+            self.write_output()
+        self._flush_scheduled = False
         drained, self._writable = self._writable, set()
         step = self.session.step(self.loop.time(), self, drained)
         for event in step.events:
