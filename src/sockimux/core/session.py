@@ -177,7 +177,7 @@ class Session(FrameDispatch, DirectOutput, Liveness):
                     return True
                 self._on_hello(sub, hello, now)
             while sub.state is SubflowState.OPEN or sub.state is SubflowState.AUTH:
-                frame = reader.next_frame(ACCEPTS[sub.state], sub.state.value)
+                frame = reader.next_frame(ACCEPTS[sub.state], sub.state)
                 if frame is None:
                     break
                 self._on_frame(sub, frame, now)
