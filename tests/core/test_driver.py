@@ -71,3 +71,61 @@ def test_a_full_transport_owes_its_pong_until_it_drains() -> None:
     t.backlog[sid] = 0
     s.step(0.2, t, drained={sid})
     assert t.writes and s.subflows[sid].pong_owed is None
+
+
+def test_a_frame_that_gives_the_subflow_nothing_to_write_does_not_ready_it() -> None:
+    """A keystroke's DATA frame (its ACK may wait) leaves nothing to write on
+    its subflow, so the step after it pulls nothing (issue 15 target 2): such
+    pulls were most of a keystroke's step.  A frame that does give it
+    something to write (a PING's PONG, the peer's ACK freeing room) still
+    readies it."""
+    s = Session(b"A" * 16, 0.0)
+    sid = raw_peer(s)
+    s.take_ready()
+    s.receive(sid, F.data_header(0, 1) + b"x", 0.1)
+    assert b"".join(bytes(b) for b in s.take_output()) == b"x"
+    assert not s.subflows[sid].ack_due
+    assert s.take_ready() == []
+    t = Transports()
+    s.step(0.1, t)
+    assert t.writes == []
+    s.receive(sid, F.encode_control(F.FrameType.PING, 3), 0.2)
+    assert s.take_ready() == [sid]
+    s.pull(sid, 0.2)
+    granted(s, sid, 1 << 20)  # room: the peer's ACK moved its credit
+    s.write_stdin(b"y", 0.3)
+    s.step(0.3, t)
+    assert t.writes and t.writes[0][0] == sid
+    s.receive(sid, F.encode_ack(0, 1 << 20, F.HEADER_SIZE + 1, False), 0.4)  # it delivered our DATA
+    assert s.take_ready() == [sid]
+
+
+def test_a_subflow_handed_less_than_a_pull_is_not_pulled_again() -> None:
+    """A keystroke goes out in one pull: what it returned was under a whole
+    pull's worth, so a second pull in the same step would find nothing (issue
+    15 target 2).  Bulk data still goes one pull after another while the
+    transport has room."""
+    cfg = SessionConfig(chunk=64 * KB)
+    s = Session(b"A" * 16, 0.0, cfg)
+    sid = raw_peer(s)
+    granted(s, sid, 8 << 20)
+    s.step(0.1, Transports())
+    pulls: list[int] = []
+    pull = s.pull
+
+    def counted(sid: int, now: float, limit: int | None = None) -> list[Outgoing]:
+        pulls.append(sid)
+        return pull(sid, now, limit)
+
+    s.pull = counted  # type: ignore[method-assign]
+    t = Transports()
+    s.write_stdin(b"k", 0.2)
+    s.step(0.2, t)
+    assert pulls == [sid] and t.writes == [(sid, F.HEADER_SIZE + 1)]
+    pulls.clear()
+    s.write_stdin(bytes(200 * KB), 0.3)
+    t.writable = lambda sid: True  # type: ignore[method-assign]  # a transport that keeps up
+    s.step(0.3, t)
+    # 64 + 64 + 64 + 8 KiB (within its allowance of 256 KiB): the last, under a
+    # pull's worth, ends it.
+    assert len(pulls) == 4 and sum(n for _, n in t.writes) > 200 * KB

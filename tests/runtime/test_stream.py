@@ -149,3 +149,75 @@ def test_a_file_shorter_than_its_size_is_read_as_bytes_to_its_end() -> None:
     data, sizes, _ = read_through(path, 3 * source.FILE_READ_SIZE, extents=True)
     assert data == path.read_bytes()
     assert sizes == [len(data)]  # one read, and no Extent past the end
+
+
+def test_a_stdout_pipe_reports_what_it_took_before_write_returns() -> None:
+    """A write the pipe takes whole is reported written before write() returns,
+    so the runner acknowledges a keystroke's byte in the pass that wrote it,
+    not in another pass through the loop (issue 15 target 2); what waits in
+    the transport is reported once the pipe took it."""
+    read_end, write_end = os.pipe()
+
+    async def main() -> tuple[list[int], list[int], int]:
+        loop = asyncio.get_running_loop()
+        reported: list[int] = []
+        out = sink.LoopOutput(loop, write_end, reported.append, lambda e: None, lambda: None)
+        await out.start()
+        out.write([b"k"])
+        at_once = list(reported)
+        out.write([bytes(2 << 20)])  # more than the pipe holds
+        partly = list(reported)
+        drained = 0
+        while sum(reported) < 1 + (2 << 20):
+            await asyncio.sleep(0.01)
+            drained += len(os.read(read_end, 1 << 20))
+        return at_once, partly, drained
+
+    at_once, partly, drained = asyncio.run(main())
+    os.close(read_end)
+    assert at_once == [1]
+    assert len(partly) == 2 and 0 < partly[1] < 2 << 20  # the pipe took part of it at once
+    assert drained > 0
+
+
+def test_small_extents_are_read_in_runs_and_written_with_their_headers(tmp_path: Path) -> None:
+    """A subflow of unknown rate is handed 8 KiB pieces; from a regular file
+    each was a write of its header and a sendfile() of its body.  Now small
+    Extents are read, one pread for each run contiguous in the file, and go
+    with their headers in one write (issue 15 target 4); a large Extent still
+    goes by sendfile(), and a file that shrank under them ends the session."""
+    from sockimux.runtime.connection import SMALL_EXTENT, SubflowConnection
+
+    data = os.urandom(200 * 1024)
+    path = tmp_path / "in"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    errors: list[str | None] = []
+    loop = asyncio.new_event_loop()
+    try:
+        reader = source.FileInput(loop, fd, lambda d: None, errors.append, extents=True)
+        reads: list[Extent] = []
+        read_extent = reader.read_extent
+
+        def counted(extent: Extent) -> bytes | None:
+            reads.append(extent)
+            return read_extent(extent)
+
+        reader.read_extent = counted  # type: ignore[method-assign]
+        k = 8 * 1024
+        big = Extent(4 * k, SMALL_EXTENT)
+        buffers = [b"h1", Extent(0, k), b"h2", Extent(k, k), b"h3", Extent(2 * k, 2 * k),
+                   b"h4", big, b"h5", Extent(16 * k, k), b"h6", Extent(20 * k, k)]
+        out = SubflowConnection._read_small(reader, buffers)  # type: ignore[arg-type]
+        assert out is not None
+        assert reads == [Extent(0, 4 * k), Extent(16 * k, k), Extent(20 * k, k)]
+        assert out[7] is big and not any(isinstance(b, Extent) for b in out[:7] + out[8:])
+        assert [bytes(b) for b in out[:7:2]] == [b"h1", b"h2", b"h3", b"h4"]
+        assert b"".join(bytes(b) for b in out[1:7:2]) == data[:4 * k]
+        assert bytes(out[9]) == data[16 * k:17 * k] and bytes(out[11]) == data[20 * k:21 * k]
+        os.truncate(path, 15 * k)
+        assert SubflowConnection._read_small(reader, [b"h", Extent(18 * k, k)]) is None  # type: ignore[arg-type]
+        assert errors and errors[-1] is not None and "truncated" in errors[-1]
+    finally:
+        loop.close()
+        os.close(fd)

@@ -29,8 +29,7 @@ may then take more in the same step.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from .events import CloseSubflow, Event, Outcome
 from .sender import Outgoing
@@ -54,9 +53,9 @@ class Transports(Protocol):
         cannot send at once it keeps: its backlog)."""
 
 
-@dataclass(frozen=True)
-class Step:
-    """What the driver must do after a step."""
+class Step(NamedTuple):
+    """What the driver must do after a step.  (A NamedTuple: one is made per
+    event, and a frozen dataclass costs several times as much to make.)"""
 
     events: list[Event]  # in order; act on each CloseSubflow, render or count the rest
     output: list[bytes | bytearray | memoryview]  # for STDOUT; report with output_written()
@@ -85,7 +84,9 @@ def step(session: Session, now: float, transports: Transports, drained: Iterable
             if not buffers:
                 break
             transports.write(sid, buffers)  # may leave it not writable
-            if not transports.writable(sid):
+            # Under a whole pull's worth: it took all it may now (no more data,
+            # or its allowance used up), and another pull would find nothing.
+            if sum(map(len, buffers)) < limit or not transports.writable(sid):
                 break
     events = session.take_events()
     outcome = session.outcome

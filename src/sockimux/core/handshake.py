@@ -39,6 +39,10 @@ class SubflowState(enum.Enum):
     OPEN = "open"
     CLOSED = "closed"
 
+    # Members are singletons compared by identity: hash them so too, in C
+    # (Enum's own __hash__ is Python, and ACCEPTS is looked up per frame).
+    __hash__ = object.__hash__
+
 
 class Input(enum.Enum):
     HELLO = "hello"  # the peer's valid hello; no shared key on either side

@@ -31,6 +31,9 @@ SCRATCH_SIZE = 64 * 1024  # reads land here unless a frame body is being filled
 EXACT_MIN = 32 * 1024  # after a body this large, read just the next header
 SPARE_SCRATCH = 2  # free scratch buffers a pool keeps for the next reader
 
+# FrameType by its wire value: a dict lookup per frame, not an Enum call.
+_TYPES: dict[int, FrameType] = {t.value: t for t in FrameType}
+
 
 class ScratchPool:
     """Scratch buffers lent to readers, each to one reader at a time.
@@ -282,11 +285,13 @@ class FrameReader:
         self._start += HELLO_SIZE
         return hello
 
-    def next_frame(self, accepts: frozenset[FrameType] | None = None, state: str = "") -> Frame | None:
+    def next_frame(self, accepts: frozenset[FrameType] | None = None,
+                   state: object = "") -> Frame | None:
         """The next complete frame, or None (then the scratch buffer is free again).
 
         A frame whose type is not in ``accepts`` (when given) is refused on
-        its header, as "not allowed in state ``state``"."""
+        its header, as "not allowed in state ``state``" (its ``value`` if it
+        has one: a SubflowState, named only when it is refused)."""
         if self._diverted or self._exact:
             return None
         body = self._body
@@ -301,12 +306,12 @@ class FrameReader:
                 self.release()
                 return None
             ftype, flags, _reserved, length, value = HEADER.unpack_from(self._buf, self._start)
-            try:
-                kind = FrameType(ftype)
-            except ValueError:
-                raise ProtocolError(f"unknown frame type {ftype}") from None
+            kind = _TYPES.get(ftype)
+            if kind is None:
+                raise ProtocolError(f"unknown frame type {ftype}")
             if accepts is not None and kind not in accepts:
-                raise ProtocolError(f"{kind.name} frame not allowed in state {state}")
+                raise ProtocolError(f"{kind.name} frame not allowed in state "
+                                    f"{getattr(state, 'value', state)}")
             low, high = _BODY_LIMITS[kind]
             if not low <= length <= high:
                 raise ProtocolError(

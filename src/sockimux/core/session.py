@@ -169,7 +169,7 @@ class Session(FrameDispatch, DirectOutput, Liveness):
         if not reader.buffer_updated(count):
             sub.partial(now)  # part of a frame arrived
             return False
-        self.scheduler.ready(sid)
+        before = (sub.state, sub.peer_in)
         try:
             if sub.state is SubflowState.HANDSHAKE:
                 hello = reader.take_hello()
@@ -177,7 +177,7 @@ class Session(FrameDispatch, DirectOutput, Liveness):
                     return True
                 self._on_hello(sub, hello, now)
             while sub.state is SubflowState.OPEN or sub.state is SubflowState.AUTH:
-                frame = reader.next_frame(ACCEPTS[sub.state], sub.state.value)
+                frame = reader.next_frame(ACCEPTS[sub.state], sub.state)
                 if frame is None:
                     break
                 self._on_frame(sub, frame, now)
@@ -189,6 +189,14 @@ class Session(FrameDispatch, DirectOutput, Liveness):
             reader.release()
         if sub.id in self.subflows:  # not refused just now
             self._count_partial(sub, now)
+            # Pull it only if these frames gave it something to write: owed
+            # frames, an ACK, a PONG, or room (the peer's ACK moved what it
+            # has in flight), or moved its handshake.  Most frames on a
+            # keystroke's path (a DATA frame whose ACK may wait) give it
+            # nothing, and a pull that finds nothing is most of such a step.
+            if (sub.out or sub.ack_due or sub.pong_owed is not None
+                    or before != (sub.state, sub.peer_in)):
+                self.scheduler.ready(sid)
         return True
 
     def _count_partial(self, sub: Subflow, now: float) -> None:

@@ -32,6 +32,7 @@ from ..core.errors import CloseCode
 from ..core.sender import Extent, Outgoing
 from ..core.subflow import SubflowState
 from .sink import OutputFailed, SpliceTarget
+from .source import FileInput
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -41,6 +42,13 @@ log = logging.getLogger("sockimux")
 # Errors of a system short of resources (descriptors, kernel memory): they
 # cost one connection, or one optimisation, never the session.
 RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+# Extents shorter than this are read and written with the frames around them
+# (one pread for each run of them that is contiguous in the file, one writev
+# for the lot) rather than each by sendfile() after a write of its header: a
+# subflow of unknown rate is handed 8 KiB pieces, and for those the two
+# system calls per frame cost far more than the copy.
+SMALL_EXTENT = 64 * 1024
 
 # Whoever hands connections in may refuse one before it joins the session:
 # given the connection's socket, the reason to refuse it (logged), or None.
@@ -103,6 +111,12 @@ class SubflowConnection(asyncio.BufferedProtocol):
         transport = self.transport
         if transport is None:
             return
+        if self.runner.file_source is not None:
+            read = self._read_small(self.runner.file_source, buffers)
+            if read is None:  # the input file shrank: the session is over
+                transport.abort()
+                return
+            buffers = read
         start = 0
         for i, buf in enumerate(buffers):
             if not isinstance(buf, Extent):
@@ -130,6 +144,39 @@ class SubflowConnection(asyncio.BufferedProtocol):
                 return
         if start < len(buffers):
             transport.writelines(cast(list[bytes], buffers[start:]))
+
+    @staticmethod
+    def _read_small(source: FileInput, buffers: list[Outgoing]) -> list[Outgoing] | None:
+        """``buffers`` with each Extent under SMALL_EXTENT replaced by its bytes,
+        a run of them contiguous in the file (headers between) read at once;
+        None if the file no longer holds them."""
+        out: list[Outgoing] = []
+        i, count = 0, len(buffers)
+        while i < count:
+            first = buffers[i]
+            if not isinstance(first, Extent) or first.length >= SMALL_EXTENT:
+                out.append(first)
+                i += 1
+                continue
+            last, end = i, first.position + first.length
+            while last + 2 < count:
+                header, after = buffers[last + 1], buffers[last + 2]
+                if (isinstance(header, Extent) or not isinstance(after, Extent)
+                        or after.position != end or after.length >= SMALL_EXTENT):
+                    break
+                last, end = last + 2, end + after.length
+            data = source.read_extent(Extent(first.position, end - first.position))
+            if data is None:
+                return None
+            view = memoryview(data)
+            for buf in buffers[i:last + 1]:
+                if isinstance(buf, Extent):
+                    offset = buf.position - first.position
+                    out.append(view[offset:offset + buf.length])
+                else:
+                    out.append(buf)
+            i = last + 1
+        return out
 
     # -- receiving bodies straight to STDOUT --------------------------------------------
 

@@ -42,6 +42,13 @@ from .stream import open_sink, open_source, splice_target
 log = logging.getLogger("sockimux")
 
 CLOSE_GRACE = 2.0  # seconds to let final frames drain before we exit
+# uvloop's clock and timers count whole milliseconds and round a timer's
+# delay to the nearest one: armed at the deadline itself, the timer could
+# fire up to half a millisecond early, find nothing due, be armed again at
+# the same deadline and fire again at once, until the clock ticked past it
+# (hundreds of passes over every subflow per second).  Armed this much
+# later, it fires at or after the deadline.
+TIMER_SLACK = 0.001
 INTERNAL_ERROR = "internal error in the peer"  # what the peer is told of ours
 
 
@@ -224,9 +231,16 @@ class Runner:
             self.loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
         if self._failed:
+            self._flush_scheduled = False
             return  # run() takes the last frames; the error is the one line we print
+        # The peer's bytes first: on the keystroke path they are what someone
+        # is waiting for.  A sink that takes them at once reports them written
+        # at once (its kick is a no-op while this flush is still scheduled),
+        # so the step below acknowledges them without another pass.
+        if self.session.outcome is None:
+            self.write_output()
+        self._flush_scheduled = False
         drained, self._writable = self._writable, set()
         step = self.session.step(self.loop.time(), self, drained)
         for event in step.events:
@@ -285,7 +299,8 @@ class Runner:
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = deadline
-        self._timer = None if deadline is None else self.loop.call_at(deadline, self._on_timer)
+        self._timer = (None if deadline is None
+                       else self.loop.call_at(deadline + TIMER_SLACK, self._on_timer))
 
     def internal_error(self, exc: BaseException) -> None:
         """A bug: run() tells the peer, then raises ``exc``."""

@@ -253,12 +253,14 @@ class LoopOutput:
                 and not self._reader_gone and transport.get_write_buffer_size() == 0)
 
     def report(self) -> None:
+        """Report what the kernel took, at once (the runner's flush counts on
+        it: a write the pipe takes whole is acknowledged in the same pass)."""
         if self._transport is None:
             return
         written = self._handed - self._transport.get_write_buffer_size()
         if written > self._reported:
             count, self._reported = written - self._reported, written
-            self._loop.call_soon(self._on_written, count)
+            self._on_written(count)
 
     def close(self) -> None:
         self._closing = True
