@@ -21,6 +21,16 @@ When it has room and nothing is left to send, it may carry a copy of the
 head of the stream, if a much slower subflow holds it up: the peer writes
 in order, so those bytes gate everything behind them (docs/PROTOCOL.md
 section 8).  Each byte is copied that way once.
+
+A subflow that has gone *quiet* (subflow.py: DATA in flight and no sign of
+progress for a probe timeout) takes nothing: it may have stopped without a
+word, and a stopped connection's kernel buffers still take small writes,
+so it would otherwise stay hungry and swallow every keystroke until the
+stall timeout.  The stream bytes it holds (unacknowledged, lowest offsets
+first, at most PROBE_COPY_LIMIT per quiet episode) are queued as *probe
+copies*, which the next subflows to pull take before anything else.  The
+peer drops whichever copy arrives second, so a subflow that was only slow
+costs those bytes twice, nothing more.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ from .sender import Outgoing, Piece, StreamSender
 from .subflow import Subflow
 
 MIN_PIECE = 8 * 1024  # smallest DATA payload we cut for a subflow of unknown or low rate
+PROBE_COPY_LIMIT = 64 * 1024  # stream bytes copied per quiet episode of a subflow (keystrokes: all)
 
 
 class Scheduler:
@@ -50,6 +61,8 @@ class Scheduler:
         self._head_copied_to = 0  # stream offsets below this were copied as head of line once
         self.head_copies = 0  # bytes copied that way (statistics)
         self._carrier_of: tuple[int, int, int] | None = None  # (offset, subflow, range end)
+        self._probes: list[tuple[int, int]] = []  # stream ranges to copy: sorted, disjoint
+        self.probe_copies = 0  # bytes copied from quiet subflows (statistics)
 
     # -- who may write ---------------------------------------------------------
 
@@ -62,6 +75,51 @@ class Scheduler:
 
     def forget(self, sid: int) -> None:
         self._hungry.pop(sid, None)
+
+    def quiet(self, sub: Subflow) -> None:
+        """``sub`` has just gone quiet: no new bytes for it, and what it holds
+        (lowest offsets first, the peer writes in order) is to be copied."""
+        self._hungry.pop(sub.id, None)
+        acked = self.sender.acked
+        budget = PROBE_COPY_LIMIT
+        probes = self._probes
+        for start, end in sorted(sub.ranges):
+            start = max(start, acked)
+            if start >= end:
+                continue
+            end = min(end, start + budget)
+            probes.append((start, end))
+            budget -= end - start
+            if budget <= 0:
+                break
+        probes.sort()
+        merged: list[tuple[int, int]] = []
+        for start, end in probes:
+            if merged and start <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+            else:
+                merged.append((start, end))
+        self._probes = merged
+        self._ready_all = True
+
+    def _probe(self, max_len: int) -> tuple[int, Piece] | None:
+        """The next probe copy, at most ``max_len`` bytes (what was acknowledged meanwhile is skipped)."""
+        probes = self._probes
+        acked = self.sender.acked
+        while probes:
+            start, end = probes[0]
+            start = max(start, acked)
+            if start >= end:
+                del probes[0]
+                continue
+            piece = self.sender.peek(start, min(end, start + max_len))
+            stop = start + len(piece[1])
+            if stop >= end:
+                del probes[0]
+            else:
+                probes[0] = (stop, end)
+            return piece
+        return None
 
     def take_ready(self) -> list[int]:
         """Subflows to pull now: those that may have something to write."""
@@ -98,10 +156,15 @@ class Scheduler:
         size = MIN_PIECE if sub.path.rate <= 0 else max(MIN_PIECE, cap // 8)
         chunk = min(self.config.chunk, size)
         self._hungry.pop(sub.id, None)
+        if sub.quiet:
+            return  # neither stream bytes nor the FIN until it shows progress
         while allowance > frames.HEADER_SIZE and budget > 0:
             new = sender.next_new
-            piece = sender.take(min(chunk, allowance - frames.HEADER_SIZE, budget))
-            if piece is None:
+            piece = self._probe(min(chunk, allowance - frames.HEADER_SIZE, budget)) if self._probes else None
+            if piece is not None:  # what a quiet subflow holds goes first
+                sub.probe_copies += len(piece[1])
+                self.probe_copies += len(piece[1])
+            elif (piece := sender.take(min(chunk, allowance - frames.HEADER_SIZE, budget))) is None:
                 self._hungry[sub.id] = None  # room, but nothing to send
                 if sender.starved and allowance >= 2 * MIN_PIECE:
                     self._starved()
