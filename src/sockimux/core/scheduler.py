@@ -13,7 +13,12 @@ keeps two sets rather than passing over all subflows:
   an ACK or PONG owed, new credit); the driver pulls only those (and the
   ones whose transport drained);
 * the *hungry* subflows, oldest first, whose last pull found room but no
-  data: new input wakes only as many of them as it can feed.
+  data: new input wakes only as many of them as it can feed.  A little
+  input (a keystroke, a reply) goes first to the subflow the peer's data
+  last arrived on, if it is hungry: a path just shown alive, and the one
+  the peer's side of an exchange used.  When a subflow stops, the peer's
+  probe copy arrives on another, and the reply follows it there instead
+  of being caught on the stopped one a second time.
 
 What a subflow takes, in the sender's order (re-sends first, then new
 bytes within credit), is cut into pieces of at most an eighth of its cap.
@@ -58,6 +63,7 @@ class Scheduler:
         self._ready: set[int] = set()
         self._ready_all = False
         self._hungry: dict[int, None] = {}  # insertion order: oldest first
+        self.freshest: int | None = None  # the subflow the peer's DATA last arrived on
         self._head_copied_to = 0  # stream offsets below this were copied as head of line once
         self.head_copies = 0  # bytes copied that way (statistics)
         self._carrier_of: tuple[int, int, int] | None = None  # (offset, subflow, range end)
@@ -134,6 +140,13 @@ class Scheduler:
     def fed(self, count: int) -> None:
         """``count`` new bytes of input: wake as many hungry subflows as they can feed."""
         hungry = self._hungry
+        fresh = self.freshest
+        if count < MIN_PIECE and fresh is not None and fresh in hungry:
+            del hungry[fresh]
+            sub = self.subflows.get(fresh)
+            if sub is not None and sub.state is SubflowState.OPEN:
+                self._ready.add(fresh)
+                return
         while hungry and count > 0:
             sid = next(iter(hungry))
             del hungry[sid]
