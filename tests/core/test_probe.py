@@ -243,3 +243,34 @@ def test_a_frozen_subflow_is_still_dropped_at_the_stall_timeout() -> None:
     assert len(a.echo_times()) == len(a.sent_at)
     assert max(a.echo_times()) < CFG.stall_timeout / 10
     check_clean(link)
+
+
+
+def test_a_subflow_back_from_quiet_carries_no_copies_of_its_own_bytes() -> None:
+    """Bulk over 2 subflows, B's output written 256 KiB a second (so B's
+    ACKs do not acknowledge the stream far).  Y stops both ways: quiet, what it holds is
+    copied to X (64 KiB).  Then only B's ACKs on X are held back for 0.2 s:
+    X goes quiet too, its copies queued with nowhere to go (Y is quiet).
+    When X's ACKs arrive it is back, and it must not carry copies of what it
+    carried itself, queued when it seemed quiet."""
+    cfg = SessionConfig()
+    link = Link(Endpoint("A", Session(b"A" * 16, 0.0, cfg), payload(8192 * KB, 1)),
+                Endpoint("B", Session(b"B" * 16, 0.0, cfg), b"", consumer=(1.0, 256 * KB)), seed=5)
+    x = link.join(latency=0.002, rate=10e6)
+    y = link.join(latency=0.002, rate=10e6)
+    assert x is not None and y is not None
+    sx, sy = (link.a.session.subflows[p.x.sid] for p in (x, y))
+    link.run(until=0.1, stop=lambda: False)
+    link.freeze(y)
+    link.run(until=0.3, stop=lambda: False)
+    assert sy.quiet and not sx.quiet
+    assert sx.probe_copies == scheduler.PROBE_COPY_LIMIT  # Y's, on X
+    link.freeze(x, forward=False)  # B's ACKs on X held back
+    link.run(until=0.5, stop=lambda: False)
+    assert sx.quiet
+    link.thaw(x)
+    link.run(until=0.55, stop=lambda: False)
+    assert not sx.quiet
+    assert sx.probe_copies == scheduler.PROBE_COPY_LIMIT
+    finish(link)
+    assert link.a.session.stats(link.now).probe_copies == scheduler.PROBE_COPY_LIMIT

@@ -67,7 +67,7 @@ class Scheduler:
         self._head_copied_to = 0  # stream offsets below this were copied as head of line once
         self.head_copies = 0  # bytes copied that way (statistics)
         self._carrier_of: tuple[int, int, int] | None = None  # (offset, subflow, range end)
-        self._probes: list[tuple[int, int]] = []  # stream ranges to copy: sorted, disjoint
+        self._probes: list[tuple[int, int, int]] = []  # (start, end, quiet subflow), by start
         self.probe_copies = 0  # bytes copied from quiet subflows (statistics)
 
     # -- who may write ---------------------------------------------------------
@@ -94,36 +94,34 @@ class Scheduler:
             if start >= end:
                 continue
             end = min(end, start + budget)
-            probes.append((start, end))
+            probes.append((start, end, sub.id))
             budget -= end - start
             if budget <= 0:
                 break
         probes.sort()
-        merged: list[tuple[int, int]] = []
-        for start, end in probes:
-            if merged and start <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-            else:
-                merged.append((start, end))
-        self._probes = merged
         self._ready_all = True
 
     def _probe(self, max_len: int) -> tuple[int, Piece] | None:
-        """The next probe copy, at most ``max_len`` bytes (what was acknowledged meanwhile is skipped)."""
+        """The next probe copy, at most ``max_len`` bytes.  What was acknowledged
+        meanwhile is skipped, and so is all a subflow held that is no longer
+        quiet: one that only seemed quiet because our own process was late
+        (its ACKs waiting unread) costs no copies once they are read, and
+        neither do many at once (a late timer makes every busy one quiet)."""
         probes = self._probes
         acked = self.sender.acked
         while probes:
-            start, end = probes[0]
+            start, end, sid = probes[0]
             start = max(start, acked)
-            if start >= end:
-                del probes[0]
+            source = self.subflows.get(sid)
+            if start >= end or source is None or not source.quiet:
+                del probes[0]  # (a closed one's ranges are queued as re-sends)
                 continue
             piece = self.sender.peek(start, min(end, start + max_len))
             stop = start + len(piece[1])
             if stop >= end:
                 del probes[0]
             else:
-                probes[0] = (stop, end)
+                probes[0] = (stop, end, sid)
             return piece
         return None
 

@@ -65,20 +65,22 @@ def _rtt(value: float | None) -> str:
 
 
 COLUMNS = ("id", "state", "age", "label", "sent", "received", "rate out", "rate in", "rtt",
-           "re-sent", "head copies")
+           "re-sent", "head copies", "probe copies")
 
 
 def summary(stats: SessionStats) -> str:
     return (f"stats: subflows open {stats.open} ({stats.established} established, "
             f"{stats.closed} closed); sent {stats.sent} bytes, {stats.acked} acknowledged, "
-            f"{stats.resent} re-sent, {stats.head_copies} head copies; received "
+            f"{stats.resent} re-sent, {stats.head_copies} head copies, {stats.probe_copies} probe "
+            f"copies; received "
             f"{stats.received}, {stats.written} written; no subflow for {stats.alone_total:.1f} s "
             "in all" + (f", {stats.alone_for:.1f} s now" if stats.alone_for else ""))
 
 
 def rows(stats: SessionStats) -> list[tuple[str, ...]]:
     return [(str(s.id), s.state, f"{s.age:.1f}", s.label or "-", str(s.data_out), str(s.data_in),
-             _rate(s.rate_out), _rate(s.rate_in), _rtt(s.rtt), str(s.resent), str(s.head_copies))
+             _rate(s.rate_out), _rate(s.rate_in), _rtt(s.rtt), str(s.resent), str(s.head_copies),
+             str(s.probe_copies))
             for s in stats.subflows]
 
 
