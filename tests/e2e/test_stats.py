@@ -116,8 +116,7 @@ def test_stats_table_at_exit_as_plain_lines(tmp_path: Path) -> None:
                                f"established, {int(not still_open)} closed); sent {2 * MB} bytes, "
                                f"{2 * MB} acknowledged, 0 re-sent"), lines
     assert lines[1].split()[1:] == ["id", "state", "age", "label", "sent", "received", "rate",
-                                    "out", "rate", "in", "rtt", "re-sent", "head", "copies",
-                                    "probe", "copies"]
+                                    "out", "rate", "in", "rtt", "re-sent", "head", "copies"]
     if still_open:
         assert lines[2].split()[1:3] == ["1", "open"] and f"pid {relay.pid} uid" in lines[2]
     else:

@@ -65,7 +65,7 @@ def _rtt(value: float | None) -> str:
 
 
 COLUMNS = ("id", "state", "age", "label", "sent", "received", "rate out", "rate in", "rtt",
-           "re-sent", "head copies", "probe copies")
+           "re-sent", "head copies")  # (probe copies: in the summary and the JSON; 80 columns)
 
 
 def summary(stats: SessionStats) -> str:
@@ -79,8 +79,7 @@ def summary(stats: SessionStats) -> str:
 
 def rows(stats: SessionStats) -> list[tuple[str, ...]]:
     return [(str(s.id), s.state, f"{s.age:.1f}", s.label or "-", str(s.data_out), str(s.data_in),
-             _rate(s.rate_out), _rate(s.rate_in), _rtt(s.rtt), str(s.resent), str(s.head_copies),
-             str(s.probe_copies))
+             _rate(s.rate_out), _rate(s.rate_in), _rtt(s.rtt), str(s.resent), str(s.head_copies))
             for s in stats.subflows]
 
 
