@@ -21,9 +21,9 @@ from .link import Link
 from .test_reopen import Clock, NoJitter
 from .test_session import finish, payload
 
-# No head-of-line copies (they would carry the frozen subflow's bytes too),
-# no stall within the test, no keepalive PING: every RTT sample is DATA's.
-QUIET = SessionConfig(head_resend=False, stall_timeout=60.0)  # keepalive: every 15 s
+# No head-of-line or probe copies (they would carry the frozen subflow's bytes
+# too), no stall within the test, no keepalive PING: every RTT sample is DATA's.
+QUIET = SessionConfig(head_resend=False, probe=False, stall_timeout=60.0)  # keepalive: every 15 s
 
 
 def by_label(stats: SessionStats, label: str) -> dict[str, object]:

@@ -14,7 +14,8 @@ acknowledge having *written* it, so written bytes must be reported
 * when the credit could move by a quarter of the window (flow.py);
 * otherwise within ``ack_delay`` of the first unreported byte written;
 
-each time on the open subflow with the least queued, as one ACK anywhere
+each time on the open subflow with the least queued (not a quiet one,
+subflow.py), as one ACK anywhere
 tells the peer the stream's state.  The very last ACK (FIN_DONE: our output
 is closed) goes on every open subflow, so one lost subflow cannot leave the
 peer waiting for it.
@@ -59,8 +60,10 @@ class AckPolicy:
         """Owe a stream-level ACK on the open subflow with the least queued."""
         best: Subflow | None = None
         for sub in self.subflows.values():
+            # A quiet subflow (subflow.py) may have stopped: not it, if any other is open.
             if sub.state is SubflowState.OPEN and (
-                best is None or sub.in_flight * best.path.cap() < best.in_flight * sub.path.cap()
+                best is None or (best.quiet and not sub.quiet) or (best.quiet == sub.quiet and
+                    sub.in_flight * best.path.cap() < best.in_flight * sub.path.cap())
             ):
                 best = sub
         if best is not None:

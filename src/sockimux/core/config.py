@@ -21,6 +21,7 @@ class SessionConfig:
     max_handshakes: int = 256  # connections still in HANDSHAKE or AUTH at once
     psk: bytes | None = field(default=None, repr=False)  # shared key: subflows must prove it
     head_resend: bool = True  # an idle subflow re-sends the bytes a much slower one holds up
+    probe: bool = True  # a subflow quiet for a probe timeout: its bytes copied, no new ones
 
     @property
     def keepalive(self) -> float:

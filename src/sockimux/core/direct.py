@@ -97,6 +97,7 @@ class DirectOutput:
         sub.reader.skipped(count)
         sub.heard(now)
         sub.data_arrived(count, now, self.config)
+        self.scheduler.freshest = sid
         self.scheduler.ready(sid)
         self._output.extend(self.receiver.written_direct(count))
         self.acks.written(now)

@@ -107,6 +107,7 @@ class FrameDispatch:
         if ftype is FrameType.DATA:
             header = 0 if frame.continued else frames.HEADER_SIZE
             sub.data_arrived(header + len(frame.body), now, self.config)
+            self.scheduler.freshest = sub.id
             pieces = self.receiver.receive(frame.value, frame.body)
             if pieces:
                 self._output.extend(pieces)

@@ -18,7 +18,8 @@ control frames (ACK, PING) from queueing for seconds behind our own data.
 The round trip is measured by our keepalive PINGs (PING to its PONG) and,
 while data flows, from each DATA frame's write to the ACK that covers it;
 it is reported in the stats (stats.py) and in each subflow's final counters
-(events.SubflowClosed).
+(events.SubflowClosed), and with its deviation it sets the subflow's probe
+timeout (``pto``; subflow.py, "quiet").
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ INITIAL_CAP = 256 * 1024
 MAX_CAP = 8 * 1024 * 1024
 TARGET_QUEUE_TIME = 0.25  # seconds of the subflow's rate we are willing to queue on it
 SAMPLE_MIN_INTERVAL = 0.05  # seconds; shorter samples are too noisy to use
+PTO_MIN = 0.025  # seconds: the shortest probe timeout (a loopback path, a delayed ACK)
+PTO_GRANULARITY = 0.005  # seconds: the least allowance for jitter in the probe timeout
+PTO_INITIAL = 0.2  # seconds: the probe timeout before any round trip was measured
 
 
 @dataclass
@@ -48,6 +52,7 @@ class PathEstimate:
 
     rate: float = 0.0  # bytes per second delivered to the peer
     srtt: float | None = None  # smoothed round trip (PING to PONG, DATA to ACK), seconds
+    rttvar: float = 0.0  # smoothed mean deviation of the round-trip samples, seconds
     _sent: deque[tuple[int, float]] = field(default_factory=deque)  # (bytes out, time)
     _last_send: tuple[int, float] = (0, 0.0)  # newest (bytes out, time) known delivered
     _sample: tuple[int, float, float] | None = None  # (delivered, ack time, send time) at start
@@ -92,7 +97,28 @@ class PathEstimate:
             self.rate = 0.75 * self.rate + 0.25 * sample
 
     def on_rtt(self, sample: float) -> None:
-        self.srtt = sample if self.srtt is None else 0.875 * self.srtt + 0.125 * sample
+        # As TCP's (RFC 6298): the deviation is what keeps the probe timeout
+        # (subflow.py) clear of a loaded machine's jitter.
+        if self.srtt is None:
+            self.srtt = sample
+            self.rttvar = sample / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
+            self.srtt = 0.875 * self.srtt + 0.125 * sample
+
+    def pto(self, ack_delay: float) -> float:
+        """The probe timeout: how long DATA in flight may go without any
+        sign of progress before the subflow counts as quiet (subflow.py).
+
+        QUIC's (RFC 9002) rather than TCP's tail-loss probe's ``2 * srtt``:
+        our DATA-to-ACK samples already include the peer's delayed ACK (a
+        lone keystroke is acknowledged ``ack_delay`` after it arrived), so
+        ``2 * srtt + ack_delay`` would count that delay three times, and
+        the probe must come within tens of milliseconds on a fast path.
+        ``ack_delay`` is ours, the same setting as the peer's by default."""
+        if self.srtt is None:
+            return PTO_INITIAL
+        return max(PTO_MIN, self.srtt + max(4 * self.rttvar, PTO_GRANULARITY) + ack_delay)
 
     def cap(self) -> int:
         """Bytes this subflow may have in flight."""

@@ -13,7 +13,12 @@ keeps two sets rather than passing over all subflows:
   an ACK or PONG owed, new credit); the driver pulls only those (and the
   ones whose transport drained);
 * the *hungry* subflows, oldest first, whose last pull found room but no
-  data: new input wakes only as many of them as it can feed.
+  data: new input wakes only as many of them as it can feed.  A little
+  input (a keystroke, a reply) goes first to the subflow the peer's data
+  last arrived on, if it is hungry: a path just shown alive, and the one
+  the peer's side of an exchange used.  When a subflow stops, the peer's
+  probe copy arrives on another, and the reply follows it there instead
+  of being caught on the stopped one a second time.
 
 What a subflow takes, in the sender's order (re-sends first, then new
 bytes within credit), is cut into pieces of at most an eighth of its cap.
@@ -21,6 +26,16 @@ When it has room and nothing is left to send, it may carry a copy of the
 head of the stream, if a much slower subflow holds it up: the peer writes
 in order, so those bytes gate everything behind them (docs/PROTOCOL.md
 section 8).  Each byte is copied that way once.
+
+A subflow that has gone *quiet* (subflow.py: DATA in flight and no sign of
+progress for a probe timeout) takes nothing: it may have stopped without a
+word, and a stopped connection's kernel buffers still take small writes,
+so it would otherwise stay hungry and swallow every keystroke until the
+stall timeout.  The stream bytes it holds (unacknowledged, lowest offsets
+first, at most PROBE_COPY_LIMIT per quiet episode) are queued as *probe
+copies*, which the next subflows to pull take before anything else.  The
+peer drops whichever copy arrives second, so a subflow that was only slow
+costs those bytes twice, nothing more.
 """
 
 from __future__ import annotations
@@ -35,6 +50,7 @@ from .sender import Outgoing, Piece, StreamSender
 from .subflow import Subflow
 
 MIN_PIECE = 8 * 1024  # smallest DATA payload we cut for a subflow of unknown or low rate
+PROBE_COPY_LIMIT = 64 * 1024  # stream bytes copied per quiet episode of a subflow (keystrokes: all)
 
 
 class Scheduler:
@@ -47,9 +63,12 @@ class Scheduler:
         self._ready: set[int] = set()
         self._ready_all = False
         self._hungry: dict[int, None] = {}  # insertion order: oldest first
+        self.freshest: int | None = None  # the subflow the peer's DATA last arrived on
         self._head_copied_to = 0  # stream offsets below this were copied as head of line once
         self.head_copies = 0  # bytes copied that way (statistics)
         self._carrier_of: tuple[int, int, int] | None = None  # (offset, subflow, range end)
+        self._probes: list[tuple[int, int, int]] = []  # (start, end, quiet subflow), by start
+        self.probe_copies = 0  # bytes copied from quiet subflows (statistics)
 
     # -- who may write ---------------------------------------------------------
 
@@ -62,6 +81,49 @@ class Scheduler:
 
     def forget(self, sid: int) -> None:
         self._hungry.pop(sid, None)
+
+    def quiet(self, sub: Subflow) -> None:
+        """``sub`` has just gone quiet: no new bytes for it, and what it holds
+        (lowest offsets first, the peer writes in order) is to be copied."""
+        self._hungry.pop(sub.id, None)
+        acked = self.sender.acked
+        budget = PROBE_COPY_LIMIT
+        probes = self._probes
+        for start, end in sorted(sub.ranges):
+            start = max(start, acked)
+            if start >= end:
+                continue
+            end = min(end, start + budget)
+            probes.append((start, end, sub.id))
+            budget -= end - start
+            if budget <= 0:
+                break
+        probes.sort()
+        self._ready_all = True
+
+    def _probe(self, max_len: int) -> tuple[int, Piece] | None:
+        """The next probe copy, at most ``max_len`` bytes.  What was acknowledged
+        meanwhile is skipped, and so is all a subflow held that is no longer
+        quiet: one that only seemed quiet because our own process was late
+        (its ACKs waiting unread) costs no copies once they are read, and
+        neither do many at once (a late timer makes every busy one quiet)."""
+        probes = self._probes
+        acked = self.sender.acked
+        while probes:
+            start, end, sid = probes[0]
+            start = max(start, acked)
+            source = self.subflows.get(sid)
+            if start >= end or source is None or not source.quiet:
+                del probes[0]  # (a closed one's ranges are queued as re-sends)
+                continue
+            piece = self.sender.peek(start, min(end, start + max_len))
+            stop = start + len(piece[1])
+            if stop >= end:
+                del probes[0]
+            else:
+                probes[0] = (stop, end, sid)
+            return piece
+        return None
 
     def take_ready(self) -> list[int]:
         """Subflows to pull now: those that may have something to write."""
@@ -76,6 +138,13 @@ class Scheduler:
     def fed(self, count: int) -> None:
         """``count`` new bytes of input: wake as many hungry subflows as they can feed."""
         hungry = self._hungry
+        fresh = self.freshest
+        if count < MIN_PIECE and fresh is not None and fresh in hungry:
+            del hungry[fresh]
+            sub = self.subflows.get(fresh)
+            if sub is not None and sub.state is SubflowState.OPEN:
+                self._ready.add(fresh)
+                return
         while hungry and count > 0:
             sid = next(iter(hungry))
             del hungry[sid]
@@ -98,10 +167,15 @@ class Scheduler:
         size = MIN_PIECE if sub.path.rate <= 0 else max(MIN_PIECE, cap // 8)
         chunk = min(self.config.chunk, size)
         self._hungry.pop(sub.id, None)
+        if sub.quiet:
+            return  # neither stream bytes nor the FIN until it shows progress
         while allowance > frames.HEADER_SIZE and budget > 0:
             new = sender.next_new
-            piece = sender.take(min(chunk, allowance - frames.HEADER_SIZE, budget))
-            if piece is None:
+            piece = self._probe(min(chunk, allowance - frames.HEADER_SIZE, budget)) if self._probes else None
+            if piece is not None:  # what a quiet subflow holds goes first
+                sub.probe_copies += len(piece[1])
+                self.probe_copies += len(piece[1])
+            elif (piece := sender.take(min(chunk, allowance - frames.HEADER_SIZE, budget))) is None:
                 self._hungry[sub.id] = None  # room, but nothing to send
                 if sender.starved and allowance >= 2 * MIN_PIECE:
                     self._starved()

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 The counters live where the work is done, as plain integers bumped on the
-way (subflow.py: DATA bytes each way, re-sends, head-of-line copies;
+way (subflow.py: DATA bytes each way, re-sends, head-of-line and probe copies;
 estimate.py: the rate and round trip; sender.py and receiver.py: the
 stream offsets).  Nothing here runs per frame: :func:`snapshot` reads them
 once, when someone asks (``Session.stats(now)``: the runtime's ``--stats``,
@@ -42,6 +42,7 @@ class ClosedTotals:
     data_in: int = 0
     resent: int = 0
     head_copies: int = 0
+    probe_copies: int = 0
 
     def add(self, sub: Subflow) -> None:
         self.subflows += sub.state is not SubflowState.HANDSHAKE
@@ -49,6 +50,7 @@ class ClosedTotals:
         self.data_in += sub.data_in
         self.resent += sub.resent
         self.head_copies += sub.head_copies
+        self.probe_copies += sub.probe_copies
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,9 @@ class SubflowStats:
     in_flight: int  # DATA bytes sent, not yet reported received
     resent: int  # stream bytes it carried again because another subflow was lost
     head_copies: int  # stream bytes it carried as copies of the head a slower one held
+    probe_copies: int  # stream bytes it carried as copies of what a quiet subflow held
+    quiet: bool  # no progress for a probe timeout: it takes no new stream bytes
+    pto: float  # its probe timeout now, seconds
 
 
 @dataclass(frozen=True)
@@ -101,6 +106,7 @@ class SessionStats:
     acked: int  # the peer has written (acknowledged)
     resent: int  # carried again because a subflow was lost or stalled (all subflows)
     head_copies: int  # carried again as copies of a held-up head (all subflows)
+    probe_copies: int  # carried again as copies of what a quiet subflow held (all subflows)
     # The peer's stream (to STDOUT), in stream bytes.
     received: int  # delivered in order
     written: int  # written to STDOUT (what we acknowledge)
@@ -132,16 +138,17 @@ def _rate_in(sub: Subflow, now: float) -> float:
     return sub.rate_in
 
 
-def _subflow(sub: Subflow, now: float) -> SubflowStats:
+def _subflow(session: Session, sub: Subflow, now: float) -> SubflowStats:
     return SubflowStats(sub.id, sub.state.value, sub.label, now - sub.opened_at, sub.data_out,
                         sub.data_in, sub.path.rate, _rate_in(sub, now), sub.path.srtt,
-                        sub.in_flight, sub.resent, sub.head_copies)
+                        sub.in_flight, sub.resent, sub.head_copies, sub.probe_copies, sub.quiet,
+                        sub.path.pto(session.config.ack_delay))
 
 
 def snapshot(session: Session, now: float,
              addresses: tuple[AddressStats, ...] = ()) -> SessionStats:
     """Session.stats(): see there."""
-    subs = tuple(_subflow(s, now) for s in session.subflows.values())
+    subs = tuple(_subflow(session, s, now) for s in session.subflows.values())
     closed = session.closed_totals
     tx, rx = session.sender, session.receiver
     alone_for = 0.0 if session._alone_since is None else max(0.0, now - session._alone_since)
@@ -154,6 +161,7 @@ def snapshot(session: Session, now: float,
         input=tx.end, input_ended=tx.eof, sent=tx.next_new, acked=tx.acked,
         resent=closed.resent + sum(s.resent for s in subs),
         head_copies=closed.head_copies + sum(s.head_copies for s in subs),
+        probe_copies=closed.probe_copies + sum(s.probe_copies for s in subs),
         received=rx.delivered, written=rx.written, duplicates=rx.duplicate_bytes,
         data_out=closed.data_out + sum(s.data_out for s in subs),
         data_in=closed.data_in + sum(s.data_in for s in subs),

@@ -17,6 +17,16 @@ PONG waited that long (the peer reads nothing of ours while it pings), or
 when our DATA in flight made no progress for that long while the peer's
 data was not streaming in either (its ACKs wait behind that data).
 
+Long before that it may count as *quiet*: DATA in flight, no progress and
+no DATA from the peer for a probe timeout (``PathEstimate.pto``: the
+measured round trip, its deviation and the peer's delayed ACK; tens of
+milliseconds on a fast path), as TCP's tail-loss probe or QUIC's probe
+timeout would say.  A quiet subflow takes no new stream bytes (it may
+only have stopped, with its kernel buffers still taking small writes) and
+the stream bytes it holds are copied to the others (scheduler.py), until
+the peer reports progress on it again; it is dropped at the stall timeout
+as before.  Once per episode: no re-probing while it stays quiet.
+
 Every change to what its deadline depends on goes through a method here,
 and each such method marks the subflow (adds its id to the session's set of
 touched subflows): the session recomputes only those deadlines after an
@@ -57,6 +67,7 @@ class Subflow:
     last_sent: float = 0.0  # any bytes handed out for writing
     last_data_in: float = float("-inf")  # a DATA frame, or part of a frame, arrived
     last_progress: float = 0.0  # peer_in last advanced (or in-flight went from 0 to >0)
+    quiet: bool = False  # no progress for a probe timeout: takes no new stream bytes
     # DATA frame bytes (header + payload) counted on both sides of the subflow.
     data_out: int = 0  # sent by us
     peer_in: int = 0  # the peer says it received this many of ours
@@ -78,6 +89,7 @@ class Subflow:
     # Final counters (events.SubflowClosed): stream bytes put on this subflow.
     resent: int = 0  # of them, re-sends of ranges a lost subflow carried
     head_copies: int = 0  # of them, copies of the head of the stream a slower subflow held
+    probe_copies: int = 0  # of them, copies of what a quiet subflow held
     label: str = ""  # where the runtime says it came from or went to (stats only)
     # The receive rate, for the stats (stats.py): data_in over the last
     # interval of at least RATE_INTERVAL, measured from the mark.
@@ -156,6 +168,7 @@ class Subflow:
             saturated = self.in_flight * 2 >= self.path.cap()
             self.peer_in = peer_in
             self.last_progress = now
+            self.quiet = False
             self.path.on_delivered(peer_in, now, saturated)
             self.marks.add(self.id)
 
@@ -178,6 +191,7 @@ class Subflow:
         if self.ping_sent_at is not None and token == self.ping_token:
             self.path.on_rtt(now - self.ping_sent_at)
             self.ping_sent_at = None
+            self.marks.add(self.id)  # the probe timeout follows the round trip
 
     # -- what goes out -----------------------------------------------------------
 
@@ -235,7 +249,10 @@ class Subflow:
         if not self.out:
             deadline = min(deadline, self.last_sent + cfg.keepalive)
         if self.in_flight > 0:
-            deadline = min(deadline, max(self.last_progress, self.last_data_in) + cfg.stall_timeout)
+            since = max(self.last_progress, self.last_data_in)
+            deadline = min(deadline, since + cfg.stall_timeout)
+            if cfg.probe and not self.quiet:
+                deadline = min(deadline, since + self.path.pto(cfg.ack_delay))
         if self.unreported_since is not None and not self.ack_due:
             deadline = min(deadline, self.unreported_since + cfg.ack_delay)
         if self.pong_owed_since is not None:
@@ -270,6 +287,11 @@ class Subflow:
                 and now >= self.last_data_in + cfg.stall_timeout):
             return (CloseCode.STALLED, f"{self.in_flight} bytes in flight, none delivered for "
                                        f"{now - self.last_progress:.1f} s")
+        if (cfg.probe and not self.quiet and self.in_flight > 0
+                and now >= max(self.last_progress, self.last_data_in) + self.path.pto(cfg.ack_delay)):
+            # Not dropped: it may only be slow.  The session copies what it
+            # holds elsewhere and gives it no new bytes until it progresses.
+            self.quiet = True
         if self.unreported_since is not None and now >= self.unreported_since + cfg.ack_delay:
             self.ack_due = True
         if now >= self.last_sent + cfg.keepalive and not self.out:

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 Every timer rule of the session is a deadline: each subflow's (subflow.py:
-handshake timeout, stall, keepalive, delayed ACK, PONG owed), the stream's
+handshake timeout, probe timeout, stall, keepalive, delayed ACK, PONG owed), the stream's
 delayed ACK (acks.py), and, with no subflow open, the "no subflow" warning
 and the alone timeout.  ``next_deadline()`` is the earliest; the runtime
 calls ``handle_timer(now)`` when it has come.
@@ -89,8 +89,11 @@ class Liveness:
         if due is not None and now - due > cfg.keepalive:
             self._resumed(now, now - due)
         for sub in list(self.subflows.values()):
+            was_quiet = sub.quiet
             close = sub.on_timer(now, cfg)
             if close is None:
+                if sub.quiet and not was_quiet:
+                    self.scheduler.quiet(sub)  # copy what it holds; no new bytes for it
                 continue
             code, why = close
             if code is CloseCode.STALLED:

@@ -65,13 +65,14 @@ def _rtt(value: float | None) -> str:
 
 
 COLUMNS = ("id", "state", "age", "label", "sent", "received", "rate out", "rate in", "rtt",
-           "re-sent", "head copies")
+           "re-sent", "head copies")  # (probe copies: in the summary and the JSON; 80 columns)
 
 
 def summary(stats: SessionStats) -> str:
     return (f"stats: subflows open {stats.open} ({stats.established} established, "
             f"{stats.closed} closed); sent {stats.sent} bytes, {stats.acked} acknowledged, "
-            f"{stats.resent} re-sent, {stats.head_copies} head copies; received "
+            f"{stats.resent} re-sent, {stats.head_copies} head copies, {stats.probe_copies} probe "
+            f"copies; received "
             f"{stats.received}, {stats.written} written; no subflow for {stats.alone_total:.1f} s "
             "in all" + (f", {stats.alone_for:.1f} s now" if stats.alone_for else ""))
 
