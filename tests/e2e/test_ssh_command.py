@@ -5,6 +5,7 @@ subflow is its own ssh, re-opened when it dies."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from .dialing import TcpRelay
 from .harness import SOCKIMUX, random_file, sha256_file
 from .test_ssh_example import Sshd, _read, _stop, _strays, _wait, sshd  # noqa: F401 (the fixture)
 
@@ -66,17 +68,43 @@ def test_proxycommand_one_liner_runs_a_remote_command(sshd: Sshd) -> None:  # no
     _wait(lambda: not _strays("sockimux.remote.far"), 15, "the far sockimux to exit", logs)
 
 
+def _tcp_ports(pid: int) -> set[int]:
+    """The local ports of the IPv4 TCP sockets process ``pid`` holds (an ssh's
+    one connection), from /proc: its descriptors' inodes in /proc/net/tcp."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+    ports = set()
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[9] in inodes:
+                ports.add(int(fields[1].split(":")[1], 16))
+    return ports
+
+
 @pytest.mark.parametrize("remote", ["cat", "cat | cat"])
-def test_a_copy_both_ways_survives_a_killed_ssh(sshd: Sshd, remote: str) -> None:  # noqa: F811
-    """30 MB up through COMMAND on the far host and back; one subflow's ssh is
-    killed half way: it is re-opened by itself, the bytes arrive intact, exit 0."""
-    size = 30 * MB
+def test_a_copy_both_ways_survives_a_killed_ssh_and_a_cut_connection(
+        sshd: Sshd, remote: str) -> None:  # noqa: F811
+    """50 MB up through COMMAND on the far host and back down.  Every ssh
+    reaches sshd through a TCP relay in this test; half way, one subflow's
+    ssh is killed and another's TCP connection is cut (reset at both ends:
+    ssh and sshd each get a RST, as from a cut in the network).  Both are
+    re-opened by themselves, the bytes arrive intact, both ends exit 0, and
+    nothing is left running on the far host."""
+    size = 50 * MB
     src = random_file(sshd.root / "src.bin", size, seed=13)
     out = sshd.root / "out.bin"
     err = sshd.root / "near.err"
+    relay = TcpRelay(sshd.port)
     try:
         with open(out, "wb") as out_f, open(err, "wb") as err_f:
-            near = subprocess.Popen(_ssh_mode(sshd, "-v", "127.0.0.1", "--", remote),
+            near = subprocess.Popen(_ssh_mode(sshd, "-v", "-p", str(relay.port), "127.0.0.1",
+                                              "--", remote),
                                     stdin=subprocess.PIPE, stdout=out_f, stderr=err_f,
                                     start_new_session=True)
 
@@ -84,8 +112,8 @@ def test_a_copy_both_ways_survives_a_killed_ssh(sshd: Sshd, remote: str) -> None
             return f"--- near.err\n{_read(err)}\n--- sshd\n{_read(sshd.log)}"
 
         try:
-            _wait(lambda: len(_ssh_children(near.pid)) == SUBFLOWS or near.poll() is not None,
-                  60, f"{SUBFLOWS} ssh subflows", logs)
+            _wait(lambda: len(_ssh_children(near.pid)) == SUBFLOWS and relay.accepted == SUBFLOWS
+                  or near.poll() is not None, 60, f"{SUBFLOWS} ssh subflows", logs)
             assert near.poll() is None, logs()
             assert near.stdin is not None
             half, healed = threading.Event(), threading.Event()
@@ -99,17 +127,19 @@ def test_a_copy_both_ways_survives_a_killed_ssh(sshd: Sshd, remote: str) -> None
                         sent += len(block)
                         if sent >= size // 2 and not half.is_set():
                             half.set()
-                            healed.wait(60)  # the rest only once the killed subflow is back
+                            healed.wait(60)  # the rest only once both subflows are back
                 near.stdin.close()
 
             feeder = threading.Thread(target=feed)
             feeder.start()
             assert half.wait(60), logs()
-            victim = _ssh_children(near.pid)[0]
+            victim, cut = _ssh_children(near.pid)[:2]
+            ports = _tcp_ports(cut)
             os.kill(victim, signal.SIGKILL)
             try:
-                _wait(lambda: " back after " in _read(err), 30, "the killed subflow to come back",
-                      logs)
+                assert any(relay.cut_from(port) for port in ports), (ports, relay.peers, logs())
+                _wait(lambda: _read(err).count(" back after ") >= 2, 30,
+                      "the killed and the cut subflow to come back", logs)
             finally:
                 healed.set()
             feeder.join(120)
@@ -117,12 +147,17 @@ def test_a_copy_both_ways_survives_a_killed_ssh(sshd: Sshd, remote: str) -> None
         finally:
             _stop(near)
         assert rc == 0, logs()
-        text = _read(err)
+        text = _read(err, 100_000)
+        assert text.count("; re-opening it") == 2, logs()
         assert "killed by SIGKILL); re-opening it" in text, logs()
+        # The cut one: its ssh lost its connection and exited 255 (ssh's own failure).
+        assert "exit status 255); re-opening it" in text, logs()
+        assert relay.accepted >= SUBFLOWS + 2, logs()  # each came back over a new connection
         assert "Traceback" not in text, logs()
         assert out.stat().st_size == size and sha256_file(out) == sha256_file(src), logs()
         _wait(lambda: not _strays("sockimux.remote.far"), 15, "the far sockimux to exit", logs)
     finally:
+        relay.close()
         for path in (src, out):
             Path(path).unlink(missing_ok=True)
 
