@@ -192,6 +192,24 @@ class TcpRelay:
         self.cut()
 
 
+class BlackHole:
+    """A TCP port on 127.0.0.1 that never answers a SYN, as a link that
+    black-holes: a listening socket whose accept queue (backlog 0: room
+    for one) is full, so the kernel drops every SYN that arrives (with
+    net.ipv4.tcp_abort_on_overflow 0, the default)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port: int = self.sock.getsockname()[1]
+        self._filler = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+
+    def close(self) -> None:
+        self._filler.close()
+        self.sock.close()
+
+
 class Server:
     """A TCP server on 127.0.0.1 that serves each connection with
     ``serve(conn)`` in a thread, counting the connections."""
