@@ -18,13 +18,14 @@ from dataclasses import dataclass, field
 
 from .remote.bootstrap import DEFAULT_PYTHON
 from .remote.near import FarTarget
+from .remote.sshcmd import CONNECT_TIMEOUT, default_options
 from .runtime.dialer import SshSubflows
 
 DEFAULT_SUBFLOWS = 4
 SSH_WITH_ARGUMENT = set("BbcDEeFIiJLlmOopQRSWw")  # ssh's options that take a value
 SSH_FLAGS = set("46AaCfGgKkMNnqsTtVvXxYy")
 
-USAGE = """\
+USAGE = f"""\
 usage: sockimux ssh [-n N] [--far-port PORT] [--idle-timeout SEC] [-v] [-q]
                     [SSH OPTIONS] [USER@]HOST [-- COMMAND...]
 
@@ -46,6 +47,8 @@ options:
   --python CMD         the far host's python (default python3)
   -v, -q               log more, or only errors (sockimux's own; ssh's -v: -o LogLevel=DEBUG)
   SSH OPTIONS          given to every ssh: -p PORT, -i KEY, -F CONFIG, -l USER, -o OPT=VAL...
+                       (-o ConnectTimeout={CONNECT_TIMEOUT} unless your options or ssh config set
+                       one: an ssh that gets no answer fails then, and is retried)
 
 exit codes: as sockimux's (see sockimux --help); 8 also when the far side cannot
 be started or reached for good (no python3 there, authentication refused).
@@ -143,4 +146,7 @@ def session_argv(argv: Sequence[str]) -> tuple[list[str], SshSubflows] | int:
         sys.stdout.flush()
         return 0
     own = ["-v"] * command.verbose + (["-q"] if command.quiet else [])
+    target = command.address.target
+    target.ssh_options = [*target.ssh_options,
+                          *default_options(target.destination, target.ssh_options, target.ssh)]
     return own, command.address

@@ -11,13 +11,16 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from .dialing import TcpRelay
+from sockimux.remote.sshcmd import CONNECT_TIMEOUT
+
+from .dialing import BlackHole, TcpRelay
 from .harness import SOCKIMUX, random_file, sha256_file
-from .test_ssh_example import Sshd, _read, _stop, _strays, _wait, sshd  # noqa: F401 (the fixture)
+from .test_ssh_example import Sshd, _read, _spawn, _stop, _strays, _wait, sshd  # noqa: F401 (the fixture)
 
 MB = 1 << 20
 SUBFLOWS = 4
@@ -160,6 +163,43 @@ def test_a_copy_both_ways_survives_a_killed_ssh_and_a_cut_connection(
         relay.close()
         for path in (src, out):
             Path(path).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("options, timeout", [
+    ([], CONNECT_TIMEOUT),  # sockimux's default
+    (["-o", "ConnectTimeout=2"], 2),  # the user's own wins
+])
+def test_an_ssh_that_gets_no_answer_gives_up_at_its_connect_timeout(
+        sshd: Sshd, options: list[str], timeout: int) -> None:  # noqa: F811
+    """The ssh connects to a port that drops every SYN (a black-holed link),
+    with an ssh config that sets no ConnectTimeout: the attempt fails after
+    the connect timeout, not after the kernel's minutes of SYN retries, and
+    the next one follows."""
+    config = sshd.root / "ssh_config_no_timeout"
+    config.write_text("".join(line for line in sshd.client_config.read_text().splitlines(True)
+                              if "ConnectTimeout" not in line))
+    hole = BlackHole()
+    err = sshd.root / f"no-answer-{timeout}.err"
+    started = time.monotonic()
+    near = _spawn([SOCKIMUX, "ssh", "-n", "1", "-v", "-F", str(config), "-p", str(hole.port),
+                   *options, "127.0.0.1", "--", "cat"], err)
+
+    def logs() -> str:
+        return f"--- {err.name}\n{_read(err)}"
+
+    try:
+        failed = "could not be opened (could not connect: ssh failed"
+        _wait(lambda: failed in _read(err) or near.poll() is not None, timeout + 20,
+              "the first ssh to fail", logs)
+        assert time.monotonic() - started >= timeout, logs()
+        assert "Connection timed out" in _read(err), logs()  # ssh's own line says why
+        _wait(lambda: _read(err).count("opening subflow") >= 2 or near.poll() is not None, 15,
+              "the next attempt", logs)
+        assert near.poll() is None, logs()
+        assert "Traceback" not in _read(err), logs()
+    finally:
+        _stop(near)
+        hole.close()
 
 
 def test_no_python_on_the_far_host_is_one_line_and_exit_8(sshd: Sshd) -> None:  # noqa: F811
