@@ -115,8 +115,10 @@ def test_a_copy_both_ways_survives_a_killed_ssh_and_a_cut_connection(
             return f"--- near.err\n{_read(err)}\n--- sshd\n{_read(sshd.log)}"
 
         try:
+            # All joined before the copy starts: the two hit below are subflows, not starts.
             _wait(lambda: len(_ssh_children(near.pid)) == SUBFLOWS and relay.accepted == SUBFLOWS
-                  or near.poll() is not None, 60, f"{SUBFLOWS} ssh subflows", logs)
+                  and _read(err).count(" joined (") == SUBFLOWS or near.poll() is not None, 60,
+                  f"{SUBFLOWS} ssh subflows", logs)
             assert near.poll() is None, logs()
             assert near.stdin is not None
             half, healed = threading.Event(), threading.Event()
