@@ -11,7 +11,9 @@ ssh connection; ``-p`` is the port ssh connects to, not the far stream's.
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -147,6 +149,10 @@ def session_argv(argv: Sequence[str]) -> tuple[list[str], SshSubflows] | int:
         return 0
     own = ["-v"] * command.verbose + (["-q"] if command.quiet else [])
     target = command.address.target
-    target.ssh_options = [*target.ssh_options,
-                          *default_options(target.destination, target.ssh_options, target.ssh)]
+    try:
+        defaults = default_options(target.destination, target.ssh_options, target.ssh)
+    except KeyboardInterrupt:  # ssh -G runs the config's Match exec: it can take a while
+        sys.stderr.write(f"sockimux[{os.getpid()}]: interrupted while reading the ssh config\n")
+        return 128 + signal.SIGINT
+    target.ssh_options = [*target.ssh_options, *defaults]
     return own, command.address

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from sockimux.remote.sshcmd import CONNECT_TIMEOUT
+from sockimux.remote.sshcmd import CONNECT_TIMEOUT, default_options
 
 from .dialing import BlackHole, TcpRelay
-from .harness import SOCKIMUX, random_file, sha256_file
+from .harness import SOCKIMUX, random_file, require, sha256_file
 from .test_ssh_example import Sshd, _read, _spawn, _stop, _strays, _wait, sshd  # noqa: F401 (the fixture)
 
 MB = 1 << 20
@@ -202,6 +202,22 @@ def test_an_ssh_that_gets_no_answer_gives_up_at_its_connect_timeout(
     finally:
         _stop(near)
         hole.close()
+
+
+def test_the_connect_timeout_is_only_a_default(tmp_path: Path) -> None:
+    """ssh -G (the real ssh) decides: a ConnectTimeout from the user's -o or
+    ssh config is kept, and only "none" gets ours."""
+    require("ssh")
+    plain = tmp_path / "plain"
+    plain.write_text("Host *\n  User nobody\n")
+    own = tmp_path / "own"
+    own.write_text("Host *\n  ConnectTimeout 3\n")
+    ours = ["-o", f"ConnectTimeout={CONNECT_TIMEOUT}"]
+    assert default_options("h", ["-F", str(plain)]) == ours
+    assert default_options("h", ["-F", str(own)]) == []
+    assert default_options("h", ["-F", str(plain), "-o", "ConnectTimeout=5"]) == []
+    assert default_options("h", ["-F", str(tmp_path / "missing")]) == []  # ssh itself will say
+    assert default_options("h", [], ssh="no-such-ssh") == []
 
 
 def test_no_python_on_the_far_host_is_one_line_and_exit_8(sshd: Sshd) -> None:  # noqa: F811
