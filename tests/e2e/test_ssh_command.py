@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,6 +91,24 @@ def _tcp_ports(pid: int) -> set[int]:
     return ports
 
 
+_LOST = re.compile(r"subflow (.+?) lost \((.+)\); re-opening it in ")
+
+
+def _healed(log: str) -> bool:
+    """Whether the log (-v) shows one subflow lost to the SIGKILL of its ssh
+    and another lost to its cut connection, each back after that.  The cut
+    one's ssh sees the reset and exits 255; should it take more than the
+    dialer's EXIT_WAIT (a loaded machine), the end of its socket is the
+    reason instead.  Other losses (a subflow dropped as stalled under load)
+    may come on top: they do not count."""
+    back = [(m[1], m[2]) for m in _LOST.finditer(log)
+            if f"subflow {m[1]} back after " in log[m.end():]]
+    killed = {label for label, why in back if why == "command exited: killed by SIGKILL"}
+    cut = {label for label, why in back
+           if why == "command exited: exit status 255" or why.startswith("connection lost")}
+    return any(k != c for k in killed for c in cut)
+
+
 @pytest.mark.parametrize("remote", ["cat", "cat | cat"])
 def test_a_copy_both_ways_survives_a_killed_ssh_and_a_cut_connection(
         sshd: Sshd, remote: str) -> None:  # noqa: F811
@@ -143,7 +162,7 @@ def test_a_copy_both_ways_survives_a_killed_ssh_and_a_cut_connection(
             os.kill(victim, signal.SIGKILL)
             try:
                 assert any(relay.cut_from(port) for port in ports), (ports, relay.peers, logs())
-                _wait(lambda: _read(err).count(" back after ") >= 2, 30,
+                _wait(lambda: _healed(_read(err, 100_000)), 30,
                       "the killed and the cut subflow to come back", logs)
             finally:
                 healed.set()
@@ -153,10 +172,7 @@ def test_a_copy_both_ways_survives_a_killed_ssh_and_a_cut_connection(
             _stop(near)
         assert rc == 0, logs()
         text = _read(err, 100_000)
-        assert text.count("; re-opening it") == 2, logs()
-        assert "killed by SIGKILL); re-opening it" in text, logs()
-        # The cut one: its ssh lost its connection and exited 255 (ssh's own failure).
-        assert "exit status 255); re-opening it" in text, logs()
+        assert _healed(text), logs()
         assert relay.accepted >= SUBFLOWS + 2, logs()  # each came back over a new connection
         assert "Traceback" not in text, logs()
         assert out.stat().st_size == size and sha256_file(out) == sha256_file(src), logs()
