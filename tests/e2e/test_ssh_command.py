@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from sockimux.remote.near import FAR_ENTRY
 from sockimux.remote.sshcmd import CONNECT_TIMEOUT, default_options
 
 from .dialing import BlackHole, TcpRelay
@@ -52,6 +53,23 @@ def _ssh_children(pid: int) -> list[int]:
     return found
 
 
+def _far_processes(server: Sshd) -> list[int]:
+    """The far sockimux processes started through ``server``: sshd put its
+    own port at the end of their SSH_CONNECTION.  Not the near ssh's (their
+    command lines name the far entry too), nor those of other test runs on
+    this machine, each with an sshd of its own."""
+    mine = f" {server.port}".encode()
+    found = []
+    for pid in _strays(FAR_ENTRY):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(var.startswith(b"SSH_CONNECTION=") and var.endswith(mine) for var in env):
+            found.append(pid)
+    return found
+
+
 def test_proxycommand_one_liner_runs_a_remote_command(sshd: Sshd) -> None:  # noqa: F811
     d = sshd.root / "cmd1"
     d.mkdir()
@@ -69,7 +87,7 @@ def test_proxycommand_one_liner_runs_a_remote_command(sshd: Sshd) -> None:  # no
     assert (d / "A.rc").read_text() == "0", logs()
     assert "Traceback" not in _read(d / "A.err"), logs()
     # The far sockimux ends with its session: nothing of ours is left on the "far host".
-    _wait(lambda: not _strays("sockimux.remote.far"), 15, "the far sockimux to exit", logs)
+    _wait(lambda: not _far_processes(sshd), 15, "the far sockimux to exit", logs)
 
 
 def _tcp_ports(pid: int) -> set[int]:
@@ -176,7 +194,7 @@ def test_a_copy_both_ways_survives_a_killed_ssh_and_a_cut_connection(
         assert relay.accepted >= SUBFLOWS + 2, logs()  # each came back over a new connection
         assert "Traceback" not in text, logs()
         assert out.stat().st_size == size and sha256_file(out) == sha256_file(src), logs()
-        _wait(lambda: not _strays("sockimux.remote.far"), 15, "the far sockimux to exit", logs)
+        _wait(lambda: not _far_processes(sshd), 15, "the far sockimux to exit", logs)
     finally:
         relay.close()
         for path in (src, out):
