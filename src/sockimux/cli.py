@@ -116,7 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         f"({span(NO_SUBFLOW_RANGE)} s); default: wait forever, "
                                         "warning every 10 s")
     t.add_argument("--handshake-timeout", type=options.seconds(HANDSHAKE_RANGE), default=d.handshake_timeout,
-                   metavar="SEC", help="close a connection that sends no hello in this long "
+                   metavar="SEC", help="close a connection that sends no hello in this long; "
+                                        "also how long a --connect TCP: connect may take, unless "
+                                        "its connect-timeout= says "
                                         f"({span(HANDSHAKE_RANGE)} s; default %(default)s)")
     t.add_argument("--max-subflows", type=options.whole(COUNT_RANGE), default=None, metavar="N",
                    help=f"refuse connections beyond N at once ({span(COUNT_RANGE)}; default "

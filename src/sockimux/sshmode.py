@@ -11,20 +11,23 @@ ssh connection; ``-p`` is the port ssh connects to, not the far stream's.
 
 from __future__ import annotations
 
+import os
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .remote.bootstrap import DEFAULT_PYTHON
 from .remote.near import FarTarget
+from .remote.sshcmd import CONNECT_TIMEOUT, default_options
 from .runtime.dialer import SshSubflows
 
 DEFAULT_SUBFLOWS = 4
 SSH_WITH_ARGUMENT = set("BbcDEeFIiJLlmOopQRSWw")  # ssh's options that take a value
 SSH_FLAGS = set("46AaCfGgKkMNnqsTtVvXxYy")
 
-USAGE = """\
+USAGE = f"""\
 usage: sockimux ssh [-n N] [--far-port PORT] [--idle-timeout SEC] [-v] [-q]
                     [SSH OPTIONS] [USER@]HOST [-- COMMAND...]
 
@@ -46,6 +49,8 @@ options:
   --python CMD         the far host's python (default python3)
   -v, -q               log more, or only errors (sockimux's own; ssh's -v: -o LogLevel=DEBUG)
   SSH OPTIONS          given to every ssh: -p PORT, -i KEY, -F CONFIG, -l USER, -o OPT=VAL...
+                       (-o ConnectTimeout={CONNECT_TIMEOUT} unless your options or ssh config set
+                       one: an ssh that gets no answer fails then, and is retried)
 
 exit codes: as sockimux's (see sockimux --help); 8 also when the far side cannot
 be started or reached for good (no python3 there, authentication refused).
@@ -143,4 +148,11 @@ def session_argv(argv: Sequence[str]) -> tuple[list[str], SshSubflows] | int:
         sys.stdout.flush()
         return 0
     own = ["-v"] * command.verbose + (["-q"] if command.quiet else [])
+    target = command.address.target
+    try:
+        defaults = default_options(target.destination, target.ssh_options, target.ssh)
+    except KeyboardInterrupt:  # ssh -G runs the config's Match exec: it can take a while
+        sys.stderr.write(f"sockimux[{os.getpid()}]: interrupted while reading the ssh config\n")
+        return 128 + signal.SIGINT
+    target.ssh_options = [*target.ssh_options, *defaults]
     return own, command.address

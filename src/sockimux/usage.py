@@ -46,6 +46,7 @@ examples:
 addresses (socat's syntax; keywords and options are case-insensitive):
   --connect  UNIX-CONNECT:PATH   TCP:HOST:PORT (TCP4, TCP6; IPv6 as [::1])
              with bind=ADDR[:PORT], so-bindtodevice=IFACE, connect-timeout=SEC
+             (default: --handshake-timeout, 10 s; then the next attempt)
              EXEC:'COMMAND' (its STDIN/STDOUT is the subflow; run without a shell)
              each with count=N: N subflows of that address (default 1)
   --listen   UNIX-LISTEN:PATH (mode=0600; safe as SOCKET is), TCP-LISTEN:PORT (bind=ADDR)

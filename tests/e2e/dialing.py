@@ -110,7 +110,9 @@ class TcpRelay:
         self.accepted = 0
         self.peers: list[tuple[str, int]] = []  # where each relayed connection came from
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
+        self._by_port: dict[int, tuple[socket.socket, socket.socket]] = {}  # by peers' port
         self._frozen: set[socket.socket] = set()
+        self._cut: set[socket.socket] = set()
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -129,6 +131,7 @@ class TcpRelay:
             with self._lock:
                 self.accepted += 1
                 self._pairs.append((near, far))
+                self._by_port[peer[1]] = (near, far)
             for a, b in ((near, far), (far, near)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
@@ -138,7 +141,8 @@ class TcpRelay:
                 while src in self._frozen:  # black-holed: nothing moves, nothing closes
                     time.sleep(0.05)
                 dst.sendall(data)
-            dst.shutdown(socket.SHUT_WR)
+            if src not in self._cut:  # a cut sends no FIN, only the RST
+                dst.shutdown(socket.SHUT_WR)
         except OSError:
             pass
 
@@ -154,17 +158,56 @@ class TcpRelay:
         """Reset every connection relayed now; how many there were."""
         with self._lock:
             pairs, self._pairs = self._pairs, []
+            self._by_port.clear()
         for pair in pairs:
-            for s in pair:
-                with contextlib.suppress(OSError):
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
-                    s.shutdown(socket.SHUT_RDWR)
-                s.close()
+            self._reset(pair)
         return len(pairs)
+
+    def cut_from(self, port: int) -> bool:
+        """Reset, at both ends, the one connection that came from local port
+        ``port`` (e.g. one ssh's); whether there was one."""
+        with self._lock:
+            pair = self._by_port.pop(port, None)
+            if pair is None:
+                return False
+            self._pairs.remove(pair)
+        self._reset(pair)
+        return True
+
+    def _reset(self, pair: tuple[socket.socket, socket.socket]) -> None:
+        """Close both sockets with SO_LINGER 0: each sends a TCP RST and
+        nothing else, so both ends of the relayed connection see it reset
+        (ECONNRESET), as when a connection is cut in the network.  SHUT_RD
+        only wakes our pumps blocked in recv() (it sends nothing): the RST
+        goes out once they let go of the socket."""
+        self._cut.update(pair)
+        for s in pair:
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                s.shutdown(socket.SHUT_RD)
+            s.close()
 
     def close(self) -> None:
         self.server.close()
         self.cut()
+
+
+class BlackHole:
+    """A TCP port on 127.0.0.1 that never answers a SYN, as a link that
+    black-holes: a listening socket whose accept queue (backlog 0: room
+    for one) is full, so the kernel drops every SYN that arrives (with
+    net.ipv4.tcp_abort_on_overflow 0, the default)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port: int = self.sock.getsockname()[1]
+        self._filler = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+
+    def close(self) -> None:
+        self._filler.close()
+        self.sock.close()
 
 
 class Server:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .dialing import MB, Imux, Server, TcpRelay, echo, free_port, listening
+from .dialing import MB, BlackHole, Imux, Server, TcpRelay, echo, free_port, listening
 from .harness import require, wait_for
 
 
@@ -213,6 +213,36 @@ def test_stalled_tcp_subflows_are_dropped_and_reopened(tmp_path: Path) -> None:
         relay.close()
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize("options, address_options", [
+    (["--handshake-timeout", "1"], ""),  # the default: the handshake timeout
+    (["--handshake-timeout", "30"], ",connect-timeout=1"),  # connect-timeout= overrides it
+])
+def test_a_connect_never_answered_ends_at_the_timeout_and_is_retried(
+        tmp_path: Path, options: list[str], address_options: str) -> None:
+    """A TCP subflow to a port that drops every SYN (a black-holed link):
+    each attempt gives up after 1 s, not after the kernel's minutes of SYN
+    retries, and the next one follows after the backoff."""
+    hole = BlackHole()
+    sock = str(tmp_path / "b.sock")  # something listens: B waits for the subflow, retrying
+    started = time.monotonic()
+    b = Imux(tmp_path, "b", "-v", *options, "--listen", f"UNIX-LISTEN:{sock}", "--connect",
+             f"TCP:127.0.0.1:{hole.port}{address_options}")
+    try:
+        wait_for(lambda: "no answer within 1 s" in b.stderr() or b.proc.poll() is not None, 15,
+                 "the first attempt to time out")
+        failed = time.monotonic()
+        assert failed - started >= 1.0, b.stderr()  # it did wait for an answer
+        wait_for(lambda: len(re.findall("opening subflow TCP", b.stderr())) >= 3
+                 or b.proc.poll() is not None, 15, "two more attempts")
+        err = b.stderr()
+        assert b.proc.poll() is None, err
+        assert err.count("could not be opened (could not connect: no answer within 1 s)") == 1, err
+        assert "Traceback" not in err
+    finally:
+        b.close()
+        hole.close()
 
 
 def test_tcp_subflows_leave_from_the_address_and_interface_asked(tmp_path: Path) -> None:

@@ -200,7 +200,7 @@ class TcpConnect:
     family: Family = Family.ANY
     bind: Bind | None = None
     device: str | None = None  # so-bindtodevice: leave by this interface
-    connect_timeout: float | None = None  # seconds; None: the kernel's (minutes)
+    connect_timeout: float | None = None  # None: --handshake-timeout (subflow), 30 s (stream)
     count: int = 1
     ROLES: ClassVar[frozenset[Role]] = frozenset({Role.SUBFLOW, Role.STREAM})
 

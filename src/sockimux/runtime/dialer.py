@@ -10,7 +10,8 @@ learns when the subflow is established and when, and why, it ends:
 
 - ``TCP:HOST:PORT``: a non-blocking connect, from ``bind=`` and through
   ``so-bindtodevice=`` if given, TCP_NODELAY set (our frames are already
-  whole writes: Nagle would only delay ACKs and PINGs);
+  whole writes: Nagle would only delay ACKs and PINGs), given up after
+  ``connect-timeout=``, by default the session's handshake timeout;
 - ``UNIX-CONNECT:PATH``;
 - ``EXEC:'COMMAND'``: the command's STDIN and STDOUT are one end of a
   socketpair and the subflow the other, so splice() and sendfile() work on
@@ -54,7 +55,6 @@ from ..remote.near import FarTarget, OpenConnection, OpenFailed, open_connection
 from .runner import Runner
 
 log = logging.getLogger("sockimux")
-
 
 
 @dataclass(frozen=True)
@@ -275,7 +275,10 @@ class Dialer:
             elif isinstance(address, SshSubflows):
                 sock = await self._ssh(attempt, address.target)
             elif isinstance(address, TcpConnect):
-                sock = await _connect_tcp(runner.loop, address)
+                # Not the kernel's minutes of SYN retries on a link that
+                # black-holes: a connect has the time a hello has to arrive.
+                timeout = address.connect_timeout or runner.session.config.handshake_timeout
+                sock = await _connect_tcp(runner.loop, address, timeout)
             else:
                 sock = await _connect_unix(runner.loop, address)
         except _CannotRun as exc:
@@ -360,8 +363,10 @@ async def _connect_unix(loop: asyncio.AbstractEventLoop, address: UnixConnect) -
     return sock
 
 
-async def _connect_tcp(loop: asyncio.AbstractEventLoop, address: TcpConnect) -> socket.socket:
-    """A connected TCP socket to the first of the host's addresses that takes us."""
+async def _connect_tcp(loop: asyncio.AbstractEventLoop, address: TcpConnect,
+                       timeout: float) -> socket.socket:
+    """A connected TCP socket to the first of the host's addresses that takes
+    us, each given ``timeout`` seconds."""
     family = {"": socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}[address.family.value]
     if address.bind is not None:
         family = socket.AF_INET if address.bind.ip.version == 4 else socket.AF_INET6
@@ -378,10 +383,10 @@ async def _connect_tcp(loop: asyncio.AbstractEventLoop, address: TcpConnect) -> 
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind((str(address.bind.ip), address.bind.port or 0))
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await asyncio.wait_for(loop.sock_connect(sock, target), address.connect_timeout)
+            await asyncio.wait_for(loop.sock_connect(sock, target), timeout)
         except asyncio.TimeoutError:
             sock.close()
-            error = OSError(f"no answer within {address.connect_timeout:g} s")
+            error = OSError(f"no answer within {timeout:g} s")
             continue
         except OSError as exc:
             sock.close()
