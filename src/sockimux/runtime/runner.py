@@ -238,11 +238,14 @@ class Runner:
         # is waiting for.  A sink that takes them at once reports them written
         # at once (its kick is a no-op while this flush is still scheduled),
         # so the step below acknowledges them without another pass.
-        if self.session.outcome is None:
-            self.write_output()
+        session = self.session
+        if session.outcome is None:
+            output = session.take_output()
+            if output:
+                self.write_output(output)
         self._flush_scheduled = False
         drained, self._writable = self._writable, set()
-        step = self.session.step(self.loop.time(), self, drained)
+        step = session.step(self.loop.time(), self, drained)
         for event in step.events:
             if isinstance(event, CloseSubflow):
                 self._close_subflow(event)
@@ -251,7 +254,8 @@ class Runner:
         if step.outcome is not None:
             self._finish()
             return
-        self.write_output(step.output)
+        if step.output:
+            self.write_output(step.output)
         if step.output_eof and self._output_pending == 0 and not self._output_closing:
             self._output_closing = True
             self.sink.close()
@@ -274,7 +278,7 @@ class Runner:
         if output is None:
             output = self.session.take_output()
         if output:
-            self._output_pending += sum(len(b) for b in output)
+            self._output_pending += sum(map(len, output))
             self.sink.write(output)
 
     def _close_subflow(self, event: CloseSubflow) -> None:
