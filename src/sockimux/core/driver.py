@@ -90,9 +90,7 @@ def step(session: Session, now: float, transports: Transports, drained: Iterable
                 break
     # (The session's take_events(), take_output(), output_eof and stdin_room
     # inlined: one step per event, and each is a call.)
-    events = session._events
-    if events:
-        session._events = []
+    events, session._events = session._events, []
     outcome = session.outcome
     output = session._output
     if output and outcome is None:
@@ -101,6 +99,8 @@ def step(session: Session, now: float, transports: Transports, drained: Iterable
         output = []
     sender = session.sender
     room = 0 if outcome is not None or sender.eof else sender.buffer_limit - (sender.end - sender.acked)
+    rx = session.receiver
+    eof = rx.fin is not None and rx.delivered == rx.fin  # rx.eof
     # tuple.__new__: a NamedTuple's own constructor is a Python function.
-    return tuple.__new__(Step, (events, output, session.receiver.eof, room if room > 0 else 0,
+    return tuple.__new__(Step, (events, output, eof, room if room > 0 else 0,
                                 session.next_deadline(), outcome))

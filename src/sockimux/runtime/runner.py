@@ -144,7 +144,9 @@ class Runner:
 
     def subflow_data(self, sid: int, count: int) -> None:
         if self.session.received(sid, count, self.loop.time()):
-            self.kick()
+            if not self._flush_scheduled:  # kick(), inline: once per read on the keystroke path
+                self._flush_scheduled = True
+                self.loop.call_soon(self._flush)
             if self.direct and self.session.divert(sid):
                 conn = self.connections.get(sid)
                 assert self.splice_sink is not None
@@ -176,7 +178,9 @@ class Runner:
     def _stdin_data(self, data: bytes | Extent) -> None:
         if self.session.outcome is None:
             self.session.write_stdin(data, self.loop.time())
-            self.kick()
+            if not self._flush_scheduled:  # kick(), inline
+                self._flush_scheduled = True
+                self.loop.call_soon(self._flush)
 
     def _stdin_eof(self, error: str | None) -> None:
         """STDIN ended (``error`` None) or failed.  A failure ends the session
@@ -191,7 +195,9 @@ class Runner:
     def _output_written(self, count: int) -> None:
         self._output_pending -= count
         self.session.output_written(count, self.loop.time())
-        self.kick()
+        if not self._flush_scheduled:  # kick(), inline (inside _flush it is scheduled still)
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
 
     def output_failed(self, message: str) -> None:
         self.session.abort(Outcome.OUTPUT_CLOSED, f"STDOUT closed before the stream ended ({message})",
