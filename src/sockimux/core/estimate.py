@@ -127,4 +127,5 @@ class PathEstimate:
         """Bytes this subflow may have in flight."""
         if self.rate <= 0:
             return INITIAL_CAP
-        return int(min(MAX_CAP, max(MIN_CAP, self.rate * TARGET_QUEUE_TIME)))
+        cap = self.rate * TARGET_QUEUE_TIME  # (comparisons, not min()/max(): once per pull)
+        return int(MAX_CAP if cap > MAX_CAP else MIN_CAP if cap < MIN_CAP else cap)
