@@ -267,7 +267,8 @@ class Runner:
             self._output_closing = True
             self.sink.close()
         self.source.set_room(step.stdin_room)
-        self._arm_timer(step.deadline)
+        if step.deadline != self._timer_at:  # (mostly unchanged: no call then)
+            self._arm_timer(step.deadline)
 
     # The subflows' transports, as Session.step() sees them (core/driver.py).
 
