@@ -115,7 +115,8 @@ class FrameReader:
 
     def get_buffer(self) -> memoryview:
         """Where to put the next bytes read (any number, up to its length)."""
-        self._settle()
+        if self._diverted or self._exact:  # (no call on the keystroke path)
+            self._settle()
         if self._body is not None:
             return memoryview(self._body)[self._filled:]
         pending = self._end - self._start

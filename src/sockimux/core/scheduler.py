@@ -172,6 +172,7 @@ class Scheduler:
         if sub.quiet:
             return  # neither stream bytes nor the FIN until it shows progress
         # (Comparisons rather than min(): a keystroke's pull runs this once.)
+        starved: bool | None = None  # sender.starved, known since the last piece taken
         while allowance > frames.HEADER_SIZE and budget > 0:
             most = allowance - frames.HEADER_SIZE
             if chunk < most:
@@ -185,7 +186,9 @@ class Scheduler:
                 self.probe_copies += len(piece[1])
             elif (piece := sender.take(most)) is None:
                 self._hungry[sub.id] = None  # room, but nothing to send
-                if sender.starved and allowance >= 2 * MIN_PIECE:
+                if starved is None:
+                    starved = sender.starved
+                if starved and allowance >= 2 * MIN_PIECE:
                     self._starved()
                 if self.config.head_resend:
                     piece = self._head_of_line(sub, most)
@@ -199,13 +202,14 @@ class Scheduler:
             # The last frame before we must wait for an ACK asks for it at once:
             # a peer that holds ACKs for ack_delay would otherwise cost a small
             # send buffer (or window) that delay per buffer-full.
-            flags = frames.DATA_ACK_NOW if sender.starved else 0
+            starved = sender.starved  # (a take() that finds nothing leaves it as is)
+            flags = frames.DATA_ACK_NOW if starved else 0
             out.append(frames.data_header(offset, length, flags))
             out.append(view)
             sub.carry(offset, length, now)
             allowance -= frames.HEADER_SIZE + length
             budget -= length
-        if sender.fin_due:
+        if sender.eof and sender.fin_due:  # (eof first: no call while the input lasts)
             out.append(frames.encode_control(FrameType.FIN, sender.end))
             sender.fin_in_flight = True
             sub.carries_fin = True
