@@ -100,9 +100,10 @@ class AckPolicy:
             self.on_best_subflow()
 
     def deadline(self) -> float | None:
-        if self._written_at is not None and any(
-                sub.state is SubflowState.OPEN for sub in self.subflows.values()):
-            return self._written_at + self.config.ack_delay
+        if self._written_at is not None:
+            for sub in self.subflows.values():  # (a loop, not any(): no generator per event)
+                if sub.state is SubflowState.OPEN:
+                    return self._written_at + self.config.ack_delay
         return None
 
     def on_timer(self, now: float) -> None:

@@ -71,7 +71,7 @@ class Step(NamedTuple):
 
 def step(session: Session, now: float, transports: Transports, drained: Iterable[int] = ()) -> Step:
     """Session.step(): see there."""
-    ready = session.take_ready()
+    ready = session.scheduler.take_ready()
     if drained:
         ready = [*set(drained).difference(ready), *ready]
     limit = session.config.chunk
@@ -88,8 +88,19 @@ def step(session: Session, now: float, transports: Transports, drained: Iterable
             # or its allowance used up), and another pull would find nothing.
             if sum(map(len, buffers)) < limit or not transports.writable(sid):
                 break
-    events = session.take_events()
+    # (The session's take_events(), take_output(), output_eof and stdin_room
+    # inlined: one step per event, and each is a call.)
+    events, session._events = session._events, []
     outcome = session.outcome
-    output = session.take_output() if outcome is None else []
-    return Step(events, output, session.output_eof, session.stdin_room, session.next_deadline(),
-                outcome)
+    output = session._output
+    if output and outcome is None:
+        session._output = []
+    else:
+        output = []
+    sender = session.sender
+    room = 0 if outcome is not None or sender.eof else sender.buffer_limit - (sender.end - sender.acked)
+    rx = session.receiver
+    eof = rx.fin is not None and rx.delivered == rx.fin  # rx.eof
+    # tuple.__new__: a NamedTuple's own constructor is a Python function.
+    return tuple.__new__(Step, (events, output, eof, room if room > 0 else 0,
+                                session.next_deadline(), outcome))

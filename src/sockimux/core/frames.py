@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import CloseCode, ProtocolError
 
@@ -76,8 +77,11 @@ class Hello:
     version: int = VERSION
 
 
-@dataclass(frozen=True)
-class Frame:
+class Frame(NamedTuple):
+    """One frame read from the peer.  (A NamedTuple: one is made per frame,
+    and the reader makes it with tuple.__new__, no Python call; a frozen
+    dataclass's __init__ costs a call and a setattr per field.)"""
+
     type: FrameType
     value: int
     flags: int = 0

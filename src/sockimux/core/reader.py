@@ -31,6 +31,8 @@ SCRATCH_SIZE = 64 * 1024  # reads land here unless a frame body is being filled
 EXACT_MIN = 32 * 1024  # after a body this large, read just the next header
 SPARE_SCRATCH = 2  # free scratch buffers a pool keeps for the next reader
 
+_frame = tuple.__new__  # makes a Frame (a NamedTuple) without a Python call
+
 # FrameType by its wire value: a dict lookup per frame, not an Enum call.
 _TYPES: dict[int, FrameType] = {t.value: t for t in FrameType}
 
@@ -113,7 +115,8 @@ class FrameReader:
 
     def get_buffer(self) -> memoryview:
         """Where to put the next bytes read (any number, up to its length)."""
-        self._settle()
+        if self._diverted or self._exact:  # (no call on the keystroke path)
+            self._settle()
         if self._body is not None:
             return memoryview(self._body)[self._filled:]
         pending = self._end - self._start
@@ -318,7 +321,7 @@ class FrameReader:
                     f"{kind.name} frame with body length {length} (allowed {low}..{high})")
             self._start += HEADER_SIZE
             if length == 0:
-                return Frame(kind, value, flags)
+                return _frame(Frame, (kind, value, flags, b"", False))
             self._length = length
             self._header = (kind, flags, value)
         length = self._length
@@ -349,4 +352,4 @@ class FrameReader:
         kind, flags, value = self._header
         self._header = None
         continued, self._continued = self._continued, False
-        return Frame(kind, value, flags, body, continued)
+        return _frame(Frame, (kind, value, flags, body, continued))

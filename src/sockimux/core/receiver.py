@@ -52,7 +52,8 @@ class StreamReceiver:
     def receive(self, offset: int, data: Buffer) -> list[Buffer]:
         """Accept one DATA piece; return the in-order bytes it releases."""
         end = offset + len(data)
-        self.check(end)
+        if end > self.credit.advertised or (self.fin is not None and end > self.fin):
+            self.check(end)  # raises (tested here first: a call per DATA frame saved)
         if end <= self.delivered:
             self.duplicate_bytes += len(data)
             return []
@@ -63,7 +64,8 @@ class StreamReceiver:
             data if offset == self.delivered else memoryview(data)[self.delivered - offset :]
         ]
         self.delivered = end
-        self._release_held(out)
+        if self._starts:  # (nothing held: the keystroke's case, no call)
+            self._release_held(out)
         return out
 
     def written_direct(self, count: int) -> list[Buffer]:

@@ -129,9 +129,11 @@ class Scheduler:
         """Subflows to pull now: those that may have something to write."""
         if self._ready_all:
             ready = list(self.subflows)
+            self._ready_all = False
+        elif not self._ready:
+            return []  # (most steps on the keystroke path)
         else:
             ready = [sid for sid in self._ready if sid in self.subflows]
-        self._ready_all = False
         self._ready.clear()
         return ready
 
@@ -160,43 +162,54 @@ class Scheduler:
         up to its in-flight allowance, and ``limit`` payload bytes if given."""
         sender = self.sender
         cap = sub.path.cap()
-        allowance = cap - sub.in_flight
+        allowance = cap - (sub.data_out - sub.peer_in)  # cap - in_flight
         budget = allowance if limit is None else limit  # payload bytes
         # Pieces of at most an eighth of the cap: on a slow subflow a whole
         # frame must arrive before it counts as progress (see the stall rule).
-        size = MIN_PIECE if sub.path.rate <= 0 else max(MIN_PIECE, cap // 8)
-        chunk = min(self.config.chunk, size)
+        size = MIN_PIECE if sub.path.rate <= 0 or cap < 8 * MIN_PIECE else cap // 8
+        chunk = self.config.chunk if self.config.chunk < size else size
         self._hungry.pop(sub.id, None)
         if sub.quiet:
             return  # neither stream bytes nor the FIN until it shows progress
+        # (Comparisons rather than min(): a keystroke's pull runs this once.)
+        starved: bool | None = None  # sender.starved, known since the last piece taken
         while allowance > frames.HEADER_SIZE and budget > 0:
+            most = allowance - frames.HEADER_SIZE
+            if chunk < most:
+                most = chunk
+            if budget < most:
+                most = budget
             new = sender.next_new
-            piece = self._probe(min(chunk, allowance - frames.HEADER_SIZE, budget)) if self._probes else None
+            piece = self._probe(most) if self._probes else None
             if piece is not None:  # what a quiet subflow holds goes first
                 sub.probe_copies += len(piece[1])
                 self.probe_copies += len(piece[1])
-            elif (piece := sender.take(min(chunk, allowance - frames.HEADER_SIZE, budget))) is None:
+            elif (piece := sender.take(most)) is None:
                 self._hungry[sub.id] = None  # room, but nothing to send
-                if sender.starved and allowance >= 2 * MIN_PIECE:
+                if starved is None:
+                    starved = sender.starved
+                if starved and allowance >= 2 * MIN_PIECE:
                     self._starved()
                 if self.config.head_resend:
-                    piece = self._head_of_line(sub, min(chunk, allowance - frames.HEADER_SIZE, budget))
+                    piece = self._head_of_line(sub, most)
                 if piece is None:
                     break
                 sub.head_copies += len(piece[1])
             elif sender.next_new == new:  # a re-send: new bytes move next_new
                 sub.resent += len(piece[1])
             offset, view = piece
+            length = len(view)
             # The last frame before we must wait for an ACK asks for it at once:
             # a peer that holds ACKs for ack_delay would otherwise cost a small
             # send buffer (or window) that delay per buffer-full.
-            flags = frames.DATA_ACK_NOW if sender.starved else 0
-            out.append(frames.data_header(offset, len(view), flags))
+            starved = sender.starved  # (a take() that finds nothing leaves it as is)
+            flags = frames.DATA_ACK_NOW if starved else 0
+            out.append(frames.data_header(offset, length, flags))
             out.append(view)
-            sub.carry(offset, len(view), now)
-            allowance -= frames.HEADER_SIZE + len(view)
-            budget -= len(view)
-        if sender.fin_due:
+            sub.carry(offset, length, now)
+            allowance -= frames.HEADER_SIZE + length
+            budget -= length
+        if sender.eof and sender.fin_due:  # (eof first: no call while the input lasts)
             out.append(frames.encode_control(FrameType.FIN, sender.end))
             sender.fin_in_flight = True
             sub.carries_fin = True

@@ -76,7 +76,8 @@ class StreamSender:
         """How many more bytes from STDIN we are willing to retain now."""
         if self.eof:
             return 0
-        return max(0, self.buffer_limit - (self.end - self.acked))
+        room = self.buffer_limit - (self.end - self.acked)
+        return room if room > 0 else 0
 
     def push(self, data: bytes | Extent) -> None:
         if self.eof:
@@ -156,9 +157,12 @@ class StreamSender:
         """Nothing more can be sent until the peer acknowledges: every byte we
         hold went out, and no more may come (the send buffer is full, or the
         credit is used up)."""
-        if self._resend or self.next_new < min(self.end, self.credit):
+        # (Comparisons, not min() and room: asked for every DATA frame.)
+        next_new = self.next_new
+        if self._resend or (next_new < self.end and next_new < self.credit):
             return False
-        return self.next_new >= self.credit or (not self.eof and self.room == 0)
+        return next_new >= self.credit or (
+            not self.eof and self.end - self.acked >= self.buffer_limit)  # no room
 
     def take(self, max_len: int) -> tuple[int, Piece] | None:
         """Next piece to send, at most max_len bytes, or None."""
@@ -171,10 +175,14 @@ class StreamSender:
             else:
                 self._resend[0] = (stop, end)
             return start, piece
-        stop = min(self.end, self.credit, self.next_new + max_len)
-        if stop <= self.next_new:
-            return None
         start = self.next_new
+        stop = start + max_len
+        if self.end < stop:
+            stop = self.end
+        if self.credit < stop:
+            stop = self.credit
+        if stop <= start:
+            return None
         piece = self._slice(start, stop)
         self.next_new = start + len(piece)
         return start, piece

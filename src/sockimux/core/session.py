@@ -188,7 +188,8 @@ class Session(FrameDispatch, DirectOutput, Liveness):
         finally:
             reader.release()
         if sub.id in self.subflows:  # not refused just now
-            self._count_partial(sub, now)
+            if reader.held != sub.held:  # (unchanged, the sum cannot have crossed the limit)
+                self._count_partial(sub, now)
             # Pull it only if these frames gave it something to write: owed
             # frames, an ACK, a PONG, or room (the peer's ACK moved what it
             # has in flight), or moved its handshake.  Most frames on a
@@ -311,7 +312,8 @@ class Session(FrameDispatch, DirectOutput, Liveness):
         sub = self.subflows.get(sid)
         if sub is None:
             return []
-        out = sub.take_owed()
+        # (Nothing owed, as on the keystroke path: no call.)
+        out = sub.take_owed() if sub.out or sub.pong_owed is not None else []
         if sub.state is SubflowState.OPEN:
             if sub.ack_due:
                 out.append(self.acks.frame(sub, now))

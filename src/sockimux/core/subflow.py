@@ -242,21 +242,34 @@ class Subflow:
     # -- time ---------------------------------------------------------------------
 
     def deadline(self, cfg: SessionConfig) -> float:
-        """When on_timer() has something to do for this subflow."""
+        """When on_timer() has something to do for this subflow.
+
+        (Comparisons rather than min()/max() and no properties: this runs
+        after nearly every event, on the keystroke path.)"""
         if self.state is not SubflowState.OPEN:
             return self.opened_at + cfg.handshake_timeout
-        deadline = self.last_heard + cfg.stall_timeout
+        stall = cfg.stall_timeout
+        deadline = self.last_heard + stall
         if not self.out:
-            deadline = min(deadline, self.last_sent + cfg.keepalive)
-        if self.in_flight > 0:
-            since = max(self.last_progress, self.last_data_in)
-            deadline = min(deadline, since + cfg.stall_timeout)
+            keepalive = self.last_sent + stall / 4  # cfg.keepalive
+            if keepalive < deadline:
+                deadline = keepalive
+        if self.data_out > self.peer_in:  # in flight
+            since = self.last_progress
+            if self.last_data_in > since:
+                since = self.last_data_in
+            if since + stall < deadline:
+                deadline = since + stall
             if cfg.probe and not self.quiet:
-                deadline = min(deadline, since + self.path.pto(cfg.ack_delay))
+                probe = since + self.path.pto(cfg.ack_delay)
+                if probe < deadline:
+                    deadline = probe
         if self.unreported_since is not None and not self.ack_due:
-            deadline = min(deadline, self.unreported_since + cfg.ack_delay)
-        if self.pong_owed_since is not None:
-            deadline = min(deadline, self.pong_owed_since + cfg.stall_timeout)
+            ack = self.unreported_since + cfg.ack_delay
+            if ack < deadline:
+                deadline = ack
+        if self.pong_owed_since is not None and self.pong_owed_since + stall < deadline:
+            deadline = self.pong_owed_since + stall
         return deadline
 
     def on_timer(self, now: float, cfg: SessionConfig) -> tuple[CloseCode, str] | None:

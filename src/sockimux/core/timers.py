@@ -59,25 +59,29 @@ class Liveness:
         call are recomputed (``rescan``: all of them).  The link tests check
         after every step that a rescan never finds an earlier deadline."""
         deadlines = self._deadlines
-        dirty = self.subflows.keys() if rescan else self._dirty
         cfg = self.config
-        for sid in dirty:
-            sub = self.subflows.get(sid)
-            if sub is not None:
-                deadlines[sid] = sub.deadline(cfg)
-        self._dirty.clear()
-        times: list[float] = []
-        if deadlines:
-            times.append(min(deadlines.values()))
+        if rescan or self._dirty:
+            subflows = self.subflows
+            for sid in (subflows.keys() if rescan else self._dirty):
+                sub = subflows.get(sid)
+                if sub is not None:
+                    deadlines[sid] = sub.deadline(cfg)
+            self._dirty.clear()
+        # (Comparisons, not a list and min(): this runs after every event.)
+        due = min(deadlines.values()) if deadlines else None
         ack = self.acks.deadline()
-        if ack is not None:
-            times.append(ack)
+        if ack is not None and (due is None or ack < due):
+            due = ack
         if self._alone_since is not None and self.outcome is None:
-            times.append(self._alone_warned_at + cfg.alone_warning)
+            warn = self._alone_warned_at + cfg.alone_warning
+            if due is None or warn < due:
+                due = warn
             if cfg.alone_timeout is not None:
-                times.append(self._alone_since + cfg.alone_timeout)
-        self._due = min(times) if times else None
-        return self._due
+                end = self._alone_since + cfg.alone_timeout
+                if end < due:
+                    due = end
+        self._due = due
+        return due
 
     def handle_timer(self, now: float) -> None:
         # Every test below is `now >= start + interval`, the very sum that

@@ -111,12 +111,16 @@ class SubflowConnection(asyncio.BufferedProtocol):
         transport = self.transport
         if transport is None:
             return
-        if self.runner.file_source is not None:
-            read = self._read_small(self.runner.file_source, buffers)
-            if read is None:  # the input file shrank: the session is over
-                transport.abort()
-                return
-            buffers = read
+        if self.runner.file_source is None:
+            # Only a regular-file STDIN hands out Extents: without one, every
+            # buffer is bytes, and a keystroke's frame goes in one call.
+            transport.writelines(buffers)  # type: ignore[arg-type]
+            return
+        read = self._read_small(self.runner.file_source, buffers)
+        if read is None:  # the input file shrank: the session is over
+            transport.abort()
+            return
+        buffers = read
         start = 0
         for i, buf in enumerate(buffers):
             if not isinstance(buf, Extent):

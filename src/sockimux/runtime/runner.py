@@ -25,7 +25,7 @@ import socket
 from collections.abc import Callable
 from typing import Protocol
 
-from ..core import frames
+from ..core import driver, frames
 from ..core.errors import CloseCode
 from ..core.frames import FrameType
 from ..core.sender import Extent, Outgoing
@@ -144,7 +144,9 @@ class Runner:
 
     def subflow_data(self, sid: int, count: int) -> None:
         if self.session.received(sid, count, self.loop.time()):
-            self.kick()
+            if not self._flush_scheduled:  # kick(), inline: once per read on the keystroke path
+                self._flush_scheduled = True
+                self.loop.call_soon(self._flush)
             if self.direct and self.session.divert(sid):
                 conn = self.connections.get(sid)
                 assert self.splice_sink is not None
@@ -176,7 +178,9 @@ class Runner:
     def _stdin_data(self, data: bytes | Extent) -> None:
         if self.session.outcome is None:
             self.session.write_stdin(data, self.loop.time())
-            self.kick()
+            if not self._flush_scheduled:  # kick(), inline
+                self._flush_scheduled = True
+                self.loop.call_soon(self._flush)
 
     def _stdin_eof(self, error: str | None) -> None:
         """STDIN ended (``error`` None) or failed.  A failure ends the session
@@ -191,7 +195,9 @@ class Runner:
     def _output_written(self, count: int) -> None:
         self._output_pending -= count
         self.session.output_written(count, self.loop.time())
-        self.kick()
+        if not self._flush_scheduled:  # kick(), inline (inside _flush it is scheduled still)
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
 
     def output_failed(self, message: str) -> None:
         self.session.abort(Outcome.OUTPUT_CLOSED, f"STDOUT closed before the stream ended ({message})",
@@ -238,11 +244,15 @@ class Runner:
         # is waiting for.  A sink that takes them at once reports them written
         # at once (its kick is a no-op while this flush is still scheduled),
         # so the step below acknowledges them without another pass.
-        if self.session.outcome is None:
-            self.write_output()
+        session = self.session
+        if session.outcome is None:
+            output = session.take_output()
+            if output:
+                self.write_output(output)
         self._flush_scheduled = False
         drained, self._writable = self._writable, set()
-        step = self.session.step(self.loop.time(), self, drained)
+        # Session.step() is driver.step(): called directly, one call less per event.
+        step = driver.step(session, self.loop.time(), self, drained)
         for event in step.events:
             if isinstance(event, CloseSubflow):
                 self._close_subflow(event)
@@ -251,12 +261,14 @@ class Runner:
         if step.outcome is not None:
             self._finish()
             return
-        self.write_output(step.output)
+        if step.output:
+            self.write_output(step.output)
         if step.output_eof and self._output_pending == 0 and not self._output_closing:
             self._output_closing = True
             self.sink.close()
         self.source.set_room(step.stdin_room)
-        self._arm_timer(step.deadline)
+        if step.deadline != self._timer_at:  # (mostly unchanged: no call then)
+            self._arm_timer(step.deadline)
 
     # The subflows' transports, as Session.step() sees them (core/driver.py).
 
@@ -274,7 +286,7 @@ class Runner:
         if output is None:
             output = self.session.take_output()
         if output:
-            self._output_pending += sum(len(b) for b in output)
+            self._output_pending += sum(map(len, output))
             self.sink.write(output)
 
     def _close_subflow(self, event: CloseSubflow) -> None:

@@ -230,7 +230,7 @@ class LoopOutput:
         if self._transport is None:
             self._early.extend(buffers)
             return
-        self._handed += sum(len(b) for b in buffers)
+        self._handed += sum(map(len, buffers))
         self._transport.writelines(buffers)
         self.report()
 
