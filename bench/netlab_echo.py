@@ -60,7 +60,7 @@ from stall import DROPPED, PERIOD, SLOW_MS, _echoes
 RTT_PORT = 9100
 CROSS_PORT = 9200
 RTT_EVERY = 0.2  # s between two round-trip probes on a link
-ECHO_DELAY = 1.0  # s from t0 (LEFT started) to the first keystroke: subflows open
+ECHO_DELAY = 0.5  # s from every link's subflow open (LEFT's stats) to the first keystroke
 AFTER_S = 3.0  # the echoes "after a black hole": sent up to this long after it
 
 
@@ -83,7 +83,7 @@ class EchoRun(DirectRun):
                  fault_link: int | None, cross: bool = False) -> None:
         super().__init__(nl, lab, nbytes=1, stats_interval=0.5)
         self.seconds = seconds
-        self.timeout_s = ECHO_DELAY + seconds + 45.0
+        self.timeout_s = seconds + 60.0
         self.clock = nl.TransferClock(self.topo, nl.FaultSchedule([], "blackhole", self.topo), self.timeout_s)
         self.plan = sorted(faults)
         self.fault_link = fault_link
@@ -134,6 +134,12 @@ class EchoRun(DirectRun):
             self.topo.heal()
 
     def _echo(self, wfd: int, out: int) -> None:
+        # Keystrokes start once LEFT has a subflow open on every link (its stats file says
+        # so), and half a second more: a loaded machine may take over a second to start
+        # sockimux, and the first echo would time that instead (339 ms once, at 99% busy).
+        deadline = time.monotonic() + 15.0
+        while time.monotonic() < deadline and len(self._open_subflows()) < len(self.topo.links):
+            time.sleep(0.05)
         time.sleep(ECHO_DELAY)
         offset = time.monotonic() - self.clock.t0
         try:
@@ -166,6 +172,15 @@ class EchoRun(DirectRun):
                            "in_place_s": round(done, 3), "restored_s": None, "echo_bytes_last_s": moved})
         self.nl.log.info(f"t={elapsed:.2f}s black-holed link {k} (in place at {done:.2f} s; LEFT's DATA "
                          f"bytes per link over the second before: {moved})")
+
+    def _open_subflows(self) -> list[dict[str, Any]]:
+        for line in reversed(_text(self.stats_files["A"]).splitlines()):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            return [sf for sf in data.get("subflows", []) if sf.get("state") == "open"]
+        return []
 
     def _moved_per_link(self) -> list[int]:
         """Per link, the DATA bytes LEFT's subflows on it sent and received so far (its
@@ -265,7 +280,8 @@ class EchoRun(DirectRun):
             whole |= {"p50_ms": round(percentile(ms, 0.5), 2), "p99_ms": round(percentile(ms, 0.99), 2),
                       "max_ms": round(ms[-1], 1), "over_slow_ms": sum(1 for v in ms if v > SLOW_MS)}
         holes = [self._hole_report(h, rtts) for h in self.holes]
-        quiet = [_median([v for t, v in rows if v is not None and t >= ECHO_DELAY]) for rows in rtts]
+        start = samples[0][0] if samples else 0.0
+        quiet = [_median([v for t, v in rows if v is not None and t >= start]) for rows in rtts]
         stats = {side: _last_stats(self.stats_files[side]) for side in "AB"}
         logs = {side: _text(os.path.join(self.dir, f"sockimux-{side}.stderr")) for side in "AB"}
         return {
