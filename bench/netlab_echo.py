@@ -24,8 +24,8 @@ trip" is measured, not assumed: the largest median round trip among the links
 not black-holed, while the black hole lasts.
 
 Reported per run: echo p50/p99/max over the run, and for each black hole the
-link, the worst echo of the bytes sent from just before it until 3 s after
-(beyond the 2.5 s stall timeout), that worst against the slowest remaining
+link, the worst echo of the bytes not back when it came and of those sent
+until 3 s after it (beyond the 2.5 s stall timeout), that worst against the slowest remaining
 link's round trip, the echoes over 100 ms; LEFT's and RIGHT's probe copies and
 stalled drops (their --stats-file and -v log); the machine's cpu busy during the
 run (netlab's: everything on the host) and the CPU seconds of the processes
@@ -55,7 +55,7 @@ from typing import Any
 from latency import percentile
 from netlab_direct import NETLAB, VENV_PYTHON, DirectRun, load_netlab
 from netlab_tcp import commit, lab_opts
-from stall import DROPPED, PERIOD, SLOW_MS, _echoes
+from stall import DROPPED, SLOW_MS, _echoes
 
 RTT_PORT = 9100
 CROSS_PORT = 9200
@@ -307,8 +307,9 @@ class EchoRun(DirectRun):
                      ) -> dict[str, Any]:
         t, k = hole["in_place_s"], hole["link"]
         end = hole["restored_s"] or t + hole["for_s"]
-        # From the byte before the black hole was in place (it may be in flight when it is).
-        after = [(s, ns / 1e6) for s, ns in self.samples if t - 2 * PERIOD <= s < t + AFTER_S]
+        # Every byte whose echo was not back when the black hole was in place (with queues
+        # full, one sent 50 ms before may still be on its way), up to AFTER_S after it.
+        after = [(s, ns / 1e6) for s, ns in self.samples if s < t + AFTER_S and s + ns / 1e9 > t]
         remaining = {i: _median([v for s, v in rows if v is not None and t <= s < end])
                      for i, rows in enumerate(rtts) if i != k}
         slowest = max(remaining, key=lambda i: remaining[i] or 0.0) if remaining else None
