@@ -10,11 +10,14 @@ but the stream is an echo:
 The bench writes one byte every 20 ms (bench/stall.py's paced echo: on a fixed
 schedule, whatever has come back) for --seconds, and times each echo from just
 before its write to the read that returned it.  With --fault, at each
-``--fault AT:FOR`` (seconds from t0, when LEFT is started) the link that moved
-the most wire bytes over the second before (the one carrying the echo) is
-black-holed (netlab's blackhole: both of its shapers become zero-length
+``--fault AT:FOR`` (seconds from t0, when LEFT is started) the link whose
+subflow moved the most DATA over the second before (LEFT's --stats-file: the
+link carrying the echo) is black-holed (netlab's blackhole: both of its shapers become zero-length
 queues: no error anywhere, TCP just stalls) and restored FOR s later.
-``--fault-link K`` black-holes link K instead.
+``--fault-link K`` black-holes link K instead.  ``--cross`` adds bulk TCP
+(not through sockimux) from RIGHT to LEFT on every link for the whole run, so
+that every link's queue is full, as on a path shared with a download: the lab
+has no propagation delay, and idle links answer in a fraction of a millisecond.
 
 The round trip of each link is measured beside the echo, on the same links
 and queues: a TCP connection per link (bound to its addresses) to a
@@ -27,12 +30,16 @@ Reported per run: echo p50/p99/max over the run, and for each black hole the
 link, the worst echo of the bytes not back when it came and of those sent
 until 3 s after it (beyond the 2.5 s stall timeout), that worst against the slowest remaining
 link's round trip, the echoes over 100 ms; LEFT's and RIGHT's probe copies and
-stalled drops (their --stats-file and -v log); the machine's cpu busy during the
+stalled drops (their --stats-file and -v log); whether the session ended
+cleanly (LEFT's STDIN closed: its STDOUT ends, both exit 0); the machine's cpu busy during the
 run (netlab's: everything on the host) and the CPU seconds of the processes
 the run started (getrusage RUSAGE_CHILDREN).
 
     sudo .venv/bin/python bench/netlab_echo.py --links 40,20,10,5 --links 30,30,30,1
-    sudo .venv/bin/python bench/netlab_echo.py --fault 10:8 --fault 20:6 --keep
+    sudo .venv/bin/python bench/netlab_echo.py --fault 10:8 --fault 20:6 --cross --keep
+
+Exit status: 0 if every run ended cleanly, 1 if one did not, 2 setup or usage
+error, 130 interrupted.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import resource
 import select
@@ -439,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fault-link", type=int, help="black-hole this link instead of the echo's")
     p.add_argument("--cross", action="store_true",
                    help="bulk TCP (not sockimux) from RIGHT to LEFT on every link throughout, "
-                        "so that each link's queue is full (round trips of --queue-ms and more)")
+                        "so that each link's queue is full (round trips up to --queue-ms)")
     p.add_argument("--no-clean", action="store_true", help="skip the run without faults")
     p.add_argument("--cc", default="cubic", help="TCP congestion control of every socket (default cubic)")
     p.add_argument("--queue-ms", type=float, default=50.0, help="netlab's tbf queue (default 50)")
@@ -453,9 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0 or not os.access(NETLAB, os.X_OK):
         print(f"netlab_echo.py: needs root and {NETLAB}", file=sys.stderr)
         return 2
-    args.seconds_lab = args.seconds
     nl = load_netlab()
-    import logging
     logging.basicConfig(format="netlab: %(message)s", stream=sys.stderr, level=logging.INFO)
     for sig in nl.HANDLED_SIGNALS:
         signal.signal(sig, nl._on_signal)
