@@ -8,11 +8,9 @@ import asyncio
 import errno
 import fcntl
 import os
-import signal
 import socket
 import stat
 import struct
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,52 +30,6 @@ PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 LOCK_WAIT = 2.0  # seconds we wait for the directory lock (held for microseconds by our own kind)
 
 
-class _LockTimeout(Exception):
-    pass
-
-
-def _flock_waiting(fd: int, seconds: float) -> bool:
-    """Take an exclusive flock on ``fd``, waiting at most ``seconds``;
-    whether we hold it.
-
-    In the main thread the wait is a blocking flock cut short by a timer:
-    the kernel queues the waiters, so when many of us start at once in one
-    directory each gets the lock in turn, microseconds after the one before
-    (polling a non-blocking flock lets a loaded machine starve one of them
-    past the bound, and it would then go on unlocked).  Elsewhere (the API
-    in a thread of its own) it polls."""
-    if threading.current_thread() is threading.main_thread():
-        waiting = True
-
-        def expired(signo: int, frame: object) -> None:
-            if waiting:
-                raise _LockTimeout
-
-        old = signal.signal(signal.SIGALRM, expired)
-        signal.setitimer(signal.ITIMER_REAL, seconds)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            waiting = False
-            return True
-        except (_LockTimeout, OSError):  # OSError: a file system without locks
-            return False
-        finally:
-            waiting = False
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old)
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.005)
-        except OSError:
-            return False
-
-
 @contextmanager
 def _directory_locked(path: str) -> Iterator[None]:
     """Hold an exclusive flock on the socket's directory: two of us starting
@@ -92,7 +44,17 @@ def _directory_locked(path: str) -> Iterator[None]:
     try:
         # Bounded: in a shared directory (/tmp) anyone may hold a lock on it for
         # ever; after LOCK_WAIT we go on unlocked rather than hang.
-        _flock_waiting(fd, LOCK_WAIT)
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.005)
+            except OSError:
+                break  # a file system without locks: go on unlocked
         yield
     finally:
         os.close(fd)  # releases the lock
