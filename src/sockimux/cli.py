@@ -257,17 +257,33 @@ def _listeners(args: argparse.Namespace, allowed: frozenset[int] | None) -> list
     return made
 
 
+def _shown(status: int) -> str:
+    """How a command ended, after "ended": "with exit status 3", "by signal 9"."""
+    return f"by signal {-status}" if status < 0 else f"with exit status {status}"
+
+
 def _exit_code(outcome: Outcome, runner: Runner | None, dialer: Dialer | None,
-               status: int | None, log: logging.Logger) -> int:
+               status: int | None, log: logging.Logger, remote_command: bool = False) -> int:
+    """Our exit code.  ``remote_command``: the peer's stream is the COMMAND of
+    ``sockimux ssh HOST -- COMMAND``, whose exit status becomes ours, as
+    ssh's does, once the session is done (a signal N: 128 + N)."""
     if outcome is Outcome.INTERRUPTED and runner is not None and runner.signal is not None:
         return 128 + runner.signal
     if outcome is Outcome.NO_SUBFLOWS and dialer is not None and dialer.gave_up:
         return EXIT_GAVE_UP
     code = EXIT_CODES.get(outcome, EXIT_INTERNAL)
     if status is not None and status != 0:
-        shown = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
-        log.error("the stream command ended with %s", shown)
+        log.error("the stream command ended %s", _shown(status))
         if code == EXIT_OK:
+            return EXIT_STREAM_COMMAND
+    peer = runner.session.peer_status if runner is not None else None
+    if code == EXIT_OK and peer is not None:
+        if remote_command:
+            if peer != 0:
+                log.info("the remote command ended %s", _shown(peer))
+            return 128 - peer if peer < 0 else peer
+        if peer != 0:
+            log.error("the peer's stream command ended %s", _shown(peer))
             return EXIT_STREAM_COMMAND
     return code
 
@@ -361,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         nonlocal runner
         session = Session(os.urandom(16), loop.time(), config)
         runner = Runner(session, stream.in_fd, stream.out_fd)
+        if stream.child is not None:  # the FIN says how the command ended
+            runner.input_status = stream.exit_status
         if stream.half_close and isinstance(runner.sink, OutputWriter):
             runner.sink.half_close = True
         parts: list[Attached] = [ProcessSignals()]
@@ -392,4 +410,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     for listener in listeners:
         listener.close()
-    return _exit_code(outcome, runner, dialer, stream.finish(), log)
+    remote_command = ssh is not None and "--command" in ssh.target.far_args
+    return _exit_code(outcome, runner, dialer, stream.finish(), log, remote_command)

@@ -52,8 +52,10 @@ options:
                        (-o ConnectTimeout={CONNECT_TIMEOUT} unless your options or ssh config set
                        one: an ssh that gets no answer fails then, and is retried)
 
-exit codes: as sockimux's (see sockimux --help); 8 also when the far side cannot
-be started or reached for good (no python3 there, authentication refused).
+exit codes: with COMMAND, once the session is done, COMMAND's exit status, as
+with ssh (128+N if signal N killed it); otherwise as sockimux's (see sockimux
+--help); 8 also when the far side cannot be started or reached for good (no
+python3 there, authentication refused).
 """
 
 

@@ -72,7 +72,8 @@ exit codes:
      listens (no SOCKET, no --listen): no subflow could ever join; for
      sockimux ssh: the far side cannot be started or reached for good
   9  the --stream EXEC command exited with a non-zero status or a signal
-     (logged), the session being otherwise complete
+     (logged), the session being otherwise complete; also when the peer's
+     --stream EXEC command did (its FIN says so)
   128+N  stopped by signal N (SIGINT 130, SIGTERM 143; SIGHUP 129 if the
          session did not finish within 5 s of it, as when ssh ends a ProxyCommand)
 """

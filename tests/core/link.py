@@ -190,6 +190,7 @@ class Endpoint:
         self.fed = 0
         self.eof = eof  # close STDIN once all of `data` is fed
         self.eof_sent = False
+        self.input_status: int | None = None  # how the "command" our input came from ended
         self.stdin_chunk = stdin_chunk
         self.consumer = consumer  # None: write at once; (period, burst): slow STDOUT
         self.next_write_at: float | None = None
@@ -535,7 +536,7 @@ class Link:
                 active = True
             if ep.eof and not ep.eof_sent and ep.fed == len(ep.data):
                 ep.eof_sent = True
-                s.stdin_eof(now)
+                s.stdin_eof(now, ep.input_status)
                 active = True
         ep.now, ep.wrote = now, False
         drained, ep.drained = ep.drained, set()

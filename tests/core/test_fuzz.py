@@ -243,7 +243,9 @@ def model_parse(data: bytes, with_hello: bool) -> tuple[list[tuple[int, int, int
         pos = frames.HELLO_SIZE
     got = []
     while len(data) - pos >= HEADER_SIZE:
-        ftype, flags, _reserved, length, value = HEADER.unpack_from(data, pos)
+        ftype, flags, reserved, length, value = HEADER.unpack_from(data, pos)
+        if length == 0:  # a bodiless frame's reserved field is read too (a FIN's status)
+            flags |= reserved << 8
         if ftype not in SPEC_BODY:
             return got, CloseCode.PROTOCOL_ERROR
         low, high = SPEC_BODY[ftype]

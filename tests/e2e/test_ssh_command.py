@@ -286,3 +286,16 @@ def test_bad_usage_is_one_line_and_exit_2() -> None:
                              stdin=subprocess.DEVNULL)
         assert run.returncode == 2 and run.stderr.decode().count("\n") == 1, run
         assert run.stderr.startswith(b"sockimux ssh: "), run
+
+
+@pytest.mark.parametrize(("remote", "code"), [
+    ("echo out; true", 0), ("echo out; exit 3", 3), ("echo out; false", 1),
+    ("echo out; kill -9 $$", 128 + 9)])
+def test_the_remote_commands_exit_status_is_ours(sshd: Sshd, remote: str, code: int) -> None:  # noqa: F811
+    """As with ssh: once the session is done, the remote COMMAND's exit
+    status (128 + N for a signal N) is the exit status of `sockimux ssh`,
+    its output delivered in full all the same."""
+    run = subprocess.run(_ssh_mode(sshd, "127.0.0.1", "--", remote), capture_output=True,
+                         timeout=60, stdin=subprocess.DEVNULL)
+    assert (run.returncode, run.stdout) == (code, b"out\n"), run
+    assert b"Traceback" not in run.stderr, run

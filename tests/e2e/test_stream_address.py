@@ -46,18 +46,21 @@ def test_stream_tcp(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("command", "far_code"), [("cat", 0), ("sh -c 'cat; exit 3'", 9)])
 def test_stream_exec(tmp_path: Path, command: str, far_code: int) -> None:
     """--stream EXEC: the far side carries a command's STDIN/STDOUT; a
-    command that fails makes the far side exit 9, naming its status."""
+    command that fails makes the far side exit 9, naming its status, and
+    the near side too, told by the FIN (all bytes delivered all the same)."""
     sock = str(tmp_path / "far.sock")
     data = _data(8 * MB, 14)
     far = Imux(tmp_path, "far", sock, "--stream", f"EXEC:\"{command}\"")
     wait_for(lambda: os.path.exists(sock) or far.proc.poll() is not None, 10, "far to listen")
     near = Imux(tmp_path, "near", "--connect", f"UNIX-CONNECT:{sock},count=3", data=data)
     try:
-        assert near.wait(60) == 0, near.stderr()
+        assert near.wait(60) == far_code, near.stderr()
         assert far.wait(60) == far_code, far.stderr()
         assert near.out.read_bytes() == data
         if far_code:
             assert far.stderr().strip().endswith("the stream command ended with exit status 3")
+            assert near.stderr().strip().endswith(
+                "the peer's stream command ended with exit status 3")
     finally:
         far.close()
         near.close()

@@ -47,6 +47,7 @@ class FrameDispatch:
     acks: AckPolicy
     peer_instance: bytes | None
     peer_confirmed: bool
+    peer_status: int | None
     subflows_joined: int
     _alone_since: float | None
     alone_total: float
@@ -125,6 +126,8 @@ class FrameDispatch:
             self._check_done()
         elif ftype is FrameType.FIN:
             self.receiver.on_fin(frame.value)
+            if frame.flags & frames.FIN_STATUS:
+                self.peer_status = frames.fin_status(frame.flags >> 8)
         elif ftype is FrameType.PING:
             sub.pinged(frame.value, now)
         elif ftype is FrameType.PONG:

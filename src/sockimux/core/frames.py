@@ -55,6 +55,10 @@ ACK_FIN_DONE = 0x01  # ACK flag: the acknowledged stream ended and its output is
 # DATA flag: the sender can send nothing more until this frame is acknowledged
 # (its send buffer or its credit is used up): ACK it as soon as it is written.
 DATA_ACK_NOW = 0x01
+# FIN flag: the stream was a command's output, and the command has ended;
+# the header's reserved field holds how (see encode_fin).
+FIN_STATUS = 0x01
+SIGNALLED = 0x100  # in a FIN's status: killed by signal (status - 0x100)
 
 # The body length each frame type may have: (min, max).
 _BODY_LIMITS = {
@@ -84,7 +88,7 @@ class Frame(NamedTuple):
 
     type: FrameType
     value: int
-    flags: int = 0
+    flags: int = 0  # for a frame without a body, the header's reserved field in bits 8-23
     body: bytes | bytearray | memoryview = b""
     continued: bool = False  # the rest of a DATA body whose header came with an earlier piece
 
@@ -115,6 +119,24 @@ def encode_ack(written: int, limit: int, subflow_in: int, fin_done: bool) -> byt
     return HEADER.pack(FrameType.ACK, flags, 0, ACK_BODY.size, written) + ACK_BODY.pack(
         limit, subflow_in
     )
+
+
+def encode_fin(end: int, status: int | None) -> bytes:
+    """FIN(end); with ``status`` (an exit status 0-255, or -N: killed by signal
+    N, as subprocess reports it) in the reserved field, flagged FIN_STATUS.
+    An instance that does not know the flag ignores it and the field."""
+    if status is None:
+        return HEADER.pack(FrameType.FIN, 0, 0, 0, end)
+    return HEADER.pack(FrameType.FIN, FIN_STATUS, fin_status_field(status), 0, end)
+
+
+def fin_status_field(status: int) -> int:
+    return SIGNALLED + (-status & 0xFF) if status < 0 else status & 0xFF
+
+
+def fin_status(field: int) -> int:
+    """The status a FIN_STATUS field carries, as subprocess reports it."""
+    return -(field & 0xFF) if field & SIGNALLED else field & 0xFF
 
 
 def encode_control(ftype: FrameType, value: int) -> bytes:

@@ -308,7 +308,7 @@ class FrameReader:
             if self._end - self._start < HEADER_SIZE:
                 self.release()
                 return None
-            ftype, flags, _reserved, length, value = HEADER.unpack_from(self._buf, self._start)
+            ftype, flags, reserved, length, value = HEADER.unpack_from(self._buf, self._start)
             kind = _TYPES.get(ftype)
             if kind is None:
                 raise ProtocolError(f"unknown frame type {ftype}")
@@ -320,8 +320,8 @@ class FrameReader:
                 raise ProtocolError(
                     f"{kind.name} frame with body length {length} (allowed {low}..{high})")
             self._start += HEADER_SIZE
-            if length == 0:
-                return _frame(Frame, (kind, value, flags, b"", False))
+            if length == 0:  # (a FIN's status is in its reserved field)
+                return _frame(Frame, (kind, value, flags | reserved << 8, b"", False))
             self._length = length
             self._header = (kind, flags, value)
         length = self._length

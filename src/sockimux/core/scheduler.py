@@ -44,7 +44,6 @@ from collections.abc import Callable
 
 from . import frames
 from .config import SessionConfig
-from .frames import FrameType
 from .handshake import SubflowState
 from .sender import Outgoing, Piece, StreamSender
 from .subflow import Subflow
@@ -210,7 +209,7 @@ class Scheduler:
             allowance -= frames.HEADER_SIZE + length
             budget -= length
         if sender.eof and sender.fin_due:  # (eof first: no call while the input lasts)
-            out.append(frames.encode_control(FrameType.FIN, sender.end))
+            out.append(frames.encode_fin(sender.end, sender.status))
             sender.fin_in_flight = True
             sub.carries_fin = True
 

@@ -61,6 +61,7 @@ class StreamSender:
         self.next_new = 0  # [0, next_new) has been sent at least once
         self.credit = 0  # the peer allows offsets below this
         self.eof = False  # STDIN has ended; the stream's final length is `end`
+        self.status: int | None = None  # how the command that was our input ended (close())
         self.fin_in_flight = False  # a FIN is travelling on a live subflow
         self.fin_done = False  # the peer wrote everything and closed its output
         self.resent_bytes = 0
@@ -98,8 +99,11 @@ class StreamSender:
         chunks.append(data)
         self.end += len(data)
 
-    def close(self) -> None:
+    def close(self, status: int | None = None) -> None:
+        """STDIN ended; ``status``: how the command whose output it was ended
+        (an exit status, or -N for a signal), carried in the FIN."""
         self.eof = True
+        self.status = status
 
     # -- feedback from the peer ---------------------------------------------
 

@@ -82,6 +82,7 @@ class Session(FrameDispatch, DirectOutput, Liveness):
         self.scheduler = Scheduler(self.sender, self.subflows, self.config, self._note_small_window)
         self.acks = AckPolicy(self.receiver, self.subflows, self.scheduler, self.config)
         self.peer_instance: bytes | None = None
+        self.peer_status: int | None = None  # the peer's FIN said how its input command ended
         self.peer_confirmed = False  # the peer accepted one of our subflows (any frame but REFUSE)
         self.outcome: Outcome | None = None
         self.outcome_reason = ""
@@ -244,8 +245,10 @@ class Session(FrameDispatch, DirectOutput, Liveness):
         self.sender.push(data)
         self.scheduler.fed(len(data))
 
-    def stdin_eof(self, now: float) -> None:
-        self.sender.close()
+    def stdin_eof(self, now: float, status: int | None = None) -> None:
+        """STDIN ended; ``status``: the exit status of the command whose output
+        it was (-N: killed by signal N), told to the peer with the FIN."""
+        self.sender.close(status)
         self.scheduler.ready_all()
         self._events.append(ev.InputEnded(self.sender.end))
 

@@ -43,6 +43,8 @@ async def _run(host_factory: type, path: str, listener: object, idle_timeout: fl
     loop = asyncio.get_running_loop()
     session = Session(os.urandom(16), loop.time(), SessionConfig())
     runner = Runner(session, stream.in_fd, stream.out_fd)
+    if stream.child is not None:  # the FIN tells the near side how COMMAND ended
+        runner.input_status = stream.exit_status
     if stream.half_close and isinstance(runner.sink, OutputWriter):
         runner.sink.half_close = True
     tasks: set[asyncio.Task[None]] = set()

@@ -22,7 +22,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from ..core import driver, frames
@@ -108,6 +108,10 @@ class Runner:
         # The addresses we open ourselves, per the dialer's re-open policy
         # (set by Dialer.attach): joined with the session's counters in stats().
         self.address_stats: Callable[[float], tuple[AddressStats, ...]] | None = None
+        # When our input is a command's output: how that command ended, awaited
+        # at the end of the input and told to the peer with the FIN.
+        self.input_status: Callable[[], Awaitable[int | None]] | None = None
+        self._status_task: asyncio.Task[None] | None = None
 
     def stats(self) -> SessionStats:
         """The one stats snapshot (--stats, --stats-file, SIGUSR1, --progress,
@@ -186,11 +190,27 @@ class Runner:
         """STDIN ended (``error`` None) or failed.  A failure ends the session
         (exit 7, the peer told): taken for the end of the input, it would
         pass what was read so far off as the whole stream."""
+        if error is None and self.input_status is not None:
+            # (kept: the loop holds only a weak reference to a task)
+            self._status_task = self.loop.create_task(self._input_ended(self.input_status()))
+            return
         if error is None:
             self.session.stdin_eof(self.loop.time())
         else:
             self.session.abort(Outcome.INPUT_CHANGED, error, self.loop.time())
         self.kick()
+
+    async def _input_ended(self, status: Awaitable[int | None]) -> None:
+        """The end of the input waits for how its command ended (bounded by
+        the caller), so the FIN can say it."""
+        try:
+            code = await status
+        except Exception as exc:  # noqa: BLE001 (the end of the input must not be lost)
+            log.debug("the input command's status is unknown: %s", exc)
+            code = None
+        if self.session.outcome is None:
+            self.session.stdin_eof(self.loop.time(), code)
+            self.kick()
 
     def _output_written(self, count: int) -> None:
         self._output_pending -= count

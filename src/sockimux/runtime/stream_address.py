@@ -17,6 +17,7 @@ takes like STDIN and STDOUT:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -53,6 +54,20 @@ class OpenedStream:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 return child.wait(wait)
         return child.wait()
+
+
+    async def exit_status(self) -> int | None:
+        """Once the command's output has ended: its exit status (negative for
+        a signal), if it exits within EXIT_WAIT s; None if it does not, or
+        there is no command.  (A command may close its output and run on:
+        the end of the stream is not held up for long by one that does.)"""
+        child = self.child
+        if child is None:
+            return None
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return await loop.run_in_executor(None, child.wait, EXIT_WAIT)
+        return None
 
 
 def open_stream(address: Exec | TcpConnect | UnixConnect) -> OpenedStream:
