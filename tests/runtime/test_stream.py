@@ -164,7 +164,8 @@ def read_pipe(read_end: int, write_end: int, payload: bytes) -> tuple[list[bytes
         reader = source.LoopInput(loop, read_end, got.append, done.set_result)
         await reader.start()
         size = fcntl.fcntl(write_end, source.F_GETPIPE_SZ)
-        assert os.write(write_end, payload) == len(payload)  # the pipe holds it all: no wait
+        os.set_blocking(write_end, False)  # a pipe not grown fails here, never hangs
+        assert os.write(write_end, payload) == len(payload)  # the pipe holds it all
         os.close(write_end)
         reader.set_room(16 << 20)
         assert await asyncio.wait_for(done, 10) is None
@@ -199,6 +200,7 @@ def test_a_short_read_of_a_stdin_pipe_starts_small_again() -> None:
         total = 0
         reader = source.LoopInput(loop, read_end, got.append, done.set_result)
         await reader.start()
+        os.set_blocking(write_end, False)  # a pipe not grown fails, never hangs
         for piece in (b"x" * (64 * 1024), b"y" * (128 * 1024 + 5), b"z", b"w" * (64 * 1024)):
             # written while the reader does not watch: it finds the whole piece there
             reader.set_room(0)
