@@ -85,3 +85,26 @@ def test_the_fast_exit_writes_everything_out(tmp_path: Path) -> None:
         text = (tmp_path / name).read_text()
         # the summary, and the last line logged before the exit
         assert "subflows established: 1" in text and text.endswith("0 open\n"), text
+
+
+def test_exit_now_flushes_and_waits_for_a_working_thread(tmp_path: Path) -> None:
+    """exit_now: the exit status, stdout and a log line flushed; a non-daemon
+    thread still working is waited for (the normal exit), not cut off."""
+    python = str(Path(SOCKIMUX).parent / ".venv" / "bin" / "python")
+    done = tmp_path / "done"
+    code = ("import logging, sys, threading, time\n"
+            "from sockimux.runtime.process import exit_now\n"
+            "logging.basicConfig(stream=sys.stderr)\n"
+            "def work():\n"
+            "    time.sleep(0.3)\n"
+            f"    open({str(done)!r}, 'w').write('yes')\n"
+            "if sys.argv[1] == 'thread':\n"
+            "    threading.Thread(target=work).start()\n"
+            "print('out', end='')\n"
+            "logging.getLogger('x').error('last words')\n"
+            "exit_now(5)\n")
+    for case in ("plain", "thread"):
+        out = subprocess.run([python, "-c", code, case], capture_output=True, text=True, timeout=60)
+        assert (out.returncode, out.stdout) == (5, "out"), out.stderr
+        assert "last words" in out.stderr
+        assert done.exists() == (case == "thread")
