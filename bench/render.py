@@ -104,6 +104,17 @@ def _latency(s: dict[str, Any]) -> list[str]:
             table(["", "sockimux/socat"], [["p50", x(s["ratio_p50"])], ["p99", x(s["ratio_p99"])]])]
 
 
+def _startup(s: dict[str, Any]) -> list[str]:
+    med, ratio = s["median"], s["ratio"]
+    rows = [[name, x(ratio[key]), f"{med['sockimux'][key] * 1e3:.0f}", f"{med['socat'][key] * 1e3:.1f}"]
+            for name, key in (("start to both exited", "wall_s"), ("start to listening", "listening_s"),
+                              ("CPU of both ends", "cpu_s"))]
+    return [f"  {s['runs']} runs of each, alternated; medians",
+            f"  sockimux:  {s['describe']['sockimux']}",
+            f"  reference: {s['describe']['socat']}",
+            table(["", "sockimux/socat", "sockimux ms", "socat ms"], rows)]
+
+
 def _stall(s: dict[str, Any]) -> list[str]:
     slow = f"over {s['slow_ms']:g} ms"
     names = {"stall": "sockimux, stalls", "quiet": "sockimux, no stall", "socat": "socat alone"}
@@ -172,6 +183,8 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
               _paths),
     "stats": ("bulk with --stats and --stats-file over without (1.00 = no cost)", _stats),
     "latency": ("1-byte echo round trip ratio sockimux/socat (lower is better; 1.00 = as fast)", _latency),
+    "startup": ("a pair started, 1 byte carried, both exited, ratio sockimux/socat (lower is better)",
+                _startup),
     "stall": ("1-byte echo while subflows silently stall", _stall),
     "memory": ("peak RSS (VmHWM) per sockimux, MiB, while the consumer is slow", _memory),
     "links": ("netlab compare: sockimux throughput / sum of link rates, and / MPTCP", _links),

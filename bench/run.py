@@ -4,7 +4,7 @@
     .venv/bin/python bench/run.py --quick --skip-links
     .venv/bin/python bench/run.py --only links --json
 
-Sections (``--only bulk,paths,stats,latency,stall,memory,links``):
+Sections (``--only bulk,paths,stats,latency,startup,stall,memory,links``):
 
 bulk
     N bytes (``--bytes``, default 1 GiB; ``--quick`` 128 MiB) of random data
@@ -54,6 +54,15 @@ latency
     UNIX-LISTEN:a.sock``, relay, endpoint ``socat UNIX-LISTEN:b.sock
     EXEC:cat``).  Runs alternate, ``--repeat`` times; percentiles over all
     samples of a kind.  Ratios of p50 and p99 (higher is slower).
+
+startup
+    a sockimux pair started, one byte carried (``A.sock < one-byte``,
+    ``B.sock > out``, one relay once both listen), both exited; against
+    the same made of socat.  ``--startup-runs`` alternated runs (default
+    20; ``--quick`` 10).  Reported, medians: the wall time from the spawn
+    to the last exit, the time to listening, and the CPU time of the two
+    ends (wait4's rusage), as ratios sockimux/socat, with sockimux's own
+    figures in ms.  See startup.py.
 
 stall
     a byte every 20 ms, written on schedule whatever came back, through the
@@ -115,10 +124,11 @@ import paths
 import procs
 import render
 import stall
+import startup
 import stats_cost
 from procs import ROOT, BenchError, Payload, make_payload, payload_dir
 
-SECTIONS = ("bulk", "paths", "stats", "latency", "stall", "memory", "links")
+SECTIONS = ("bulk", "paths", "stats", "latency", "startup", "stall", "memory", "links")
 GiB = 1 << 30
 MiB = 1 << 20
 LINK_SETS = ("40,20,10,5", "30,30,30,1")
@@ -190,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--round-trips", type=int, default=2000, metavar="N", help="per run (default 2000)")
     g.add_argument("--warmup", type=int, default=200, metavar="N", help="per run, dropped (default 200)")
     g.add_argument("--latency-subflows", type=int, default=4, metavar="N", help="default 4")
+    g = p.add_argument_group("startup")
+    g.add_argument("--startup-runs", type=int, default=None, metavar="N",
+                   help="alternated runs of each kind (default 20; --quick 10)")
     g = p.add_argument_group("stall")
     g.add_argument("--stall-seconds", type=float, default=None, metavar="SEC",
                    help="length of each run (default 20; --quick 10)")
@@ -277,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
-    if shutil.which("socat") is None and set(sections) & {"bulk", "stats", "latency", "memory"}:
+    if shutil.which("socat") is None and set(sections) & {"bulk", "stats", "latency", "startup", "memory"}:
         print("bench/run.py: socat is not installed (run `make`)", file=sys.stderr)
         return 2
 
@@ -351,6 +364,14 @@ def main(argv: list[str] | None = None) -> int:
                                     args.round_trips, args.warmup, progress)
                 return {"describe": latency.describe(args.latency_subflows, args.socat_block), **r}
             section("latency", run_latency)
+
+        if "startup" in sections:
+            def run_startup() -> dict[str, Any]:
+                sub = tmp / "startup"
+                sub.mkdir()
+                runs = args.startup_runs or (10 if args.quick else 20)
+                return {"describe": startup.describe(), **startup.measure(sub, runs, progress)}
+            section("startup", run_startup)
 
         if "stall" in sections:
             def run_stall() -> dict[str, Any]:

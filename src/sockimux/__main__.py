@@ -1,5 +1,13 @@
-import sys
+from typing import NoReturn
 
 from .cli import main
+from .runtime.process import exit_now
 
-sys.exit(main())
+
+def run() -> NoReturn:
+    """``sockimux`` (the console script, and ``python -m sockimux``)."""
+    exit_now(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -39,7 +39,6 @@ from .runtime.progress import Progress
 from .runtime.runner import Attached, Runner
 from .runtime.sink import OutputWriter
 from .runtime.stream_address import OpenedStream, open_stream
-from .sshmode import session_argv
 from .usage import DESCRIPTION, EPILOG
 
 EXIT_OK = 0
@@ -302,6 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     if argv[:1] == ["ssh"]:  # sockimux ssh ...: sshmode.py
+        from .sshmode import session_argv  # with remote/: only this mode needs them
         mode = session_argv(argv[1:])
         if isinstance(mode, int):
             return mode

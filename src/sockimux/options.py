@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from .core.address_parser import parse_address
 from .core.addresses import Address, Role
 from .core.errors import AddressError
 
@@ -94,6 +93,8 @@ def whole(bounds: tuple[int, int]) -> Callable[[str], int]:
 
 def address(role: Role) -> Callable[[str], Address]:
     def parse(text: str) -> Address:
+        # Imported here: a plain ``sockimux SOCKET`` parses no address (start-up time).
+        from .core.address_parser import parse_address
         try:
             return parse_address(text, role)
         except AddressError as exc:

@@ -4,6 +4,7 @@ files; a STDOUT pipe (LoopOutput)."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 from pathlib import Path
 
@@ -81,11 +82,11 @@ def test_a_stdout_pipe_is_grown_to_one_mebibyte_and_splice_sees_it_idle() -> Non
         await out.start()
         idle_at_start = out.idle
         out.write([bytes(2 << 20)])  # more than the pipe holds: some waits in the transport
-        return sink.fcntl.fcntl(read_end, sink.F_GETPIPE_SZ), idle_at_start, out.idle
+        return fcntl.fcntl(read_end, source.F_GETPIPE_SZ), idle_at_start, out.idle
 
     size, idle_at_start, idle_when_full = asyncio.run(main())
     os.close(read_end)
-    assert size == sink.PIPE_SIZE
+    assert size == source.PIPE_SIZE
     assert idle_at_start and not idle_when_full
 
 
@@ -221,3 +222,72 @@ def test_small_extents_are_read_in_runs_and_written_with_their_headers(tmp_path:
     finally:
         loop.close()
         os.close(fd)
+
+def read_pipe(read_end: int, write_end: int, payload: bytes) -> tuple[list[bytes], int]:
+    """``payload`` written into the pipe and the write end closed once LoopInput
+    started (and grew the pipe); what LoopInput handed out, in pieces, and
+    the pipe's size as it found it grown."""
+
+    async def main() -> tuple[list[bytes], int]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str | None] = loop.create_future()
+        got: list[bytes] = []
+        reader = source.LoopInput(loop, read_end, got.append, done.set_result)
+        await reader.start()
+        size = fcntl.fcntl(write_end, source.F_GETPIPE_SZ)
+        os.set_blocking(write_end, False)  # a pipe not grown fails here, never hangs
+        assert os.write(write_end, payload) == len(payload)  # the pipe holds it all
+        os.close(write_end)
+        reader.set_room(16 << 20)
+        assert await asyncio.wait_for(done, 10) is None
+        return got, size
+
+    return asyncio.run(main())
+
+
+def test_a_stdin_pipe_is_grown_and_read_in_growing_pieces() -> None:
+    """LoopInput grows a default (64 KiB) STDIN pipe to 1 MiB, and reads a full
+    pipe in pieces that double while they come back full, up to
+    PIPE_READ_MAX: fewer, larger DATA bodies (uvloop's transport read 256 KiB
+    at most).  After a short read the next starts small again."""
+    read_end, write_end = os.pipe()
+    payload = os.urandom(source.PIPE_SIZE)
+    got, size = read_pipe(read_end, write_end, payload)
+    assert size == source.PIPE_SIZE
+    assert b"".join(got) == payload
+    k = 1024
+    # 64 KiB, doubling while full; the last 64 KiB is a short read of a 1 MiB request
+    assert [len(g) for g in got] == [64 * k, 128 * k, 256 * k, 512 * k, 64 * k]
+
+
+def test_a_short_read_of_a_stdin_pipe_starts_small_again() -> None:
+    """A keystroke (a short read) sets the next read back to PIPE_READ_MIN."""
+    read_end, write_end = os.pipe()
+
+    async def main() -> list[bytes]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[str | None] = loop.create_future()
+        got: list[bytes] = []
+        total = 0
+        reader = source.LoopInput(loop, read_end, got.append, done.set_result)
+        await reader.start()
+        os.set_blocking(write_end, False)  # a pipe not grown fails, never hangs
+        for piece in (b"x" * (64 * 1024), b"y" * (128 * 1024 + 5), b"z", b"w" * (64 * 1024)):
+            # written while the reader does not watch: it finds the whole piece there
+            reader.set_room(0)
+            assert os.write(write_end, piece) == len(piece)
+            reader.set_room(16 << 20)
+            for _ in range(1000):
+                await asyncio.sleep(0.01)
+                if len(b"".join(got)) == total + len(piece):
+                    break
+            total += len(piece)
+        os.close(write_end)
+        reader.set_room(16 << 20)
+        await asyncio.wait_for(done, 10)
+        return got
+
+    got = asyncio.run(main())
+    k = 1024
+    # full 64 KiB, full 128 KiB then 5 bytes (short: back to 64 KiB), 1 byte, 64 KiB
+    assert [len(g) for g in got] == [64 * k, 128 * k, 5, 1, 64 * k]

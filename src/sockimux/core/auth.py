@@ -10,9 +10,6 @@ encrypt them.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-
 from .frames import Hello
 
 LABEL = b"sockimux subflow auth v1"
@@ -22,10 +19,13 @@ MIN_KEY_SIZE = 16
 
 def proof(key: bytes, mine: Hello, theirs: Hello) -> bytes:
     """What we send: our proof of the key for this pair of hellos."""
+    import hashlib  # here: only a session with a key needs them (start-up time)
+    import hmac
     message = LABEL + mine.nonce + theirs.nonce + mine.instance + theirs.instance
     return hmac.new(key, message, hashlib.sha256).digest()
 
 
 def verify(key: bytes, mine: Hello, theirs: Hello, received: bytes) -> bool:
     """Whether ``received`` is the peer's valid proof (its hello first)."""
+    import hmac
     return hmac.compare_digest(proof(key, theirs, mine), received)

@@ -37,6 +37,7 @@ import signal
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from ..core.addresses import Exec, TcpConnect, UnixConnect
 from ..core.errors import CloseCode
@@ -51,8 +52,10 @@ from ..core.reopen import (
     SubflowLost,
 )
 from ..core.session import Outcome
-from ..remote.near import FarTarget, OpenConnection, OpenFailed, open_connection
 from .runner import Runner
+
+if TYPE_CHECKING:  # remote/ is imported only for ssh subflows (start-up time)
+    from ..remote.near import FarTarget, OpenConnection
 
 log = logging.getLogger("sockimux")
 
@@ -284,7 +287,7 @@ class Dialer:
         except _CannotRun as exc:
             self._settle(attempt, Failure.CANNOT_RUN, str(exc))
             return
-        except OpenFailed as exc:  # fatal: no far side, no python3, not sockimux
+        except _OpenFailed as exc:  # fatal: no far side, no python3, not sockimux
             self._settle(attempt, Failure.CANNOT_RUN if exc.fatal else Failure.CONNECT_FAILED, str(exc))
             return
         except OSError as exc:
@@ -326,6 +329,14 @@ class Dialer:
     async def _ssh(self, attempt: _Attempt, target: FarTarget) -> socket.socket:
         """An ssh connection whose channel is a subflow; its ssh is the
         attempt's child, as an EXEC command is (its exit ends the subflow)."""
+        from ..remote.near import OpenFailed
+        try:
+            return await self._ssh_started(attempt, target)
+        except OpenFailed as exc:
+            raise _OpenFailed(str(exc), exc.fatal) from None
+
+    async def _ssh_started(self, attempt: _Attempt, target: FarTarget) -> socket.socket:
+        from ..remote.near import open_connection
         if target.info is None:  # no far side yet: one ssh starts it, then the others join it
             if self._far_start is None:
                 self._far_start = asyncio.Lock()
@@ -338,6 +349,14 @@ class Dialer:
         self._children = {c for c in self._children if c.returncode is None}
         self._children.add(connection.process)
         return connection.sock
+
+
+class _OpenFailed(Exception):
+    """remote.near's OpenFailed, seen where remote/ is not imported."""
+
+    def __init__(self, message: str, fatal: bool) -> None:
+        super().__init__(message)
+        self.fatal = fatal
 
 
 class _CannotRun(Exception):

@@ -17,9 +17,9 @@ from .sink import (
     Buffers,
     OutputFailed,
     OutputWriter,
-    grow_pipe,
     write_all,
 )
+from .source import grow_pipe
 
 SLOW_WRITE = 0.05  # seconds: a file write slower than this moves writes to a thread
 

@@ -11,7 +11,6 @@ otherwise.  The JSON fields are documented in docs/STATS.md.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import struct
@@ -51,6 +50,7 @@ def peer_label(sock: socket.socket | None) -> str:
 
 def as_json(stats: SessionStats, event: str) -> str:
     """One line of JSON: why it was taken, the wall clock, our pid, the snapshot."""
+    import json  # here: most runs never write one (start-up time)
     record: dict[str, Any] = {"event": event, "time": round(time.time(), 3), "pid": os.getpid()}
     record.update(stats.as_dict())
     return json.dumps(record, separators=(",", ":"))

@@ -3,11 +3,16 @@ and the open file limit."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import logging
 import os
 import resource
 import socket
 import stat
+import sys
+import threading
+from typing import NoReturn
 
 from ..core.errors import LocalError
 
@@ -91,3 +96,24 @@ def subflows_allowed(fd_limit: int) -> int:
     if fd_limit == resource.RLIM_INFINITY:
         return 1 << 30
     return max(1, (fd_limit - RESERVED_FDS) // FDS_PER_SUBFLOW)
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process with ``code`` without the interpreter's teardown.
+
+    Freeing every module's objects at exit costs about 10 ms of CPU, a tenth
+    of a short run's (a git fetch over ssh, a ProxyCommand per login).  By
+    the time cli.main() returns every descriptor of ours is closed and every
+    byte written; what is left is flushed here.  A non-daemon thread still
+    running (an executor's, e.g. after a getaddrinfo) would be waited for by
+    a normal exit: then exit normally.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            with contextlib.suppress(Exception):
+                stream.flush()
+    logging.shutdown()
+    if any(t.is_alive() and not t.daemon and t is not threading.main_thread()
+           for t in threading.enumerate()):
+        sys.exit(code)
+    os._exit(code)

@@ -18,6 +18,7 @@ detach() as soon as the session is over, before the last frames drain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -104,6 +105,7 @@ class Runner:
         self._timer_at: float | None = None
         self._failed = False  # an internal error: the session is over
         self._finished = self.loop.create_future()
+        self._all_closed: asyncio.Future[None] | None = None  # _drain_and_close waits on it
         self._lograte = lograte.install(log, self.loop.time, self.loop.call_later)
         # The addresses we open ourselves, per the dialer's re-open policy
         # (set by Dialer.attach): joined with the session's counters in stats().
@@ -172,6 +174,7 @@ class Runner:
         conn = self.connections.pop(sid, None)
         if conn is None:
             return
+        self._connection_gone()
         conn.forget_direct()
         self.session.subflow_lost(sid, self.loop.time(), reason)
         if conn.transport is not None:
@@ -313,6 +316,7 @@ class Runner:
         conn = self.connections.pop(event.sid, None)
         if conn is None:
             return
+        self._connection_gone()
         conn.report_end(event.code, event.reason)
         if conn.transport is None or conn.transport.is_closing():  # nothing more to write on it
             conn.forget_direct()
@@ -385,6 +389,10 @@ class Runner:
         except Exception:
             log.debug("the session could not abort", exc_info=True)  # _drain_and_close sends ABORT
 
+    def _connection_gone(self) -> None:
+        if not self.connections and self._all_closed is not None and not self._all_closed.done():
+            self._all_closed.set_result(None)
+
     async def _drain_and_close(self, failed: bool = False) -> None:
         """Write every subflow's last frames (final ACKs, ABORT), then half-close
         and wait for the peer to close too, so neither side's last frames meet
@@ -415,7 +423,10 @@ class Runner:
                 transport.close()
         deadline = self.loop.time() + CLOSE_GRACE
         while self.connections and self.loop.time() < deadline:
-            await asyncio.sleep(0.01)
+            # Woken as soon as the last one is gone (every exit waited for a poll before).
+            self._all_closed = self.loop.create_future()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._all_closed, 0.01)
         for conn in self.connections.values():
             if conn.transport is not None:
                 conn.transport.abort()

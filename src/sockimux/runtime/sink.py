@@ -22,7 +22,6 @@ A sink that DATA bodies may be spliced into is a SpliceTarget
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import socket
 import threading
@@ -30,7 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from .source import thread_poster
+from .source import grow_pipe, thread_poster  # grow_pipe: STDIN's pipe is grown too
 
 IOV_MAX = 1024
 Buffers = list[bytes | bytearray | memoryview]
@@ -170,22 +169,6 @@ class _OutputProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.lost(exc)
-
-
-F_GETPIPE_SZ = 1032  # fcntl commands, Linux
-F_SETPIPE_SZ = 1031
-PIPE_SIZE = 1 << 20  # what an unprivileged process may ask for (/proc/sys/fs/pipe-max-size)
-
-
-def grow_pipe(fd: int) -> None:
-    """Make the STDOUT pipe hold up to 1 MiB, if the kernel lets us: with the
-    default 64 KiB, a pipe is mostly full, so few bodies could be spliced
-    into it and each write wakes the consumer for little."""
-    try:
-        if fcntl.fcntl(fd, F_GETPIPE_SZ) < PIPE_SIZE:
-            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass  # not Linux, or over the user's pipe-buffer allowance: keep its size
 
 
 class LoopOutput:

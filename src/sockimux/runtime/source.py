@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import threading
 import time
@@ -29,8 +30,28 @@ from typing import Protocol
 from ..core import Extent
 
 READ_SIZE = 256 * 1024
+PIPE_READ_MIN = 64 * 1024  # a STDIN pipe's first read, and after every short one
+PIPE_READ_MAX = 1024 * 1024  # a STDIN pipe's reads while they come back full (a grown pipe)
 FILE_READ_SIZE = 1024 * 1024  # reads of a regular file on the event loop (2 full DATA frames)
 SLOW_READ = 0.05  # seconds: a file read slower than this moves reads to a thread
+
+
+F_GETPIPE_SZ = 1032  # fcntl commands, Linux
+F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1 << 20  # what an unprivileged process may ask for (/proc/sys/fs/pipe-max-size)
+
+
+def grow_pipe(fd: int) -> None:
+    """Make a pipe hold up to 1 MiB, if the kernel lets us.  STDOUT: with the
+    default 64 KiB, a pipe is mostly full, so few bodies could be spliced
+    into it and each write wakes the consumer for little.  STDIN: a writer
+    that keeps it full (``cat file |``) fills 1 MiB between our reads, and a
+    read takes it in one piece instead of 64 KiB ones."""
+    try:
+        if fcntl.fcntl(fd, F_GETPIPE_SZ) < PIPE_SIZE:
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+    except OSError:
+        pass  # not Linux, or over the user's pipe-buffer allowance: keep its size
 
 
 class StreamSource(Protocol):
@@ -314,25 +335,16 @@ class FileInput:
                      f"{extent.position} that were still to be sent: it was truncated")
 
 
-class _InputProtocol(asyncio.Protocol):
-    def __init__(self, owner: LoopInput) -> None:
-        self.owner = owner
-
-    def data_received(self, data: bytes) -> None:
-        self.owner.on_data(data)
-
-    def eof_received(self) -> bool:
-        self.owner.ended(None)
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.owner.ended(f"reading STDIN failed: {getattr(exc, 'strerror', None) or exc}"
-                         if exc else None)
-
-
 class LoopInput:
-    """STDIN read by the event loop (pipes): no thread hand-off,
-    which is most of a keystroke's latency."""
+    """STDIN read by the event loop (pipes): no thread hand-off, which is most
+    of a keystroke's latency.
+
+    Reads start at PIPE_READ_MIN and double while they come back full, up to
+    PIPE_READ_MAX: a pipe kept full (``cat file |``) comes in pieces of up to
+    1 MiB (each at most a DATA body: fewer, larger bodies, and fewer events on
+    both sides), while keystrokes, each a short read, keep small reads.  A
+    short read starts again from PIPE_READ_MIN.
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
                  on_data: Callable[[bytes], None], on_eof: Callable[[str | None], None]) -> None:
@@ -340,32 +352,52 @@ class LoopInput:
         self._fd = fd
         self.on_data = on_data
         self._on_eof = on_eof
-        self._transport: asyncio.ReadTransport | None = None
+        self._started = False
         self._room = 0
-        self._paused = False
+        self._watching = False
         self._ended = False
+        self._size = PIPE_READ_MIN
 
     async def start(self) -> None:
-        file = os.fdopen(self._fd, "rb", buffering=0, closefd=True)
-        transport, _ = await self._loop.connect_read_pipe(lambda: _InputProtocol(self), file)
-        self._transport = transport
+        os.set_blocking(self._fd, False)  # our own file description (stream.py)
+        grow_pipe(self._fd)
+        self._started = True
         self.set_room(self._room)
 
     def set_room(self, room: int) -> None:
         self._room = room
-        transport = self._transport
-        if transport is None or self._ended:
+        if not self._started or self._ended:
             return
-        if room <= 0 and not self._paused:
-            self._paused = True
-            transport.pause_reading()
-        elif room > 0 and self._paused:
-            self._paused = False
-            transport.resume_reading()
+        if room > 0 and not self._watching:
+            self._loop.add_reader(self._fd, self._read)
+            self._watching = True
+        elif room <= 0 and self._watching:
+            self._loop.remove_reader(self._fd)
+            self._watching = False
+
+    def _read(self) -> None:
+        size = self._size
+        try:
+            data = os.read(self._fd, size)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.ended(read_failure(self._fd, exc))
+            return
+        if not data:
+            self.ended(None)
+            return
+        self._size = min(2 * size, PIPE_READ_MAX) if len(data) == size else PIPE_READ_MIN
+        self.on_data(data)
 
     def ended(self, error: str | None) -> None:
         if not self._ended:
             self._ended = True
+            if self._watching:
+                self._loop.remove_reader(self._fd)
+                self._watching = False
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
             self._on_eof(error)
 
 
