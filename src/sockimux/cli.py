@@ -263,8 +263,9 @@ def _exit_code(outcome: Outcome, runner: Runner | None, dialer: Dialer | None,
         return EXIT_GAVE_UP
     code = EXIT_CODES.get(outcome, EXIT_INTERNAL)
     if status is not None and status != 0:
-        shown = f"killed by signal {-status}" if status < 0 else f"exit status {status}"
-        log.error("the stream command ended with %s", shown)
+        # "ended with killed by signal 9" read wrong: each status its own sentence.
+        shown = f"was killed by signal {-status}" if status < 0 else f"ended with exit status {status}"
+        log.error("the stream command %s", shown)
         if code == EXIT_OK:
             return EXIT_STREAM_COMMAND
     return code
