@@ -9,9 +9,11 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,58 @@ def test_bad_usage_is_one_line_and_exit_2() -> None:
                              stdin=subprocess.DEVNULL)
         assert run.returncode == 2 and run.stderr.decode().count("\n") == 1, run
         assert run.stderr.startswith(b"sockimux ssh: "), run
+
+
+def _wrong_key_config(server: Sshd) -> Path:
+    """The test sshd's client config with a key it does not accept (its host key)."""
+    config = server.root / "wrong_key_config"
+    config.write_text(re.sub(r"IdentityFile .*", f"IdentityFile {server.root}/host_key",
+                             server.client_config.read_text()))
+    return config
+
+
+@pytest.mark.parametrize("case", ["authentication refused", "no such host name"])
+def test_a_far_host_that_cannot_be_reached_for_good_is_exit_8_at_once(sshd: Sshd, case: str) -> None:  # noqa: F811
+    """Refused for good before the far side was ever reached (as --help says
+    of authentication): ssh's line once, one line of ours, exit 8, not N ssh
+    re-opened for ever, each saying the same line again."""
+    if case == "authentication refused":
+        argv = [SOCKIMUX, "ssh", "-n", str(SUBFLOWS), "-F", str(_wrong_key_config(sshd)), "127.0.0.1"]
+        said = "Permission denied"
+    else:  # .invalid never resolves (RFC 6761)
+        argv = _ssh_mode(sshd, "no-such-host.invalid")
+        said = "Could not resolve hostname"
+    try:
+        run = subprocess.run([*argv, "--", "echo", "hi"], capture_output=True, timeout=30,
+                             stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"still re-opening after 30 s: {e.stderr!r}")
+    text = run.stderr.decode()
+    assert run.returncode == 8, text
+    assert "Traceback" not in text and "this cannot heal" in text, text
+    assert text.count(said) <= 2, text  # ssh's line, and ours quoting it
+
+
+def test_ssh_saying_the_same_thing_on_every_reopen_is_shown_once_per_10_s(sshd: Sshd) -> None:  # noqa: F811
+    """Nothing listens at the port: that may heal (the far host reboots), so
+    the subflows are re-opened, but ssh's "Connection refused" of each
+    attempt is shown once, not 4 subflows x every attempt."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    err = sshd.root / "refused.err"
+    with open(err, "wb") as err_f:
+        near = subprocess.Popen(_ssh_mode(sshd, "-p", str(port), "127.0.0.1", "--", "cat"),
+                                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err_f)
+    try:
+        time.sleep(8)  # 4 subflows re-opened at 0.2 s, 0.4 s, 0.8 s...: some 16 attempts
+        assert near.poll() is None, _read(err)  # still waiting for the far host, as documented
+        near.send_signal(signal.SIGTERM)
+        assert near.wait(30) == 128 + signal.SIGTERM, _read(err)
+    finally:
+        if near.poll() is None:
+            near.kill()
+            near.wait()
+    text = _read(err)
+    assert "Traceback" not in text, text
+    assert 1 <= text.count("Connection refused") <= 1, text  # 8 s < QUIET_FOR
