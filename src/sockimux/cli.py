@@ -199,6 +199,24 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    sys.unraisablehook = _unraisable
+    sys.excepthook = _uncaught
+
+
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """An exception raised where nothing can catch it (a destructor) is one
+    debug line, not the multi-line "Exception ignored in" report: uvloop's
+    process handle raises one in its __dealloc__ after a spawn failed for
+    want of a descriptor (ulimit -n), which sockimux survives."""
+    logging.getLogger("sockimux").debug("ignored in %r: %r", unraisable.object, unraisable.exc_value)
+
+
+def _uncaught(kind: type[BaseException], value: BaseException, _: object) -> None:
+    """What Python would print as a traceback (uvloop's __dealloc__ above
+    prints its exception this way too, through PyErr_PrintEx): one line."""
+    # uvloop's, after a failed spawn that was already reported: a debug line.
+    level = logging.DEBUG if "__dealloc__" in str(value) else logging.ERROR
+    logging.getLogger("sockimux").log(level, "%s: %s", kind.__name__, value)
 
 
 def _private_stdio(closed: frozenset[int]) -> tuple[int, int]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import SOCKIMUX, random_file, sha256_file
+from .harness import SOCKIMUX, feed, random_file, sha256_file
 from .test_ssh_example import Sshd, _read, _stop, _strays, _wait, sshd  # noqa: F401 (the fixture)
 
 MB = 1 << 20
@@ -234,3 +234,38 @@ def test_a_remote_commands_failure_comes_back_as_with_ssh(sshd: Sshd, command: s
     text = run.stderr.decode()
     assert run.returncode != 0, text
     assert said in text and f"exit status {status}" in text, text
+
+
+def test_sixteen_subflows_with_few_descriptors(sshd: Sshd) -> None:  # noqa: F811
+    """`sockimux ssh -n 16` under `ulimit -n 32`, over 6 s so that all 16 are
+    tried: the ssh processes beyond what the descriptors allow cannot be
+    started now (EMFILE), which may pass: they are re-opened later, not
+    stopped for good, and the copy completes over the subflows there are,
+    with no traceback (uvloop's process handle reports an exception from its
+    destructor after such a failed spawn)."""
+    import resource
+
+    data = random_file(sshd.root / "few-fds.bin", 4 * MB, seed=16).read_bytes()
+    out = sshd.root / "few-fds.out"
+    err = sshd.root / "few-fds.err"
+
+    def few_fds() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+
+    with open(out, "wb") as out_f, open(err, "wb") as err_f:
+        near = subprocess.Popen([SOCKIMUX, "ssh", "-n", "16", "--idle-timeout", "30", "-F",
+                                 str(sshd.client_config), "127.0.0.1", "--", "cat"],
+                                stdin=subprocess.PIPE, stdout=out_f, stderr=err_f,
+                                preexec_fn=few_fds)
+    try:
+        feed(near, data, 6).join(60)
+        code = near.wait(120)
+    finally:
+        if near.poll() is None:
+            near.kill()
+            near.wait()
+    text = _read(err, 20000)
+    assert code == 0, text
+    assert out.read_bytes() == data, text
+    for never in ("Traceback", "Exception ignored", "RuntimeError", "cannot heal"):
+        assert never not in text, text

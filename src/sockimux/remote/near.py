@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import os
 import signal
@@ -40,6 +41,7 @@ FAR_ENTRY = "sockimux.remote.far"
 PREAMBLE_TIMEOUT = 60.0  # a login, the bootstrap and the fork, on a slow link
 PREAMBLE_MAX = 512
 EXIT_NOT_FOUND = 127  # the remote shell found no such command
+_MAY_PASS = {errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM}  # spawning ssh: not for good
 
 _bootstrap_input = functools.cache(bootstrap_input)  # 75 KB, 23 ms to build: once per process
 
@@ -133,7 +135,12 @@ async def open_connection(target: FarTarget, timeout: float = PREAMBLE_TIMEOUT) 
         assert target.info is not None
         command = helper_command(target.info.socket, target.python)
     ours, theirs = socket.socketpair()
-    err_read, err_write = os.pipe()
+    try:
+        err_read, err_write = os.pipe()
+    except OSError:
+        ours.close()
+        theirs.close()
+        raise  # short of descriptors: the dialer tries again later
     try:
         process = await asyncio.create_subprocess_exec(
             *ssh_argv(target.destination, command, target.ssh_options, target.ssh),
@@ -142,7 +149,9 @@ async def open_connection(target: FarTarget, timeout: float = PREAMBLE_TIMEOUT) 
     except OSError as e:
         ours.close()
         os.close(err_read)
-        raise OpenFailed(f"cannot run {target.ssh}: {e.strerror or e}", fatal=True) from None
+        # Short of descriptors, processes or memory now (ulimit): that may pass.
+        raise OpenFailed(f"cannot run {target.ssh}: {e.strerror or e}",
+                         fatal=e.errno not in _MAY_PASS) from None
     finally:
         theirs.close()
         os.close(err_write)
