@@ -200,6 +200,24 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    sys.unraisablehook = _unraisable
+    sys.excepthook = _uncaught
+
+
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    """An exception raised where nothing can catch it (a destructor) is one
+    debug line, not the multi-line "Exception ignored in" report: uvloop's
+    process handle raises one in its __dealloc__ after a spawn failed for
+    want of a descriptor (ulimit -n), which sockimux survives."""
+    logging.getLogger("sockimux").debug("ignored in %r: %r", unraisable.object, unraisable.exc_value)
+
+
+def _uncaught(kind: type[BaseException], value: BaseException, _: object) -> None:
+    """What Python would print as a traceback (uvloop's __dealloc__ above
+    prints its exception this way too, through PyErr_PrintEx): one line."""
+    # uvloop's, after a failed spawn that was already reported: a debug line.
+    level = logging.DEBUG if "__dealloc__" in str(value) else logging.ERROR
+    logging.getLogger("sockimux").log(level, "%s: %s", kind.__name__, value)
 
 
 def _private_stdio(closed: frozenset[int]) -> tuple[int, int]:
@@ -257,8 +275,9 @@ def _listeners(args: argparse.Namespace, allowed: frozenset[int] | None) -> list
 
 
 def _shown(status: int) -> str:
-    """How a command ended, after "ended": "with exit status 3", "by signal 9"."""
-    return f"by signal {-status}" if status < 0 else f"with exit status {status}"
+    """How a command ended, after its name ("ended with killed by signal 9"
+    read wrong: each its own phrase)."""
+    return f"was killed by signal {-status}" if status < 0 else f"ended with exit status {status}"
 
 
 def _exit_code(outcome: Outcome, runner: Runner | None, dialer: Dialer | None,
@@ -272,17 +291,17 @@ def _exit_code(outcome: Outcome, runner: Runner | None, dialer: Dialer | None,
         return EXIT_GAVE_UP
     code = EXIT_CODES.get(outcome, EXIT_INTERNAL)
     if status is not None and status != 0:
-        log.error("the stream command ended %s", _shown(status))
+        log.error("the stream command %s", _shown(status))
         if code == EXIT_OK:
             return EXIT_STREAM_COMMAND
     peer = runner.session.peer_status if runner is not None else None
     if code == EXIT_OK and peer is not None:
         if remote_command:
             if peer != 0:
-                log.info("the remote command ended %s", _shown(peer))
+                log.info("the remote command %s", _shown(peer))
             return 128 - peer if peer < 0 else peer
         if peer != 0:
-            log.error("the peer's stream command ended %s", _shown(peer))
+            log.error("the peer's stream command %s", _shown(peer))
             return EXIT_STREAM_COMMAND
     return code
 

@@ -47,3 +47,46 @@ def test_more_subflows_than_descriptors(tmp_path: Path, loop: str) -> None:
             kill(r)
         a.close()
         b.close()
+
+
+SPAWN_SHORT_OF_DESCRIPTORS = """
+import asyncio, os, resource, sys
+import uvloop
+from sockimux import cli
+
+async def main(room):
+    lowest_free = os.dup(0)
+    os.close(lowest_free)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + room, hard))
+    try:
+        process = await asyncio.create_subprocess_exec("true")
+    except OSError as e:
+        print("spawn failed:", e.strerror)
+    else:
+        await process.wait()
+
+cli._setup_logging(0, False)  # as sockimux runs: its hooks in place
+uvloop.run(main(int(sys.argv[1])))
+"""
+
+
+def test_a_spawn_short_of_descriptors_prints_no_traceback() -> None:
+    """An EXEC subflow or an ssh of `sockimux ssh` started with almost no
+    descriptor left: uvloop's process handle, left half made, raises from its
+    destructor, and Python printed that as "Exception ignored in ...
+    Traceback ..." on our STDERR (seen with `ulimit -n 32` and `sockimux ssh
+    -n 16`).  The session survives it; the user must not see a traceback.
+    Which room makes the spawn fail there depends on uvloop: each is tried."""
+    import subprocess
+    import sys
+
+    failed = 0
+    for room in range(1, 8):
+        run = subprocess.run([sys.executable, "-c", SPAWN_SHORT_OF_DESCRIPTORS, str(room)],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run
+        failed += "spawn failed: Too many open files" in run.stdout
+        for never in ("Traceback", "Exception ignored", "RuntimeError"):
+            assert never not in run.stderr, (room, run.stderr)
+    assert failed, "no room tried made the spawn fail: the case is not the one meant"

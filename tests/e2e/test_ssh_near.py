@@ -113,3 +113,41 @@ def test_failures_say_whether_reopening_can_help(sshd: Sshd, case: str, tmp_path
     expected = {"gone": "is gone", "no-python": "no python3", "not-sockimux": "not a sockimux far side",
                 "no-sshd": "ssh failed"}[case]
     assert expected in str(error), error
+
+
+SHORT_OF_DESCRIPTORS = """
+import asyncio, os, resource, sys
+import uvloop
+from sockimux.remote.near import FarTarget, OpenFailed, open_connection
+
+async def main():
+    target = FarTarget("127.0.0.1", ["-F", "/dev/null"], ssh=sys.argv[1])
+    lowest_free = os.dup(0)
+    os.close(lowest_free)
+    # Room for the channel's socketpair, none for what starting ssh needs.
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free + 2, hard))
+    try:
+        await open_connection(target, timeout=20)
+    except OpenFailed as e:
+        print("fatal" if e.fatal else "may pass", e)
+    except OSError as e:
+        print("may pass", e)
+    else:
+        print("opened")
+
+uvloop.run(main())
+"""
+
+
+def test_short_of_descriptors_to_start_ssh_may_pass() -> None:
+    """EMFILE while starting an ssh is the moment's shortage (ulimit -n, other
+    subflows holding descriptors), not a command that cannot be run: it must
+    not stop the address for good (it did: exit 8, or no re-open ever after)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", SHORT_OF_DESCRIPTORS, require("ssh")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("may pass") and "Too many open files" in run.stdout, run

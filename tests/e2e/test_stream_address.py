@@ -43,8 +43,12 @@ def test_stream_tcp(tmp_path: Path) -> None:
         near.close()
 
 
-@pytest.mark.parametrize(("command", "far_code"), [("cat", 0), ("sh -c 'cat; exit 3'", 9)])
-def test_stream_exec(tmp_path: Path, command: str, far_code: int) -> None:
+@pytest.mark.parametrize(("command", "far_code", "said"), [
+    ("cat", 0, ""),
+    ("sh -c 'cat; exit 3'", 9, "the stream command ended with exit status 3"),
+    ("sh -c 'cat; kill -9 $$'", 9, "the stream command was killed by signal 9"),
+])
+def test_stream_exec(tmp_path: Path, command: str, far_code: int, said: str) -> None:
     """--stream EXEC: the far side carries a command's STDIN/STDOUT; a
     command that fails makes the far side exit 9, naming its status, and
     the near side too, told by the FIN (all bytes delivered all the same)."""
@@ -58,9 +62,9 @@ def test_stream_exec(tmp_path: Path, command: str, far_code: int) -> None:
         assert far.wait(60) == far_code, far.stderr()
         assert near.out.read_bytes() == data
         if far_code:
-            assert far.stderr().strip().endswith("the stream command ended with exit status 3")
-            assert near.stderr().strip().endswith(
-                "the peer's stream command ended with exit status 3")
+            assert far.stderr().strip().endswith(said), far.stderr()
+            peer_said = said.replace("the stream command", "the peer's stream command")
+            assert near.stderr().strip().endswith(peer_said), near.stderr()
     finally:
         far.close()
         near.close()

@@ -3,8 +3,9 @@ point where it is a plain connected socket that carries a subflow.
 
 Each connection is ``ssh`` (:func:`.sshcmd.ssh_argv`) with one end of a
 socketpair as its STDIN and STDOUT (so the runtime adopts a socket, and
-splice keeps working), its STDERR ours (ssh's own messages, a far-side
-failure: one line each, for the user).  The first connection writes the
+splice keeps working), its STDERR passed on to ours (ssh's own messages, a
+far-side failure: one line each, for the user; a line repeated by ssh after
+ssh is not repeated: :mod:`.sshstderr`).  The first connection writes the
 bootstrap (:func:`.bootstrap.bootstrap_input`); every connection then reads
 the far side's preamble, exactly (peeked up to its newline: the far side may
 send the subflow's first bytes right after it), and is ready.
@@ -12,8 +13,10 @@ send the subflow's first bytes right after it), and is ready.
 Why the exceptions say fatal or not: a helper exiting 3 means the far
 sockimux is gone (the session ended, or it idled out), a remote exit 127
 that ``python3`` is not there, a wrong preamble that something else
-answers: retrying cannot help.  ssh's own 255 (connection refused, network
-down) and a connection cut during start-up may heal, and re-opening is the
+answers: retrying cannot help; so does ssh's own 255 when ssh said it
+was refused for good (authentication, no such host name) before the far
+side was ever reached.  Any other 255 (connection refused, network down)
+and a connection cut during start-up may heal, and re-opening is the
 runtime's job (:mod:`sockimux.core.reopen`).
 """
 
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
+import os
 import signal
 import socket
 from collections.abc import Sequence
@@ -30,11 +35,13 @@ from dataclasses import dataclass, field
 from .bootstrap import DEFAULT_PYTHON, bootstrap_input, remote_command
 from .handoff import EXIT_NO_SESSION, FarInfo, helper_command, parse_preamble, wait_readable
 from .sshcmd import ssh_argv
+from .sshstderr import SshStderr
 
 FAR_ENTRY = "sockimux.remote.far"
 PREAMBLE_TIMEOUT = 60.0  # a login, the bootstrap and the fork, on a slow link
 PREAMBLE_MAX = 512
 EXIT_NOT_FOUND = 127  # the remote shell found no such command
+_MAY_PASS = {errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM}  # spawning ssh: not for good
 
 _bootstrap_input = functools.cache(bootstrap_input)  # 75 KB, 23 ms to build: once per process
 
@@ -65,10 +72,12 @@ class OpenConnection:
 
     sock: socket.socket
     process: asyncio.subprocess.Process
+    messages: SshStderr | None = None
 
 
 async def _read_preamble(sock: socket.socket, process: asyncio.subprocess.Process,
-                         timeout: float) -> FarInfo:
+                         timeout: float, messages: SshStderr | None = None,
+                         first: bool = False) -> FarInfo:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
@@ -79,7 +88,7 @@ async def _read_preamble(sock: socket.socket, process: asyncio.subprocess.Proces
         except OSError:
             peeked = b""  # reset: as good as EOF
         if peeked == b"":
-            raise _exit_error(await process.wait())
+            raise _exit_error(await process.wait(), messages, first)
         if peeked is not None:
             end = peeked.find(b"\n")
             if end >= 0:
@@ -100,13 +109,18 @@ async def _read_preamble(sock: socket.socket, process: asyncio.subprocess.Proces
             await wait_readable(sock, left)
 
 
-def _exit_error(code: int) -> OpenFailed:
+def _exit_error(code: int, messages: SshStderr | None = None, first: bool = False) -> OpenFailed:
     if code == EXIT_NO_SESSION:
         return OpenFailed("the far sockimux is gone (the session ended there)", fatal=True)
     if code == EXIT_NOT_FOUND:
         return OpenFailed("no python3 on the far host (sockimux needs python 3.10 or later there)",
                           fatal=True)
     if code == 255:
+        if messages is not None:
+            messages.drain()  # ssh has exited: all it said is in the pipe
+            said = messages.refused_for_good()
+            if said is not None and first:
+                return OpenFailed(f"ssh cannot reach the far host: {said}", fatal=True)
         return OpenFailed("ssh failed (see its message above)", fatal=False)
     return OpenFailed(f"the far side exited with {code} before it was ready", fatal=False)
 
@@ -122,14 +136,26 @@ async def open_connection(target: FarTarget, timeout: float = PREAMBLE_TIMEOUT) 
         command = helper_command(target.info.socket, target.python)
     ours, theirs = socket.socketpair()
     try:
+        err_read, err_write = os.pipe()
+    except OSError:
+        ours.close()
+        theirs.close()
+        raise  # short of descriptors: the dialer tries again later
+    try:
         process = await asyncio.create_subprocess_exec(
             *ssh_argv(target.destination, command, target.ssh_options, target.ssh),
-            stdin=theirs.fileno(), stdout=theirs.fileno(), start_new_session=True)
+            stdin=theirs.fileno(), stdout=theirs.fileno(), stderr=err_write,
+            start_new_session=True)
     except OSError as e:
         ours.close()
-        raise OpenFailed(f"cannot run {target.ssh}: {e.strerror or e}", fatal=True) from None
+        os.close(err_read)
+        # Short of descriptors, processes or memory now (ulimit): that may pass.
+        raise OpenFailed(f"cannot run {target.ssh}: {e.strerror or e}",
+                         fatal=e.errno not in _MAY_PASS) from None
     finally:
         theirs.close()
+        os.close(err_write)
+    messages = SshStderr(asyncio.get_running_loop(), err_read)
     try:
         ours.setblocking(False)
         loop = asyncio.get_running_loop()
@@ -139,8 +165,8 @@ async def open_connection(target: FarTarget, timeout: float = PREAMBLE_TIMEOUT) 
             except OSError:  # ssh is gone already (no sshd, no route): its exit says why
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()  # (or it is not: then it failed to take its input)
-                raise _exit_error(await process.wait()) from None
-        info = await _read_preamble(ours, process, timeout)
+                raise _exit_error(await process.wait(), messages, first) from None
+        info = await _read_preamble(ours, process, timeout, messages, first)
         if target.info is None:
             target.info = info
         elif info != target.info:
@@ -151,8 +177,9 @@ async def open_connection(target: FarTarget, timeout: float = PREAMBLE_TIMEOUT) 
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
+        messages.drain()
         raise
-    return OpenConnection(ours, process)
+    return OpenConnection(ours, process, messages)
 
 
 def kill(connection: OpenConnection) -> None:

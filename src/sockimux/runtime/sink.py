@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 import threading
 from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from .source import grow_pipe, thread_poster  # grow_pipe: STDIN's pipe is grown too
+from .source import grow_pipe, thread_poster, wait_until_ready  # grow_pipe: STDIN's pipe is grown too
 
 IOV_MAX = 1024
 Buffers = list[bytes | bytearray | memoryview]
@@ -70,11 +71,16 @@ class SpliceTarget(Protocol):
 
 
 def write_all(fd: int, buffers: Buffers) -> int:
-    """Write every byte of ``buffers`` to ``fd`` (blocking); the count."""
+    """Write every byte of ``buffers`` to ``fd`` (blocking, even when another
+    process sharing its file description made it non-blocking); the count."""
     views = [memoryview(b) for b in buffers]
     total = sum(len(v) for v in views)
     while views:
-        n = os.writev(fd, views[:IOV_MAX])
+        try:
+            n = os.writev(fd, views[:IOV_MAX])
+        except BlockingIOError:
+            wait_until_ready(fd, select.POLLOUT)
+            continue
         while n and views:
             if n >= len(views[0]):
                 n -= len(views[0])

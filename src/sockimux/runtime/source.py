@@ -22,6 +22,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import select
 import threading
 import time
 from collections.abc import Callable
@@ -76,6 +77,18 @@ def thread_poster(loop: asyncio.AbstractEventLoop) -> Callable[..., bool]:
         return True
 
     return post
+
+
+def wait_until_ready(fd: int, event: int) -> None:
+    """Block the calling thread until ``fd`` is ready for ``event``
+    (``select.POLLIN`` or ``POLLOUT``), hung up or failed (the next read or
+    write says which).  For a descriptor whose file description another
+    process made non-blocking (a parent's terminal or socket, shared with
+    us and left as found): EAGAIN there means "not yet", not a failure, and
+    the thread waits as a blocking call would have."""
+    poller = select.poll()
+    poller.register(fd, event)
+    poller.poll()
 
 
 def read_failure(fd: int, exc: OSError) -> str | None:
@@ -154,6 +167,11 @@ class InputReader:
                 self._room -= size
             try:
                 data = os.read(self._fd, size)
+            except BlockingIOError:  # O_NONBLOCK, set by whoever shares the description
+                wait_until_ready(self._fd, select.POLLIN)
+                with self._cond:
+                    self._room += size
+                continue
             except OSError as exc:
                 call(self._on_eof, read_failure(self._fd, exc))
                 return

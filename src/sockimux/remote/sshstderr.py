@@ -1,0 +1,95 @@
+"""ssh's STDERR in `sockimux ssh`: passed on to ours, line by line, through
+a pipe of ours rather than inherited.
+
+Why not inherited: every ssh of a session that cannot connect (no sshd,
+authentication refused, a host name that does not resolve) says so, and
+the dialer re-opens each of N subflows over and over; inherited, the same
+line came out dozens of times a minute (a retry storm on the terminal of a
+ProxyCommand).  Here a line that was said in the last :data:`QUIET_FOR`
+seconds is not said again.  The last lines are also kept, so that an ssh
+that exits 255 can be told apart: refused for good (authentication, an
+unknown host name, a changed host key) or worth re-opening (refused
+connection, network down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import os
+import time
+
+QUIET_FOR = 10.0  # seconds before the same line of ssh is shown again
+KEPT = 20  # last lines kept for the exit's diagnosis
+LINE_MAX = 4096  # a longer "line" is passed on in pieces
+
+# ssh's messages (OpenSSH) that no re-opening can change.
+FOR_GOOD = (
+    "Permission denied (",  # authentication refused
+    "Name or service not known",  # Could not resolve hostname ...: no such name (not a DNS outage)
+    "Host key verification failed",
+    "REMOTE HOST IDENTIFICATION HAS CHANGED",
+)
+
+_said: dict[bytes, float] = {}  # line -> when it was last shown, over all ssh processes
+
+
+class SshStderr:
+    """The read end of one ssh's STDERR pipe, watched by the event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, read_fd: int) -> None:
+        self._loop = loop
+        self._fd: int | None = read_fd
+        self._partial = b""
+        self.lines: collections.deque[str] = collections.deque(maxlen=KEPT)
+        os.set_blocking(read_fd, False)
+        loop.add_reader(read_fd, self.drain)
+
+    def drain(self) -> None:
+        """Pass on what ssh wrote so far (all of it, once ssh has exited)."""
+        while self._fd is not None:
+            try:
+                chunk = os.read(self._fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if self._partial:
+                    self._line(self._partial)
+                    self._partial = b""
+                self.close()
+                return
+            self._partial += chunk
+            while (end := self._partial.find(b"\n")) >= 0 or len(self._partial) > LINE_MAX:
+                cut = end + 1 if end >= 0 else LINE_MAX
+                self._line(self._partial[:cut])
+                self._partial = self._partial[cut:]
+
+    def _line(self, line: bytes) -> None:
+        self.lines.append(line.decode(errors="replace").rstrip("\r\n"))
+        now = time.monotonic()
+        key = line.rstrip(b"\r\n")
+        if now - _said.get(key, -QUIET_FOR) < QUIET_FOR:
+            return
+        if len(_said) > 1000:  # a long session of varied messages: forget the old ones
+            _said.clear()
+        _said[key] = now
+        if not line.endswith(b"\n"):
+            line += b"\n"
+        with contextlib.suppress(OSError):
+            os.write(2, line)
+
+    def refused_for_good(self) -> str | None:
+        """The line of ssh that says re-opening cannot help, if it said one."""
+        for line in self.lines:
+            if any(mark in line for mark in FOR_GOOD):
+                return line.strip()
+        return None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = None
