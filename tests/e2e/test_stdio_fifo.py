@@ -11,10 +11,6 @@ import pytest
 from .harness import SOCKIMUX, wait_for
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "hangs: B never ends (seen 09:30 UTC, not diagnosed in time; at first stuck in "
-    "open(/proc/self/fd/N) in runtime/stream.private_fd, which waits for a writer of a "
-    "named FIFO, and with O_NONBLOCK there it still hangs elsewhere)"))
 def test_a_named_fifo_whose_writer_is_gone(tmp_path: Path) -> None:
     """`echo hello > fifo &` done before `sockimux ... < fifo` reads it: the
     bytes are in the FIFO, no writer is left; that is the whole input."""

@@ -57,7 +57,19 @@ def loop_capable(fd: int) -> bool:
         mode = os.fstat(fd).st_mode
     except OSError:
         return False
-    return stat.S_ISFIFO(mode) and not os.isatty(fd)
+    return stat.S_ISFIFO(mode) and not os.isatty(fd) and not named_fifo(fd)
+
+
+def named_fifo(fd: int) -> bool:
+    """A FIFO with a name in the file system (mkfifo), not a pipe.  Its own
+    file description (private_fd) would be a new open of it, which waits for
+    a writer that may be gone for good (its bytes still in it), and a reader
+    opened after its writer left is never told of that end by epoll: so it
+    is read by a thread, with plain blocking reads that see the end."""
+    try:
+        return not os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+    except OSError:
+        return False
 
 
 def regular_file(fd: int) -> bool:
