@@ -62,6 +62,7 @@ from typing import Any
 
 from latency import percentile
 from netlab_direct import NETLAB, VENV_PYTHON, DirectRun, load_netlab
+from netlab_fault import text_of as _text
 from netlab_tcp import commit, lab_opts
 from stall import DROPPED, SLOW_MS, _echoes
 
@@ -333,14 +334,6 @@ class EchoRun(DirectRun):
 
 def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 2) if values else None
-
-
-def _text(path: str) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def _last_stats(path: str) -> dict[str, Any]:

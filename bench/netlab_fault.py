@@ -56,7 +56,7 @@ def analyse(result: dict[str, Any], link: Any, at: float, until: float) -> dict[
     new_ids = sorted({i for _, sfs in after for i, _ in sfs} - before)
     carried = max((d for _, sfs in after for i, d in sfs if i in new_ids), default=0)
     first_new = next((t for t, sfs in after if any(i in new_ids for i, _ in sfs)), None)
-    log = [line for line in _text(result["stderr_path"]["A"]).splitlines() if link.right_addr in line
+    log = [line for line in text_of(result["stderr_path"]["A"]).splitlines() if link.right_addr in line
            and ("lost" in line or "back" in line or "could not" in line)]
     timeline = result.get("timeline", {})
     checks = {
@@ -87,7 +87,7 @@ def analyse(result: dict[str, Any], link: Any, at: float, until: float) -> dict[
 
 def _lines(path: str) -> list[dict[str, Any]]:
     out = []
-    for text in _text(path).splitlines():
+    for text in text_of(path).splitlines():
         try:
             out.append(json.loads(text))
         except ValueError:
@@ -95,7 +95,8 @@ def _lines(path: str) -> list[dict[str, Any]]:
     return out
 
 
-def _text(path: str) -> str:
+def text_of(path: str) -> str:
+    """A log file's text ('' if it cannot be read)."""
     try:
         with open(path, errors="replace") as f:
             return f.read()
