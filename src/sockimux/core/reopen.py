@@ -107,7 +107,7 @@ _CODE_TEXT = {
     CloseCode.OUTPUT_CLOSED: "output closed",
     CloseCode.PEER_ABORTED: "the peer aborted the session",
     CloseCode.HANDSHAKE_TIMEOUT: "no hello in time",
-    CloseCode.TOO_MANY_SUBFLOWS: "the peer has too many subflows",
+    CloseCode.TOO_MANY_SUBFLOWS: "too many subflows (one end is at its --max-subflows)",
     CloseCode.AUTH_FAILED: "authentication failed",
     CloseCode.SHUTDOWN: "the peer is shutting down",
 }
