@@ -18,6 +18,12 @@ from .core.addresses import Role, Stdio
 from .core.auth import MIN_KEY_SIZE
 from .core.errors import LocalError
 from .core.session import Outcome, Session, SessionConfig
+from .exits import (
+    EXIT_INTERNAL,
+    EXIT_SOCKET,
+    EXIT_USAGE,
+    exit_code,
+)
 from .interrupts import HANDLED_SIGNALS, ProcessSignals
 from .options import (
     COUNT_RANGE,
@@ -41,24 +47,6 @@ from .runtime.sink import OutputWriter
 from .runtime.stream_address import OpenedStream, open_stream
 from .usage import DESCRIPTION, EPILOG
 
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_USAGE = 2
-EXIT_SOCKET = 3
-EXIT_OUTPUT_CLOSED = 4
-EXIT_PEER_ABORTED = 5
-EXIT_NO_SUBFLOWS = 6
-EXIT_INPUT_CHANGED = 7
-EXIT_GAVE_UP = 8
-EXIT_STREAM_COMMAND = 9
-
-EXIT_CODES = {
-    Outcome.DONE: EXIT_OK,
-    Outcome.OUTPUT_CLOSED: EXIT_OUTPUT_CLOSED,
-    Outcome.PEER_ABORTED: EXIT_PEER_ABORTED,
-    Outcome.NO_SUBFLOWS: EXIT_NO_SUBFLOWS,
-    Outcome.INPUT_CHANGED: EXIT_INPUT_CHANGED,
-}
 
 class _Parser(argparse.ArgumentParser):
     def parse_known_args(self, args: Sequence[str] | None = None,  # type: ignore[override]
@@ -274,38 +262,6 @@ def _listeners(args: argparse.Namespace, allowed: frozenset[int] | None) -> list
     return made
 
 
-def _shown(status: int) -> str:
-    """How a command ended, after its name ("ended with killed by signal 9"
-    read wrong: each its own phrase)."""
-    return f"was killed by signal {-status}" if status < 0 else f"ended with exit status {status}"
-
-
-def _exit_code(outcome: Outcome, runner: Runner | None, dialer: Dialer | None,
-               status: int | None, log: logging.Logger, remote_command: bool = False) -> int:
-    """Our exit code.  ``remote_command``: the peer's stream is the COMMAND of
-    ``sockimux ssh HOST -- COMMAND``, whose exit status becomes ours, as
-    ssh's does, once the session is done (a signal N: 128 + N)."""
-    if outcome is Outcome.INTERRUPTED and runner is not None and runner.signal is not None:
-        return 128 + runner.signal
-    if outcome is Outcome.NO_SUBFLOWS and dialer is not None and dialer.gave_up:
-        return EXIT_GAVE_UP
-    code = EXIT_CODES.get(outcome, EXIT_INTERNAL)
-    if status is not None and status != 0:
-        log.error("the stream command %s", _shown(status))
-        if code == EXIT_OK:
-            return EXIT_STREAM_COMMAND
-    peer = runner.session.peer_status if runner is not None else None
-    if code == EXIT_OK and peer is not None:
-        if remote_command:
-            if peer != 0:
-                log.info("the remote command %s", _shown(peer))
-            return 128 - peer if peer < 0 else peer
-        if peer != 0:
-            log.error("the peer's stream command %s", _shown(peer))
-            return EXIT_STREAM_COMMAND
-    return code
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     # Before anything creates a descriptor: see process.claim_stdio.
     try:
@@ -430,4 +386,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     for listener in listeners:
         listener.close()
     remote_command = ssh is not None and "--command" in ssh.target.far_args
-    return _exit_code(outcome, runner, dialer, stream.finish(), log, remote_command)
+    return exit_code(outcome, runner, dialer, stream.finish(), log, remote_command)

@@ -1,5 +1,5 @@
 """The text of ``sockimux --help``: what it does, examples, addresses, exit codes
-(the codes themselves are cli.py's EXIT_* constants)."""
+(the codes themselves are exits.py's EXIT_* constants)."""
 
 DESCRIPTION = """\
 Carry STDIN/STDOUT over many connections ("subflows") to a peer sockimux.
