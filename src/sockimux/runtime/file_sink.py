@@ -15,6 +15,7 @@ from collections.abc import Callable
 from .sink import (
     SPLICE_FLAGS,
     Buffers,
+    Output,
     OutputFailed,
     OutputWriter,
     write_all,
@@ -23,7 +24,7 @@ from .source import grow_pipe
 
 SLOW_WRITE = 0.05  # seconds: a file write slower than this moves writes to a thread
 
-class FileOutput:
+class FileOutput(Output):
     """STDOUT that is a regular file, written by the event loop itself.
 
     A write to a regular file is a copy into the page cache: on the loop it
@@ -41,11 +42,7 @@ class FileOutput:
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
                  on_written: Callable[[int], None], on_error: Callable[[str], None],
                  on_closed: Callable[[], None]) -> None:
-        self._loop = loop
-        self._fd = fd
-        self._on_written = on_written
-        self._on_error = on_error
-        self._on_closed = on_closed
+        super().__init__(loop, fd, on_written, on_error, on_closed)
         self.worker: OutputWriter | None = None  # set once writes moved to a thread
         self._closing = False
         self._done = False  # failed: nothing more is written

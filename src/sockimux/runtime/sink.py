@@ -91,7 +91,21 @@ def write_all(fd: int, buffers: Buffers) -> int:
     return total
 
 
-class OutputWriter:
+class Output:
+    """What every sink is given: the loop, the descriptor it then owns, and
+    whom to tell of bytes written, of a failure, and of the close."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
+                 on_written: Callable[[int], None], on_error: Callable[[str], None],
+                 on_closed: Callable[[], None]) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._on_written = on_written
+        self._on_error = on_error
+        self._on_closed = on_closed
+
+
+class OutputWriter(Output):
     """Writes buffers to ``fd`` in a thread, reporting progress to the loop.
 
     ``on_written(n)`` follows each write, ``on_error(message)`` ends it on
@@ -102,11 +116,7 @@ class OutputWriter:
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
                  on_written: Callable[[int], None], on_error: Callable[[str], None],
                  on_closed: Callable[[], None]) -> None:
-        self._loop = loop
-        self._fd = fd
-        self._on_written = on_written
-        self._on_error = on_error
-        self._on_closed = on_closed
+        super().__init__(loop, fd, on_written, on_error, on_closed)
         self._queue: deque[bytes | bytearray | memoryview] = deque()
         self._closing = False
         # A socket of our own (--stream TCP:...) whose reading side another
@@ -177,18 +187,14 @@ class _OutputProtocol(asyncio.Protocol):
         self.owner.lost(exc)
 
 
-class LoopOutput:
+class LoopOutput(Output):
     """STDOUT written by the event loop (pipes).  Bytes count as
     written once the kernel has taken them."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
                  on_written: Callable[[int], None], on_error: Callable[[str], None],
                  on_closed: Callable[[], None]) -> None:
-        self._loop = loop
-        self._fd = fd
-        self._on_written = on_written
-        self._on_error = on_error
-        self._on_closed = on_closed
+        super().__init__(loop, fd, on_written, on_error, on_closed)
         self._transport: asyncio.WriteTransport | None = None
         self._early: list[bytes | bytearray | memoryview] = []
         self._handed = 0
