@@ -232,6 +232,33 @@ def test_twenty_exec_addresses_start_at_most_eight_at_once_staggered() -> None:
     assert {slot.address for _, slot in clock.started} == set(range(20))
 
 
+def test_socket_addresses_are_not_staggered_only_bounded() -> None:
+    """128 UNIX/TCP subflows (no process to start) open 8 at a time as fast as
+    their hellos finish, not one per 20 ms (2.5 s for 128); an EXEC address
+    beside them keeps its 20 ms between starts."""
+    cfg = ReopenConfig()
+    policy = Reopener(random.Random(3), cfg)
+    policy.add("UNIX-CONNECT:/tmp/b.sock", 128, 0.0, paced=False)
+    policy.add("EXEC:'ssh far'", 4, 0.0)
+    clock = Clock(policy)
+    clock.run_until(0.0)
+    assert policy.starting == cfg.max_starting  # 8 at once, at time 0
+    assert [slot.address for _, slot in clock.started].count(1) == 1  # one EXEC start so far
+    opened: set[Slot] = set()
+    while len(opened) < 128:
+        # Every socket hello done 1 ms after it started: the next ones go at once.
+        for _, slot in clock.started:
+            if slot.address == 0 and slot not in opened:
+                policy.established(slot, clock.now)
+                opened.add(slot)
+        clock.run_until(clock.now + 0.001)
+    socket_times = [t for t, slot in clock.started if slot.address == 0]
+    assert len(socket_times) == 128 and max(socket_times) < 0.02  # vs 2.54 s staggered
+    exec_times = [t for t, slot in clock.started if slot.address == 1]
+    gaps = [b - a for a, b in zip(exec_times, exec_times[1:], strict=False)]
+    assert all(g >= cfg.stagger - 1e-9 for g in gaps)
+
+
 def test_slots_due_together_start_round_robin_over_addresses() -> None:
     policy = Reopener(NoJitter(), ReopenConfig(stagger=0.0, max_starting=100))
     policy.add("EXEC:a", 3, 0.0)

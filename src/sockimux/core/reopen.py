@@ -48,10 +48,14 @@ every few seconds (and each re-open over ssh is a new login).
   command exited (ssh exits when its connection dies).
 
 **Starting bound.**  At most 8 slots are *starting* at once (started, hello
-not yet done), across all addresses, and two starts are at least 20 ms
-apart: sshd drops unauthenticated connections beyond its MaxStartups
-(10 by default), so 20 ``EXEC:'ssh ...'`` subflows must not all knock at
-once.  Slots due at the same time start round-robin over the addresses.
+not yet done), across all addresses.  Addresses added as *paced* (those
+that start a process: EXEC, ssh) are also started at least 20 ms apart:
+sshd drops unauthenticated connections beyond its MaxStartups (10 by
+default), so 20 ``EXEC:'ssh ...'`` subflows must not all knock at once,
+and a fork and exec each is work better spread out.  A socket address
+(UNIX, TCP) is only bounded by the 8: ``count=128`` of them is open in
+tens of milliseconds, not 2.5 s.  Slots due at the same time start
+round-robin over the addresses.
 
 **Logs** come as events, on transitions only: a slot *lost* (or, never
 opened yet, failing for the first time), *back* (with the attempts and
@@ -228,6 +232,7 @@ class _SlotState:
 class _Address:
     label: str
     slots: list[_SlotState] = field(default_factory=list)
+    paced: bool = True  # its starts are at least `stagger` apart
     attempts: int = 0
     reopens: int = 0
     established: int = 0
@@ -248,11 +253,13 @@ class Reopener:
         self._next_start_at = float("-inf")
         self._over = False
 
-    def add(self, label: str, count: int, now: float) -> int:
-        """Add an address with ``count`` slots, all due now; return its index."""
+    def add(self, label: str, count: int, now: float, paced: bool = True) -> int:
+        """Add an address with ``count`` slots, all due now; return its index.
+        ``paced``: its starts are at least ``stagger`` apart (it starts a process)."""
         if count < 1:
             raise UsageError("count must be at least 1")
-        self._addresses.append(_Address(label, [_SlotState(due_at=now) for _ in range(count)]))
+        self._addresses.append(_Address(label, [_SlotState(due_at=now) for _ in range(count)],
+                                        paced=paced))
         return len(self._addresses) - 1
 
     # -- what to start, and when -----------------------------------------------------
@@ -260,9 +267,11 @@ class Reopener:
     def start_due(self, now: float) -> list[Slot]:
         """The slots to start now; each is *starting* until established or ended."""
         started: list[Slot] = []
-        while self._starting < self.config.max_starting and now >= self._next_start_at:
+        while self._starting < self.config.max_starting:
+            paced_now = now >= self._next_start_at
             due = [(st.due_at, number, index)
                    for index, address in enumerate(self._addresses)
+                   if paced_now or not address.paced
                    for number, st in enumerate(address.slots)
                    if st.state is _State.WAITING and st.due_at <= now]
             if not due:
@@ -270,7 +279,8 @@ class Reopener:
             _, number, index = min(due)  # earliest first; ties round-robin over addresses
             self._start(index, number)
             started.append(Slot(index, number))
-            self._next_start_at = now + self.config.stagger
+            if self._addresses[index].paced:
+                self._next_start_at = now + self.config.stagger
         return started
 
     def next_deadline(self) -> float | None:
@@ -278,9 +288,10 @@ class Reopener:
         happens; None when only an event (established, ended) can change that."""
         if self._starting >= self.config.max_starting:
             return None
-        due = [st.due_at for address in self._addresses for st in address.slots
+        due = [max(st.due_at, self._next_start_at) if address.paced else st.due_at
+               for address in self._addresses for st in address.slots
                if st.state is _State.WAITING]
-        return max(min(due), self._next_start_at) if due else None
+        return min(due) if due else None
 
     def _start(self, index: int, number: int) -> None:
         address = self._addresses[index]

@@ -131,7 +131,8 @@ class Dialer:
         now = runner.loop.time()
         for address in self.addresses:
             # The policy numbers the slots ("2 of 4"): the label leaves count= out.
-            self.policy.add(str(replace(address, count=1)), address.count, now)
+            self.policy.add(str(replace(address, count=1)), address.count, now,
+                            paced=isinstance(address, (Exec, SshSubflows)))
         self._pump()
 
     def detach(self) -> None:
