@@ -50,6 +50,7 @@ from typing import Any
 
 from ends import FEED_TEXT, OUTPUT_TEXT, Feed, Output
 from procs import (
+    SOCKIMUX_CMD,
     BenchError,
     Child,
     Payload,
@@ -109,7 +110,10 @@ def _all_connected(a_sock: str, b_sock: str, count: int, t0: float, timeout: flo
 
 
 def run_sockimux(tmp: Path, payload: Payload, subflows: int, block: int, verify: bool,
-                 timeout: float, ends: tuple[str, str] = DEFAULT_ENDS) -> dict[str, Any]:
+                 timeout: float, ends: tuple[str, str] = DEFAULT_ENDS,
+                 dialed: bool = False) -> dict[str, Any]:
+    if dialed:
+        return _run_dialed(tmp, payload, subflows, verify, timeout, ends)
     what = f"bulk sockimux, STDIN {ends[0]}, STDOUT {ends[1]}, {subflows} subflow(s)"
     with Procs(tmp) as procs, Output(ends[1], payload) as out:
         a_sock, b_sock = str(tmp / "A.sock"), str(tmp / "B.sock")
@@ -127,31 +131,68 @@ def run_sockimux(tmp: Path, payload: Payload, subflows: int, block: int, verify:
         connected_s = _all_connected(a_sock, b_sock, subflows, t0, timeout)
         report = sink.result(max(1.0, timeout - (time.monotonic() - t0)))
         seconds = _check(report, payload, what, t0, timeout, [a, b])
-        exits = {}
-        for side in (a, b):
-            rc = wait_exit(side, 30)
-            if rc != 0:
-                raise BenchError(f"{what}: all bytes arrived but {side.name} "
-                                 f"{'did not exit within 30 s' if rc is None else f'exited {rc}'}: "
-                                 f"{side.describe()}")
-            exits[side.name] = round(time.monotonic() - report["t_eof"], 3)
-        logs = {side.name: side.stderr_tail(1 << 20) for side in (a, b)}
-        # A refusal is logged as "subflow N refused: why" by the side that refused it.
-        refused = sum(len(REFUSED.findall(text)) for text in logs.values())
         return {"seconds": seconds, "first_byte_s": report["t_first"] - t0,
-                "spawned_s": t_spawned - t0, "all_connected_s": connected_s, "subflows_refused": refused,
-                "exited_after_eof_s": exits,
-                "stderr_lines": {n: text.splitlines()[:5] for n, text in logs.items() if text}}
+                "spawned_s": t_spawned - t0, "all_connected_s": connected_s,
+                **_ended(what, report, a, b)}
+
+
+def _ended(what: str, report: dict[str, Any], a: Child, b: Child) -> dict[str, Any]:
+    """Both sockimux must exit 0 after the last byte: how long each took, what they said."""
+    exits = {}
+    for side in (a, b):
+        rc = wait_exit(side, 30)
+        if rc != 0:
+            raise BenchError(f"{what}: all bytes arrived but {side.name} "
+                             f"{'did not exit within 30 s' if rc is None else f'exited {rc}'}: "
+                             f"{side.describe()}")
+        exits[side.name] = round(time.monotonic() - report["t_eof"], 3)
+    logs = {side.name: side.stderr_tail(1 << 20) for side in (a, b)}
+    # A refusal is logged as "subflow N refused: why" by the side that refused it.
+    refused = sum(len(REFUSED.findall(text)) for text in logs.values())
+    return {"subflows_refused": refused, "exited_after_eof_s": exits,
+            "stderr_lines": {n: text.splitlines()[:5] for n, text in logs.items() if text}}
+
+
+def _run_dialed(tmp: Path, payload: Payload, subflows: int, verify: bool, timeout: float,
+                ends: tuple[str, str]) -> dict[str, Any]:
+    """sockimux A opens its K subflows itself (``--connect UNIX-CONNECT:B.sock,count=K``):
+    no relay.  Timed from the first byte at the sink (A starts inside the clock
+    otherwise) to EOF; the subflows after the first join during that time."""
+    what = f"bulk sockimux dialing {subflows} subflow(s), STDIN {ends[0]}, STDOUT {ends[1]}"
+    with Procs(tmp) as procs, Output(ends[1], payload) as out:
+        b_sock = str(tmp / "B.sock")
+        b = procs.spawn("sockimux-B", sockimux_argv(b_sock), stdout=out.fd)
+        sink = out.sink(procs, verify)
+        wait_listening([(b, b_sock)])
+        t0 = time.monotonic()
+        with Feed(procs, payload, ends[0]) as feed:
+            a = procs.spawn("sockimux-A", [*SOCKIMUX_CMD, "--connect",
+                                           f"UNIX-CONNECT:{b_sock},count={subflows}"], stdin=feed.fd)
+        connected_s = _all_connected(b_sock, b_sock, subflows, t0, timeout)
+        report = sink.result(max(1.0, timeout - (time.monotonic() - t0)))
+        seconds = _check(report, payload, what, report["t_first"], timeout, [a, b])
+        first = report["t_first"] - t0
+        return {"seconds": seconds, "first_byte_s": first,
+                "all_connected_s": None if connected_s is None else max(0.0, connected_s - first),
+                **_ended(what, report, a, b)}
 
 
 def run_socat(tmp: Path, payload: Payload, block: int, verify: bool, timeout: float,
-              ends: tuple[str, str] = DEFAULT_ENDS) -> dict[str, Any]:
+              ends: tuple[str, str] = DEFAULT_ENDS, dialed: bool = False) -> dict[str, Any]:
     what = f"bulk socat reference, STDIN {ends[0]}, STDOUT {ends[1]}"
     with Procs(tmp) as procs, Output(ends[1], payload) as out:
         a_sock, b_sock = str(tmp / "a.sock"), str(tmp / "b.sock")
         b = procs.spawn("socat-b", ["socat", f"-b{block}", "-u", f"UNIX-LISTEN:{b_sock}", "STDOUT"],
                         stdout=out.fd)
         sink = out.sink(procs, verify)
+        if dialed:  # the sender connects itself, as sockimux A does: no relay
+            wait_listening([(b, b_sock)])
+            with Feed(procs, payload, ends[0]) as feed:
+                a = procs.spawn("socat-a", ["socat", f"-b{block}", "-u", feed.socat_address,
+                                            f"UNIX-CONNECT:{b_sock}"], stdin=feed.fd)
+            report = sink.result(timeout)
+            seconds = _check(report, payload, what, report["t_first"], timeout, [a, b])
+            return {"seconds": seconds}
         with Feed(procs, payload, ends[0]) as feed:
             a = procs.spawn("socat-a", ["socat", f"-b{block}", "-u", feed.socat_address,
                                         f"UNIX-LISTEN:{a_sock}"], stdin=feed.fd)
@@ -166,9 +207,10 @@ def run_socat(tmp: Path, payload: Payload, block: int, verify: bool, timeout: fl
 
 def measure(tmp: Path, payload: Payload, subflow_counts: list[int], repeat: int, block: int,
             verify: bool, timeout: float, progress: Any, ends: tuple[str, str] = DEFAULT_ENDS,
-            tag: str = "bulk") -> dict[str, Any]:
+            tag: str = "bulk", dialed: bool = False) -> dict[str, Any]:
     """Alternate sockimux and socat runs; medians and ratios per subflow count.  ``tag``
-    names the runs (progress, directories)."""
+    names the runs (progress, directories); ``dialed``: sockimux A opens its subflows
+    itself, and socat's sender connects itself (no relays in either)."""
     runs: dict[int, dict[str, list[dict[str, Any]]]] = {
         k: {"sockimux": [], "socat": []} for k in subflow_counts}
     mb = payload.size / 1e6
@@ -177,7 +219,7 @@ def measure(tmp: Path, payload: Payload, subflow_counts: list[int], repeat: int,
         for k in subflow_counts:
             sub = tmp / f"{tag}-verify-{k}"
             sub.mkdir()
-            run = run_sockimux(sub, payload, k, block, True, timeout, ends)
+            run = run_sockimux(sub, payload, k, block, True, timeout, ends, dialed)
             verified[str(k)] = {"sha256_ok": True, "seconds": run["seconds"],
                                 "subflows_refused": run["subflows_refused"]}
             progress(f"{tag} verify sockimux K={k:<3} sha256 ok ({run['seconds']:.2f} s, untimed)")
@@ -187,9 +229,9 @@ def measure(tmp: Path, payload: Payload, subflow_counts: list[int], repeat: int,
                 sub = tmp / f"{tag}-{rep}-{k}-{kind}"
                 sub.mkdir()
                 if kind == "sockimux":
-                    run = run_sockimux(sub, payload, k, block, False, timeout, ends)
+                    run = run_sockimux(sub, payload, k, block, False, timeout, ends, dialed)
                 else:
-                    run = run_socat(sub, payload, block, False, timeout, ends)
+                    run = run_socat(sub, payload, block, False, timeout, ends, dialed)
                 run["mb_per_s"] = mb / run["seconds"]
                 runs[k][kind].append(run)
                 progress(f"{tag} {rep + 1}/{repeat} {kind:8} K={k:<3} {run['seconds']:.2f} s")

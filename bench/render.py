@@ -29,7 +29,8 @@ def _bulk(s: dict[str, Any]) -> list[str]:
     check = ("byte count (sha256 checked in one untimed run per K first)" if s["verify"] == "sha256"
              else "byte count")
     out = [f"  {s['bytes_mib']:g} MiB from {s['payload_dir']} to a sink that checks the {check}",
-           f"  time from first relay spawned to EOF at the sink; median of {s['repeat']}, runs alternated",
+           f"  time {s.get('clock', 'from first relay spawned to EOF at the sink')}; "
+           f"median of {s['repeat']}, runs alternated",
            f"  sockimux:  {s['describe']['sockimux']}",
            f"  reference: {s['describe']['reference']}"]
     rows = [[k, x(v["ratio"]), f"{x(v['ratio_min'])}-{x(v['ratio_max'])}",
@@ -43,7 +44,11 @@ def _bulk(s: dict[str, Any]) -> list[str]:
     if any(v["subflows_refused"] for v in s["subflows"].values()):
         out.append("  refused: subflows sockimux turned away, summed over runs (JSON: its stderr)")
     if "ratio_128_to_1" in s:
-        out.append(f"  sockimux 128 subflows / 1 subflow: {x(s['ratio_128_to_1'])}")
+        line = f"  sockimux 128 subflows / 1 subflow: {x(s['ratio_128_to_1'])}"
+        if "target_128_to_1" in s:
+            line += f"  (target >= {s['target_128_to_1']:.2f}: " \
+                    f"{'met' if s['ratio_128_to_1'] >= s['target_128_to_1'] else 'NOT MET'})"
+        out.append(line)
     elif "ratio_max_to_min_subflows" in s:
         r = s["ratio_max_to_min_subflows"]
         out.append(f"  sockimux {r['to']} subflows / {r['from']}: {x(r['ratio'])}")
@@ -179,6 +184,8 @@ def _links(s: dict[str, Any]) -> list[str]:
 # Per section, in the order printed: its heading and the lines of a measured section.
 SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
     "bulk": ("throughput ratio sockimux/socat (higher is better; 1.00 = as fast as socat)", _bulk),
+    "dialed": ("bulk with the subflows sockimux opens itself, no relays, ratio sockimux/socat "
+               "(higher is better)", _bulk),
     "paths": ("bulk throughput ratio sockimux/socat by kind of STDIN and STDOUT (higher is better)",
               _paths),
     "stats": ("bulk with --stats and --stats-file over without (1.00 = no cost)", _stats),

@@ -4,7 +4,7 @@
     .venv/bin/python bench/run.py --quick --skip-links
     .venv/bin/python bench/run.py --only links --json
 
-Sections (``--only bulk,paths,stats,latency,startup,stall,memory,links``):
+Sections (``--only bulk,dialed,paths,stats,latency,startup,stall,memory,links``):
 
 bulk
     N bytes (``--bytes``, default 1 GiB; ``--quick`` 128 MiB) of random data
@@ -28,6 +28,14 @@ bulk
     beside it), how far into the run all K subflows were connected, how
     many subflows sockimux refused, and sockimux's 128-subflow /
     1-subflow throughput ratio.  See bulk.py for the details.
+
+dialed
+    bulk with the subflows opened by sockimux A itself (``--connect
+    UNIX-CONNECT:B.sock,count=K``, K as for bulk), no relay processes,
+    against socat's sender connecting to its receiver; timed from the
+    first byte at the sink to EOF.  Reported as bulk is, with the
+    128-subflow / 1-subflow ratio against its target (0.85).  See
+    dialed.py.
 
 paths
     bulk (same payload size, relays, clock, verification, alternation) for
@@ -117,6 +125,7 @@ from pathlib import Path
 from typing import Any
 
 import bulk
+import dialed
 import latency
 import links
 import memory
@@ -128,7 +137,7 @@ import startup
 import stats_cost
 from procs import ROOT, BenchError, Payload, make_payload, payload_dir
 
-SECTIONS = ("bulk", "paths", "stats", "latency", "startup", "stall", "memory", "links")
+SECTIONS = ("bulk", "dialed", "paths", "stats", "latency", "startup", "stall", "memory", "links")
 GiB = 1 << 30
 MiB = 1 << 20
 LINK_SETS = ("40,20,10,5", "30,30,30,1")
@@ -343,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if "bulk" in sections:
             section("bulk", lambda: transfers(bulk, args.subflows))
+
+        if "dialed" in sections:
+            section("dialed", lambda: transfers(dialed, args.subflows))
 
         if "paths" in sections:
             section("paths", lambda: transfers(paths, args.paths_subflows))
