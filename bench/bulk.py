@@ -56,6 +56,8 @@ from procs import (
     Payload,
     Procs,
     connections,
+    cpu_at_exit,
+    cpu_seconds,
     sockimux_argv,
     wait_exit,
     wait_listening,
@@ -124,6 +126,7 @@ def run_sockimux(tmp: Path, payload: Payload, subflows: int, block: int, verify:
         wait_listening([(a, a_sock), (b, b_sock)])
         relay_err = procs.shared_stderr("relays")
         argv = ["socat", f"-b{block}", f"UNIX-CONNECT:{a_sock}", f"UNIX-CONNECT:{b_sock}"]
+        cpu0 = _cpu_now(a, b)
         t0 = time.monotonic()
         for i in range(subflows):
             procs.spawn(f"relay{i}", argv, stderr_file=relay_err)
@@ -133,11 +136,35 @@ def run_sockimux(tmp: Path, payload: Payload, subflows: int, block: int, verify:
         seconds = _check(report, payload, what, t0, timeout, [a, b])
         return {"seconds": seconds, "first_byte_s": report["t_first"] - t0,
                 "spawned_s": t_spawned - t0, "all_connected_s": connected_s,
-                **_ended(what, report, a, b)}
+                **_ended(what, report, a, b, cpu0)}
 
 
-def _ended(what: str, report: dict[str, Any], a: Child, b: Child) -> dict[str, Any]:
-    """Both sockimux must exit 0 after the last byte: how long each took, what they said."""
+def _cpu_now(*children: Child) -> float:
+    """CPU seconds the endpoints have used so far (their start-up, before the clock)."""
+    total = 0.0
+    for child in children:
+        now = cpu_seconds(child.pid)
+        if now is None:
+            raise BenchError(f"{child.name} is gone before the run: {child.describe()}")
+        total += now[0]
+    return total
+
+
+def _cpu_run(what: str, cpu0: float, *children: Child) -> float:
+    """CPU seconds the endpoints used from ``cpu0`` (taken before the clock) to their exit."""
+    total = 0.0
+    for child in children:
+        cpu = cpu_at_exit(child, 30)
+        if cpu is None:
+            raise BenchError(f"{what}: {child.name} did not exit within 30 s: {child.describe()}")
+        total += cpu
+    return round(total - cpu0, 3)
+
+
+def _ended(what: str, report: dict[str, Any], a: Child, b: Child, cpu0: float) -> dict[str, Any]:
+    """Both sockimux must exit 0 after the last byte: how long each took, what they
+    said, the CPU both used in the run."""
+    cpu = _cpu_run(what, cpu0, a, b)
     exits = {}
     for side in (a, b):
         rc = wait_exit(side, 30)
@@ -149,7 +176,7 @@ def _ended(what: str, report: dict[str, Any], a: Child, b: Child) -> dict[str, A
     logs = {side.name: side.stderr_tail(1 << 20) for side in (a, b)}
     # A refusal is logged as "subflow N refused: why" by the side that refused it.
     refused = sum(len(REFUSED.findall(text)) for text in logs.values())
-    return {"subflows_refused": refused, "exited_after_eof_s": exits,
+    return {"subflows_refused": refused, "exited_after_eof_s": exits, "endpoints_cpu_s": cpu,
             "stderr_lines": {n: text.splitlines()[:5] for n, text in logs.items() if text}}
 
 
@@ -164,17 +191,21 @@ def _run_dialed(tmp: Path, payload: Payload, subflows: int, verify: bool, timeou
         b = procs.spawn("sockimux-B", sockimux_argv(b_sock), stdout=out.fd)
         sink = out.sink(procs, verify)
         wait_listening([(b, b_sock)])
+        cpu0 = _cpu_now(b)
         t0 = time.monotonic()
         with Feed(procs, payload, ends[0]) as feed:
             a = procs.spawn("sockimux-A", [*SOCKIMUX_CMD, "--connect",
                                            f"UNIX-CONNECT:{b_sock},count={subflows}"], stdin=feed.fd)
+        # A's start-up ends with its first subflow: its CPU counts from there.
+        if _all_connected(b_sock, b_sock, 1, t0, timeout) is not None:
+            cpu0 += _cpu_now(a)
         connected_s = _all_connected(b_sock, b_sock, subflows, t0, timeout)
         report = sink.result(max(1.0, timeout - (time.monotonic() - t0)))
         seconds = _check(report, payload, what, report["t_first"], timeout, [a, b])
         first = report["t_first"] - t0
         return {"seconds": seconds, "first_byte_s": first,
                 "all_connected_s": None if connected_s is None else max(0.0, connected_s - first),
-                **_ended(what, report, a, b)}
+                **_ended(what, report, a, b, cpu0)}
 
 
 def run_socat(tmp: Path, payload: Payload, block: int, verify: bool, timeout: float,
@@ -187,22 +218,25 @@ def run_socat(tmp: Path, payload: Payload, block: int, verify: bool, timeout: fl
         sink = out.sink(procs, verify)
         if dialed:  # the sender connects itself, as sockimux A does: no relay
             wait_listening([(b, b_sock)])
+            cpu0 = _cpu_now(b)
             with Feed(procs, payload, ends[0]) as feed:
                 a = procs.spawn("socat-a", ["socat", f"-b{block}", "-u", feed.socat_address,
                                             f"UNIX-CONNECT:{b_sock}"], stdin=feed.fd)
             report = sink.result(timeout)
             seconds = _check(report, payload, what, report["t_first"], timeout, [a, b])
-            return {"seconds": seconds}
+            return {"seconds": seconds, "endpoints_cpu_s": _cpu_run(what, cpu0, a, b)}
         with Feed(procs, payload, ends[0]) as feed:
             a = procs.spawn("socat-a", ["socat", f"-b{block}", "-u", feed.socat_address,
                                         f"UNIX-LISTEN:{a_sock}"], stdin=feed.fd)
         wait_listening([(a, a_sock), (b, b_sock)])
+        cpu0 = _cpu_now(a, b)
         t0 = time.monotonic()
         relay = procs.spawn("relay", ["socat", f"-b{block}", f"UNIX-CONNECT:{a_sock}",
                                       f"UNIX-CONNECT:{b_sock}"])
         report = sink.result(timeout)
         seconds = _check(report, payload, what, t0, timeout, [a, b, relay])
-        return {"seconds": seconds, "first_byte_s": report["t_first"] - t0}
+        return {"seconds": seconds, "first_byte_s": report["t_first"] - t0,
+                "endpoints_cpu_s": _cpu_run(what, cpu0, a, b)}
 
 
 def measure(tmp: Path, payload: Payload, subflow_counts: list[int], repeat: int, block: int,
@@ -240,6 +274,8 @@ def measure(tmp: Path, payload: Payload, subflow_counts: list[int], repeat: int,
         imux = [r["mb_per_s"] for r in runs[k]["sockimux"]]
         ref = [r["mb_per_s"] for r in runs[k]["socat"]]
         pairs = [i / s for i, s in zip(imux, ref, strict=True)]
+        cpu_imux = [r["endpoints_cpu_s"] for r in runs[k]["sockimux"]]
+        cpu_ref = [r["endpoints_cpu_s"] for r in runs[k]["socat"]]
         joined = [r["all_connected_s"] / r["seconds"] for r in runs[k]["sockimux"]
                   if r["all_connected_s"] is not None]
         per_k[str(k)] = {
@@ -247,6 +283,10 @@ def measure(tmp: Path, payload: Payload, subflow_counts: list[int], repeat: int,
             "subflows_refused": sum(r["subflows_refused"] for r in runs[k]["sockimux"]),
             "all_joined_fraction_of_run_median": statistics.median(joined) if joined else None,
             "runs_where_not_all_joined": len(runs[k]["sockimux"]) - len(joined),
+            # CPU both endpoints used during the run (start-up excluded but for a
+            # dialing sockimux A), sockimux over socat: steadier than time on a
+            # loaded machine, and what a CPU-bound pipeline's throughput follows.
+            "endpoints_cpu_ratio": statistics.median(cpu_imux) / statistics.median(cpu_ref),
             "ratio_min": min(pairs),
             "ratio_max": max(pairs),
             "sockimux_mb_per_s_median": statistics.median(imux),

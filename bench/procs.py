@@ -151,6 +151,34 @@ def wait_exit(child: Child, timeout: float) -> int | None:
         return None
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, bool] | None:
+    """utime+stime of ``pid`` so far, and whether it has exited (a zombie not
+    yet reaped, whose times are final); None once it is reaped."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / TICKS, fields[0] in "ZX"  # fields 14, 15
+
+
+def cpu_at_exit(child: Child, timeout: float) -> float | None:
+    """utime+stime in seconds once ``child`` has exited: read while it is a
+    zombie (not yet reaped, so its times are final); None if it does not
+    exit in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        now = cpu_seconds(child.pid)
+        if now is None:
+            return None  # reaped already: cannot happen before wait_exit(), but say nothing
+        if now[1]:
+            return now[0]
+        time.sleep(0.005)
+    return None
+
+
 def wait_listening(children: Sequence[tuple[Child, str]], timeout: float = 10.0) -> None:
     """Wait until each child's socket file exists; fail with its stderr if it died first."""
     deadline = time.monotonic() + timeout

@@ -37,10 +37,12 @@ def _bulk(s: dict[str, Any]) -> list[str]:
              pct(v["all_joined_fraction_of_run_median"]) if not v["runs_where_not_all_joined"]
              else f"{pct(v['all_joined_fraction_of_run_median'])}, "
                   f"{v['runs_where_not_all_joined']} run(s) never",
-             str(v["subflows_refused"])]
+             str(v["subflows_refused"]), x(v.get("endpoints_cpu_ratio"))]
             for k, v in s["subflows"].items()]
     out.append(table(["subflows", "sockimux/socat", "per-pair range", "all joined at (of run)",
-                      "refused"], rows))
+                      "refused", "CPU sockimux/socat"], rows))
+    out.append("  CPU: both endpoints' CPU time during the run (medians), sockimux over socat "
+               "(lower is better)")
     if any(v["subflows_refused"] for v in s["subflows"].values()):
         out.append("  refused: subflows sockimux turned away, summed over runs (JSON: its stderr)")
     if "ratio_128_to_1" in s:
@@ -65,9 +67,12 @@ def _paths(s: dict[str, Any]) -> list[str]:
            f"to EOF at the sink or the file's close; median of {s['repeat']}, runs alternated",
            *(f"  {end}: {text}" for end, text in s["describe"].items())]
     rows = [[c["stdin"], c["stdout"], k, x(v["ratio"]), f"{x(v['ratio_min'])}-{x(v['ratio_max'])}",
-             target(v["target_met"], f">= {s['target_ratio']:.2f}")]
+             target(v["target_met"], f">= {s['target_ratio']:.2f}"), x(v.get("endpoints_cpu_ratio"))]
             for c in s["combinations"].values() for k, v in c["subflows"].items()]
-    out.append(table(["STDIN", "STDOUT", "subflows", "sockimux/socat", "per-pair range", "target"], rows))
+    out.append(table(["STDIN", "STDOUT", "subflows", "sockimux/socat", "per-pair range", "target",
+                      "CPU sockimux/socat"], rows))
+    out.append("  CPU: both endpoints' CPU time during the run (medians), sockimux over socat "
+               "(lower is better)")
     return out
 
 

@@ -40,11 +40,10 @@ from typing import Any
 
 import bulk
 from ends import Feed, Output
-from procs import SOCKIMUX_CMD, BenchError, Child, Payload, Procs, wait_exit, wait_listening
+from procs import SOCKIMUX_CMD, BenchError, Child, Payload, Procs, cpu_at_exit, wait_exit, wait_listening
 
 KINDS = ("none", "stats", "stats-file")
 MIN_ROUNDS = 5  # to call a cost measurable (see measure)
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -79,23 +78,6 @@ def describe(block: int, interval: float) -> dict[str, str]:
         "kinds": (f"none: no OPTIONS; stats: --stats={interval:g}; stats-file: --stats={interval:g} "
                   "--stats-file PATH (both sides, stderr to a file)"),
     }
-
-
-def cpu_at_exit(child: Child, timeout: float) -> float | None:
-    """utime+stime in seconds once ``child`` has exited: read while it is a
-    zombie (not yet reaped, so its times are final); None if it does not
-    exit in time."""
-    path = Path(f"/proc/{child.pid}/stat")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            fields = path.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            return None  # reaped already: cannot happen before wait_exit(), but say nothing
-        if fields[0] in "ZX":
-            return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14, 15)
-        time.sleep(0.005)
-    return None
 
 
 def _check_stats(kind: str, what: str, payload: Payload, sides: dict[str, Child],
