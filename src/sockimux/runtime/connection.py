@@ -11,7 +11,9 @@ transport.  It also owns the two paths around our memory:
   STDOUT, a pipe or a regular file (divert_body(), move(); the sink's
   splice_from() does the moving).  Meanwhile the transport's reading
   is paused and we splice from a duplicate of the socket's descriptor,
-  watched by the loop.
+  watched by the loop; when a body is done, the next frame's header is
+  read from that duplicate too, and if its body is diverted as well the
+  splicing goes straight on (_next_header()).
 
 What happens to the session is the runner's: the connection calls back
 subflow_opened, subflow_data, subflow_writable and subflow_lost.
@@ -85,6 +87,9 @@ class SubflowConnection(asyncio.BufferedProtocol):
         self.full = False  # the transport holds WRITE_HIGH bytes or more
         self.direct_fd = -1  # our duplicate of the socket, for splice and sendfile
         self.moving = False  # a body is being moved directly: the transport does not read
+        self.left = 0  # bytes of the diverted body not moved yet
+        self.chaining = False  # _next_header() is handing the runner a header it read
+        self.chained = False  # ...and the session diverted that frame's body
 
     def _direct_fd(self) -> int:
         """Our duplicate of the socket, or -1: then this subflow does without
@@ -184,14 +189,43 @@ class SubflowConnection(asyncio.BufferedProtocol):
 
     # -- receiving bodies straight to STDOUT --------------------------------------------
 
-    def divert_body(self, sink: SpliceTarget) -> None:
-        """The session diverted the DATA body now arriving: splice it into
-        ``sink``, or give it back (undivert) to be read as usual."""
+    def divert_body(self, sink: SpliceTarget, length: int) -> None:
+        """The session diverted the DATA body now arriving (``length`` bytes):
+        splice it into ``sink``, or give it back (undivert) to be read as usual."""
         self.runner.write_output()  # what comes before the body
+        if self.chaining:  # its header was read by _next_header(): move() goes on with it
+            if sink.idle:
+                self.chained, self.left = True, length
+            else:
+                self.runner.session.undivert(self.sid)
+            return
         if not sink.idle or not self._start_direct(sink):
             self.runner.session.undivert(self.sid)
             return
+        self.left = length
         self.move(sink, False)
+
+    def _next_header(self) -> bool:
+        """A diverted body has all gone to STDOUT: read the next frame's header
+        here, the transport still paused.  True if the session diverted that
+        frame's body too (then move() splices it at once: no resume and pause
+        of the transport, no epoll changes, between two bodies).  False
+        otherwise (the header not here yet, another kind of frame, an error
+        or the end of the connection, which the transport then reads and
+        reports as usual)."""
+        runner = self.runner
+        try:
+            count = os.readv(self.direct_fd, [runner.session.receive_buffer(self.sid)])
+        except OSError:
+            return False
+        if not count:
+            return False
+        self.chaining, self.chained = True, False
+        try:
+            runner.subflow_data(self.sid, count)  # divert_body() sets chained
+        finally:
+            self.chaining = False
+        return self.chained and self.moving and runner.connections.get(self.sid) is self
 
     def move(self, sink: SpliceTarget, woken: bool) -> None:
         """Splice the diverted body to ``sink`` while the socket has bytes of
@@ -206,6 +240,9 @@ class SubflowConnection(asyncio.BufferedProtocol):
             if not room or not sink.idle:
                 if room:
                     session.undivert(sid)
+                elif not self.left and sink.idle and self._next_header():
+                    woken = False
+                    continue  # the next body, straight on
                 self.stop_direct()
                 runner.kick()
                 return
@@ -238,6 +275,7 @@ class SubflowConnection(asyncio.BufferedProtocol):
                 runner.subflow_lost(sid, "closed by the other end")
                 return
             session.moved_direct(sid, moved, runner.loop.time())
+            self.left -= moved
             runner.kick()
             woken = False
 

@@ -153,13 +153,13 @@ class Runner:
             if not self._flush_scheduled:  # kick(), inline: once per read on the keystroke path
                 self._flush_scheduled = True
                 self.loop.call_soon(self._flush)
-            if self.direct and self.session.divert(sid):
+            if self.direct and (length := self.session.divert(sid)):
                 conn = self.connections.get(sid)
                 assert self.splice_sink is not None
                 if conn is None:
                     self.session.undivert(sid)
                 else:
-                    conn.divert_body(self.splice_sink)
+                    conn.divert_body(self.splice_sink, length)
 
     def subflow_writable(self, sid: int) -> None:
         self._writable.add(sid)
