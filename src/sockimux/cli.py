@@ -39,7 +39,7 @@ from .options import (
 from .runtime import allocator, process
 from .runtime.assembly import Listening, close_all, listen_on
 from .runtime.dialer import Dialer, SshSubflows
-from .runtime.listener import Listener
+from .runtime.listener import MAX_PATH, Listener
 from .runtime.observe import Observer
 from .runtime.progress import Progress
 from .runtime.runner import Attached, Runner
@@ -287,6 +287,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.connect = [ssh]
     elif args.socket is None and not args.listen and not args.connect:
         parser.error("give a SOCKET to listen on, or --listen or --connect addresses")
+    if args.socket is not None and (size := len(os.fsencode(args.socket))) > MAX_PATH:
+        # Bad input, as the same path in UNIX-LISTEN: is (exit 2, not 3).
+        parser.error(f"SOCKET: socket path is too long ({size} bytes, max {MAX_PATH})")
     _setup_logging(args.verbose, args.quiet)
     log = logging.getLogger("sockimux")
     if isinstance(args.stream, Stdio):
