@@ -114,6 +114,16 @@ def _latency(s: dict[str, Any]) -> list[str]:
             table(["", "sockimux/socat"], [["p50", x(s["ratio_p50"])], ["p99", x(s["ratio_p99"])]])]
 
 
+def _ssh(s: dict[str, Any]) -> list[str]:
+    out = [f"  {s['bytes_mib']:g} MiB, one command from start to exit (logins and bootstrap included); "
+           f"median of {s['repeat']}, runs alternated",
+           *(f"  {k}: {v}" for k, v in s["describe"].items())]
+    rows = [[direction, k, x(v["ratio"])] for direction, per_k in s["directions"].items()
+            for k, v in per_k.items()]
+    out.append(table(["direction", "subflows", "sockimux ssh / ssh"], rows))
+    return out
+
+
 def _startup(s: dict[str, Any]) -> list[str]:
     med, ratio = s["median"], s["ratio"]
     rows = [[name, x(ratio[key]), f"{med['sockimux'][key] * 1e3:.0f}", f"{med['socat'][key] * 1e3:.1f}"]
@@ -195,6 +205,7 @@ SECTIONS: dict[str, tuple[str, Callable[[dict[str, Any]], list[str]]]] = {
               _paths),
     "stats": ("bulk with --stats and --stats-file over without (1.00 = no cost)", _stats),
     "latency": ("1-byte echo round trip ratio sockimux/socat (lower is better; 1.00 = as fast)", _latency),
+    "ssh": ("a copy through sshd: sockimux ssh / plain ssh, throughput (higher is better)", _ssh),
     "startup": ("a pair started, 1 byte carried, both exited, ratio sockimux/socat (lower is better)",
                 _startup),
     "stall": ("1-byte echo while subflows silently stall", _stall),

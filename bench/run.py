@@ -4,7 +4,7 @@
     .venv/bin/python bench/run.py --quick --skip-links
     .venv/bin/python bench/run.py --only links --json
 
-Sections (``--only bulk,dialed,paths,stats,latency,startup,stall,memory,links``):
+Sections (``--only bulk,dialed,paths,stats,latency,startup,ssh,stall,memory,links``):
 
 bulk
     N bytes (``--bytes``, default 1 GiB; ``--quick`` 128 MiB) of random data
@@ -62,6 +62,15 @@ latency
     UNIX-LISTEN:a.sock``, relay, endpoint ``socat UNIX-LISTEN:b.sock
     EXEC:cat``).  Runs alternate, ``--repeat`` times; percentiles over all
     samples of a kind.  Ratios of p50 and p99 (higher is slower).
+
+ssh
+    a copy made as users make it, one command timed from start to exit:
+    ``sockimux ssh -n K HOST -- 'wc -c' < payload`` (upload) and ``--
+    cat payload | sink`` (download), K 1 and 4, against plain ``ssh HOST``
+    with the same command, through a private sshd on 127.0.0.1 (the far
+    side on the host's python3: plain asyncio); payload at most 512 MiB.
+    Ratio of median throughputs per direction and K (higher is better).
+    Needs ssh and sshd (make installs them).  See ssh_copy.py.
 
 startup
     a sockimux pair started, one byte carried (``A.sock < one-byte``,
@@ -132,12 +141,13 @@ import memory
 import paths
 import procs
 import render
+import ssh_copy
 import stall
 import startup
 import stats_cost
 from procs import ROOT, BenchError, Payload, make_payload, payload_dir
 
-SECTIONS = ("bulk", "dialed", "paths", "stats", "latency", "startup", "stall", "memory", "links")
+SECTIONS = ("bulk", "dialed", "paths", "stats", "latency", "startup", "ssh", "stall", "memory", "links")
 GiB = 1 << 30
 MiB = 1 << 20
 LINK_SETS = ("40,20,10,5", "30,30,30,1")
@@ -384,6 +394,18 @@ def main(argv: list[str] | None = None) -> int:
                 runs = args.startup_runs or (10 if args.quick else 20)
                 return {"describe": startup.describe(), **startup.measure(sub, runs, progress)}
             section("startup", run_startup)
+
+        if "ssh" in sections:
+            def run_ssh() -> dict[str, Any]:
+                sub = tmp / "ssh"
+                sub.mkdir()
+                ssh_size = min(size, 512 * MiB)
+                with scratch_payload("ssh", ssh_size) as payload:
+                    r = ssh_copy.measure(sub, payload, [1, 4], args.repeat,
+                                         args.timeout or 60.0 + ssh_size / 5e6, progress)
+                return {"bytes_mib": ssh_size / MiB, "repeat": args.repeat,
+                        "describe": ssh_copy.describe(), **r}
+            section("ssh", run_ssh)
 
         if "stall" in sections:
             def run_stall() -> dict[str, Any]:
