@@ -27,10 +27,11 @@ def _run(loop_name: str, coro: Coroutine[Any, Any, None]) -> None:
 
 
 class Echo(asyncio.BufferedProtocol):
-    """Echoes what it reads, in small buffers (get_buffer hands out 1000 bytes)."""
+    """Echoes what it reads (get_buffer hands out 256 KiB: more than the pipe
+    to the far reader holds, so the write side fills and pauses)."""
 
     def __init__(self) -> None:
-        self.buf = bytearray(1000)
+        self.buf = bytearray(256 << 10)
         self.events: list[str] = []
         self.paused = 0
         self.lost: asyncio.Future[Exception | None] = asyncio.get_event_loop().create_future()

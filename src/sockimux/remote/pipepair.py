@@ -7,15 +7,17 @@ direction instead (see :mod:`.handoff`).  :func:`connect_pipe_pair` gives
 the same protocol the same transport interface over both pipes, with no
 relay and no copy beyond the one asyncio's pipe transports already make:
 
-* reading: the read pipe's transport (``pause_reading``/``resume_reading``),
-  its bytes fed to a :class:`asyncio.BufferedProtocol` through
-  ``get_buffer``/``buffer_updated`` (asyncio's pipe transports only call
-  ``data_received``), or to a plain protocol's ``data_received``;
+* reading: the read pipe, watched by the loop (``pause_reading``/
+  ``resume_reading``), read straight into a :class:`asyncio.BufferedProtocol`'s
+  ``get_buffer`` (no copy, and never more than it asked for: a DATA body
+  the runtime then splices from the pipe is still all in it), or into bytes
+  for a plain protocol's ``data_received``;
 * writing: the write pipe's transport, its flow control
   (``pause_writing``/``resume_writing``, ``set_write_buffer_limits``)
   passed through; ``write_eof`` closes the write pipe, the pipe's EOF;
 * ``get_extra_info("socket")`` is None: there is no socket to dup for
-  splice or sendfile, and the runtime then does without them;
+  sendfile; ``get_extra_info("read_pipe")`` is the read pipe, which the
+  runtime splices bodies from;
 * ``connection_made`` before any data, ``eof_received`` from the read
   pipe, ``connection_lost`` once: at the first error (the other pipe is
   then aborted: a channel half gone is gone), or when both pipes have
@@ -25,23 +27,79 @@ relay and no copy beyond the one asyncio's pipe transports already make:
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 from collections.abc import Callable
 from typing import Any
 
+READ_SIZE = 256 << 10  # one read for a plain protocol (as asyncio's pipe transport)
 
-class _ReadSide(asyncio.Protocol):
-    def __init__(self, pair: PipePairTransport) -> None:
+
+class _PipeReader:
+    """The read pipe, read by the loop straight into the protocol's buffer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pair: PipePairTransport,
+                 file: io.FileIO) -> None:
+        self._loop = loop
         self._pair = pair
+        self._file = file
+        self._fd = file.fileno()
+        os.set_blocking(self._fd, False)
+        self._reading = False
+        self._closing = False
 
-    def data_received(self, data: bytes) -> None:
-        self._pair._feed(data)
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._file if name == "pipe" else default
 
-    def eof_received(self) -> bool | None:
-        self._pair._eof()
-        return None
+    def is_reading(self) -> bool:
+        return self._reading
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def pause_reading(self) -> None:
+        if self._reading:
+            self._reading = False
+            self._loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        if not self._reading and not self._closing:
+            self._reading = True
+            self._loop.add_reader(self._fd, self._read)
+
+    def close(self, exc: Exception | None = None) -> None:
+        """Stop reading; the pair hears of it (connection_lost) in a later loop pass."""
+        if not self._closing:
+            self._closing = True
+            self.pause_reading()
+            self._loop.call_soon(self._gone, exc)
+
+    def _gone(self, exc: Exception | None) -> None:
+        self._file.close()
         self._pair._lost("read", exc)
+
+    def _read(self) -> None:
+        protocol = self._pair._protocol
+        data = b""
+        try:
+            if isinstance(protocol, asyncio.BufferedProtocol):
+                count = os.readv(self._fd, [protocol.get_buffer(-1)])
+            else:
+                data = os.read(self._fd, READ_SIZE)
+                count = len(data)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.close(exc)
+            return
+        if not count:  # the writer closed it: EOF, then the read side is gone
+            self.pause_reading()
+            self._loop.call_soon(self._pair._eof)
+            self.close()
+        elif data:
+            protocol.data_received(data)
+        else:
+            protocol.buffer_updated(count)
 
 
 class _WriteSide(asyncio.Protocol):
@@ -64,7 +122,7 @@ class PipePairTransport(asyncio.Transport):
     def __init__(self, protocol: asyncio.BaseProtocol) -> None:
         super().__init__()
         self._protocol: Any = protocol
-        self._reader: asyncio.ReadTransport | None = None
+        self._reader: _PipeReader | None = None
         self._writer: asyncio.WriteTransport | None = None
         self._closing = False
         self._eof_written = False
@@ -143,21 +201,6 @@ class PipePairTransport(asyncio.Transport):
 
     # -- from the two sides ---------------------------------------------------------
 
-    def _feed(self, data: bytes) -> None:
-        protocol = self._protocol
-        if not isinstance(protocol, asyncio.BufferedProtocol):
-            protocol.data_received(data)
-            return
-        view = memoryview(data)
-        while view:
-            buf = memoryview(protocol.get_buffer(len(view)))
-            n = min(len(buf), len(view))
-            if n == 0:
-                raise RuntimeError("get_buffer() returned an empty buffer")
-            buf[:n] = view[:n]
-            protocol.buffer_updated(n)
-            view = view[n:]
-
     def _eof(self) -> None:
         if not self._protocol.eof_received():
             self.close()
@@ -198,8 +241,9 @@ async def connect_pipe_pair(loop: asyncio.AbstractEventLoop, protocol_factory: C
     pair._writer = writer
     # Made before reading starts: the protocol has its transport before any data.
     protocol.connection_made(pair)
-    reader, _ = await loop.connect_read_pipe(lambda: _ReadSide(pair), read_file)
-    pair._reader = reader
+    reader = pair._reader = _PipeReader(loop, pair, read_file)
     if pair._closing:  # the protocol refused the connection in connection_made
         reader.close()
+    else:
+        reader.resume_reading()
     return pair, protocol

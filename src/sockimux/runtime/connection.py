@@ -86,6 +86,7 @@ class SubflowConnection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.full = False  # the transport holds WRITE_HIGH bytes or more
         self.direct_fd = -1  # our duplicate of the socket, for splice and sendfile
+        self.sends_direct = False  # direct_fd is the socket itself (not a channel's read pipe)
         self.moving = False  # a body is being moved directly: the transport does not read
         self.left = 0  # bytes of the diverted body not moved yet
         self.chaining = False  # _next_header() is handing the runner a header it read
@@ -93,14 +94,19 @@ class SubflowConnection(asyncio.BufferedProtocol):
 
     def _direct_fd(self) -> int:
         """Our duplicate of the socket, or -1: then this subflow does without
-        splice and sendfile (out of descriptors, it is tried again later)."""
+        splice and sendfile (out of descriptors, it is tried again later).
+        A channel of two pipes (an ssh channel, remote/pipepair.py) gives its
+        read pipe: bodies are spliced from it, and nothing is sent by
+        sendfile() (``sends_direct`` stays False)."""
         if self.direct_fd < 0:
             assert self.transport is not None
             sock = self.transport.get_extra_info("socket")
-            if sock is None:
+            source = sock if sock is not None else self.transport.get_extra_info("read_pipe")
+            if source is None:
                 return -1
             try:
-                self.direct_fd = os.dup(sock.fileno())
+                self.direct_fd = os.dup(source.fileno())
+                self.sends_direct = sock is not None
             except OSError as exc:
                 self.runner.resource_warning("dup", f"subflow {self.sid}: sending and receiving "
                                              f"without sendfile/splice ({exc.strerror})")
@@ -139,7 +145,7 @@ class SubflowConnection(asyncio.BufferedProtocol):
             start = i + 1
             sent = 0
             if (source.sendfile and transport.get_write_buffer_size() == 0
-                    and not transport.is_closing() and self._direct_fd() >= 0):
+                    and not transport.is_closing() and self._direct_fd() >= 0 and self.sends_direct):
                 sent = source.send(self.direct_fd, buf)
             if 0 <= sent < len(buf):
                 data = source.read_extent(buf.cut(sent, len(buf)))
