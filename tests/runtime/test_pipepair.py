@@ -163,3 +163,55 @@ def test_close_writes_out_what_is_buffered_before_the_connection_is_lost(loop_na
         os.close(from_far)
 
     _run(loop_name, main())
+
+
+class Header(asyncio.BufferedProtocol):
+    """Asks for 16 bytes (a frame header), then stops reading: what the runtime
+    does before it splices the body that follows from the pipe itself."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(16)
+        self.got: asyncio.Future[bytes] = asyncio.get_event_loop().create_future()
+        self.transport: PipePairTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, PipePairTransport)
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return memoryview(self.buf)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self.got.set_result(bytes(self.buf[:nbytes]))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+@pytest.mark.parametrize("loop_name", LOOPS)
+def test_nothing_is_read_beyond_what_the_protocol_asked(loop_name: str) -> None:
+    """A body left in the pipe is all there for splice(): the transport reads
+    the 16 bytes asked for, not a pipe's worth (asyncio's pipe transport read
+    256 KiB and fed the rest after them)."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        to_far_r, to_far_w = os.pipe()
+        from_far_r, from_far_w = os.pipe()
+        data = os.urandom(60_000)  # fits the pipe: written at once
+        os.write(to_far_w, data)
+        transport, protocol = await connect_pipe_pair(loop, Header, to_far_r, from_far_w)
+        assert await protocol.got == data[:16]
+        await asyncio.sleep(0.05)  # any read ahead would have happened by now
+        assert transport.get_extra_info("read_pipe").fileno() == to_far_r
+        left = os.read(to_far_r, 1 << 20)  # what a splice would move next
+        assert left == data[16:]
+        transport.close()
+        for fd in (to_far_w, from_far_r):
+            os.close(fd)
+
+    _run(loop_name, main())
