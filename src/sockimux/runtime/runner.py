@@ -34,10 +34,11 @@ from ..core.session import CloseSubflow, Outcome, Session
 from ..core.stats import AddressStats, SessionStats
 from . import lograte
 from .connection import Admission, SubflowConnection, SubflowWatch
+from .file_source import FileInput
 from .observe import peer_label
 from .render import render
 from .sink import StreamSink
-from .source import FileInput, StreamSource
+from .source import StreamSource
 from .stream import open_sink, open_source, splice_target
 
 log = logging.getLogger("sockimux")
