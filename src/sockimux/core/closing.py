@@ -16,32 +16,22 @@ from typing import TYPE_CHECKING
 
 from . import events as ev
 from . import frames
-from .acks import AckPolicy
 from .errors import CloseCode
-from .events import CloseSubflow, Event, Outcome
+from .events import CloseSubflow, Outcome
 from .frames import FrameType
 from .handshake import SubflowState
-from .receiver import StreamReceiver
-from .scheduler import Scheduler
-from .sender import StreamSender
+from .parts import SessionParts
 from .stats import ClosedTotals
 from .subflow import Subflow
 
 
-class Closing:
+class Closing(SessionParts):
     # Provided by Session.
-    subflows: dict[int, Subflow]
-    sender: StreamSender
-    receiver: StreamReceiver
-    scheduler: Scheduler
-    acks: AckPolicy
     peer_instance: bytes | None
     peer_confirmed: bool
-    outcome: Outcome | None
     outcome_reason: str
     subflows_joined: int
     closed_totals: ClosedTotals
-    _events: list[Event]
     _partial: int
     _deadlines: dict[int, float]
     _alone_since: float | None
