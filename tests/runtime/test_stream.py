@@ -11,17 +11,17 @@ from pathlib import Path
 import pytest
 
 from sockimux.core import Extent
-from sockimux.runtime import sink, source
+from sockimux.runtime import file_source, sink, source
 
 
 def read_through(path: Path, room: int, extents: bool = False,
-                 grow: bytes = b"") -> tuple[bytes, list[int], source.FileInput]:
+                 grow: bytes = b"") -> tuple[bytes, list[int], file_source.FileInput]:
     """Read ``path`` with a FileInput that is given ``room`` bytes after each
     delivery, as the runner does; returns the bytes (Extents read from the
     file), the delivery sizes and the reader.  ``grow`` is appended to the
     file after the first Extent."""
 
-    async def main() -> tuple[bytes, list[int], source.FileInput]:
+    async def main() -> tuple[bytes, list[int], file_source.FileInput]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[str | None] = loop.create_future()
         got: list[bytes] = []
@@ -40,7 +40,7 @@ def read_through(path: Path, room: int, extents: bool = False,
             reader.set_room(room)
 
         kinds: list[bool] = []
-        reader = source.FileInput(loop, fd, on_data, lambda error: done.set_result(error), extents)
+        reader = file_source.FileInput(loop, fd, on_data, lambda error: done.set_result(error), extents)
         await reader.start()
         reader.set_room(room)
         assert await asyncio.wait_for(done, 10) is None
@@ -51,7 +51,7 @@ def read_through(path: Path, room: int, extents: bool = False,
 
 
 def test_a_file_is_read_whole_within_the_room(tmp_path: Path) -> None:
-    payload = os.urandom(5 * source.FILE_READ_SIZE + 12345)
+    payload = os.urandom(5 * file_source.FILE_READ_SIZE + 12345)
     (tmp_path / "in").write_bytes(payload)
     data, sizes, reader = read_through(tmp_path / "in", 300_000)
     assert data == payload
@@ -61,7 +61,7 @@ def test_a_file_is_read_whole_within_the_room(tmp_path: Path) -> None:
 
 def test_slow_storage_moves_reads_to_a_thread_in_order(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(source, "SLOW_READ", -1.0)  # every read counts as slow
+    monkeypatch.setattr(file_source, "SLOW_READ", -1.0)  # every read counts as slow
     payload = os.urandom(3 * source.READ_SIZE + 999)
     (tmp_path / "in").write_bytes(payload)
     data, sizes, reader = read_through(tmp_path / "in", 100_000)
@@ -94,14 +94,14 @@ def test_after_a_first_read_a_file_is_handed_out_as_extents(tmp_path: Path) -> N
     """Extents: the file holds the bytes until they are sent; the stream is the
     file's, and the file's end is only believed once a read finds it, so
     bytes appended meanwhile are not lost."""
-    payload = os.urandom(5 * source.FILE_READ_SIZE + 12345)
+    payload = os.urandom(5 * file_source.FILE_READ_SIZE + 12345)
     more = os.urandom(777_777)
     (tmp_path / "in").write_bytes(payload)
-    data, sizes, reader = read_through(tmp_path / "in", 3 * source.FILE_READ_SIZE, extents=True,
+    data, sizes, reader = read_through(tmp_path / "in", 3 * file_source.FILE_READ_SIZE, extents=True,
                                        grow=more)
     assert data == payload + more
-    assert sizes[0] == source.FILE_READ_SIZE  # the first read: bytes
-    assert max(sizes) > source.FILE_READ_SIZE  # then Extents (reads are at most FILE_READ_SIZE)
+    assert sizes[0] == file_source.FILE_READ_SIZE  # the first read: bytes
+    assert max(sizes) > file_source.FILE_READ_SIZE  # then Extents (reads are at most FILE_READ_SIZE)
 
 
 @pytest.mark.parametrize("mode", ["bytes", "extents", "thread"])
@@ -111,9 +111,9 @@ def test_a_file_truncated_below_what_was_read_is_a_failure_not_an_end(
     once reads proved slow), finding it shorter than what was already read
     is reported as a failure: its end there is not the end of the input."""
     if mode == "thread":
-        monkeypatch.setattr(source, "SLOW_READ", -1.0)
+        monkeypatch.setattr(file_source, "SLOW_READ", -1.0)
     path = tmp_path / "in"
-    path.write_bytes(os.urandom(6 * source.FILE_READ_SIZE))
+    path.write_bytes(os.urandom(6 * file_source.FILE_READ_SIZE))
 
     async def main() -> str | None:
         loop = asyncio.get_running_loop()
@@ -125,11 +125,11 @@ def test_a_file_truncated_below_what_was_read_is_a_failure_not_an_end(
             deliveries.append(data)
             if len(deliveries) == 2:
                 os.truncate(path, 1000)
-            reader.set_room(source.FILE_READ_SIZE)
+            reader.set_room(file_source.FILE_READ_SIZE)
 
-        reader = source.FileInput(loop, fd, on_data, done.set_result, extents=mode == "extents")
+        reader = file_source.FileInput(loop, fd, on_data, done.set_result, extents=mode == "extents")
         await reader.start()
-        reader.set_room(source.FILE_READ_SIZE)
+        reader.set_room(file_source.FILE_READ_SIZE)
         try:
             return await asyncio.wait_for(done, 10)
         finally:
@@ -147,7 +147,7 @@ def test_a_file_shorter_than_its_size_is_read_as_bytes_to_its_end() -> None:
     (sendfile finds nothing there) and the session ended with exit 7."""
     path = Path("/sys/class/net/lo/address")
     assert path.stat().st_size > len(path.read_bytes()) > 0, "sysfs is not mounted"
-    data, sizes, _ = read_through(path, 3 * source.FILE_READ_SIZE, extents=True)
+    data, sizes, _ = read_through(path, 3 * file_source.FILE_READ_SIZE, extents=True)
     assert data == path.read_bytes()
     assert sizes == [len(data)]  # one read, and no Extent past the end
 
@@ -196,7 +196,7 @@ def test_small_extents_are_read_in_runs_and_written_with_their_headers(tmp_path:
     errors: list[str | None] = []
     loop = asyncio.new_event_loop()
     try:
-        reader = source.FileInput(loop, fd, lambda d: None, errors.append, extents=True)
+        reader = file_source.FileInput(loop, fd, lambda d: None, errors.append, extents=True)
         reads: list[Extent] = []
         read_extent = reader.read_extent
 

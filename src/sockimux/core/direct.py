@@ -15,24 +15,13 @@ These are methods of Session, kept here as one idea of their own.
 from __future__ import annotations
 
 from . import frames
-from .acks import AckPolicy
-from .config import SessionConfig
 from .errors import ProtocolError, UsageError
-from .events import Outcome
 from .handshake import SubflowState
-from .receiver import StreamReceiver
-from .scheduler import Scheduler
-from .subflow import Subflow
+from .parts import SessionParts
 
 
-class DirectOutput:
+class DirectOutput(SessionParts):
     # Provided by Session.
-    config: SessionConfig
-    subflows: dict[int, Subflow]
-    receiver: StreamReceiver
-    scheduler: Scheduler
-    acks: AckPolicy
-    outcome: Outcome | None
     _output: list[bytes | bytearray | memoryview]
 
     def divert(self, sid: int) -> int:

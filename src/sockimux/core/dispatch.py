@@ -19,15 +19,11 @@ from typing import TYPE_CHECKING
 
 from . import events as ev
 from . import frames, handshake
-from .acks import AckPolicy
-from .config import SessionConfig
 from .errors import CloseCode, ProtocolError
-from .events import Event, Outcome
+from .events import Outcome
 from .frames import Frame, FrameType
 from .handshake import Input, SubflowState
-from .receiver import StreamReceiver
-from .scheduler import Scheduler
-from .sender import StreamSender
+from .parts import SessionParts
 from .subflow import Subflow
 
 
@@ -37,21 +33,14 @@ def _printable(raw: bytes | bytearray | memoryview) -> str:
     return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
 
 
-class FrameDispatch:
+class FrameDispatch(SessionParts):
     # Provided by Session.
-    config: SessionConfig
-    subflows: dict[int, Subflow]
-    sender: StreamSender
-    receiver: StreamReceiver
-    scheduler: Scheduler
-    acks: AckPolicy
     peer_instance: bytes | None
     peer_confirmed: bool
     peer_status: int | None
     subflows_joined: int
     _alone_since: float | None
     alone_total: float
-    _events: list[Event]
     _output: list[bytes | bytearray | memoryview]
 
     if TYPE_CHECKING:  # Session's own

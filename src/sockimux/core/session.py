@@ -29,8 +29,11 @@ The session is the coordinator: the sender and the receiver hold the two
 streams (sender.py, receiver.py), each Subflow its own counters and rules
 (subflow.py, its handshake in handshake.py), the scheduler who writes what
 (scheduler.py), the ACK policy when the stream we receive is acknowledged
-(acks.py).  Here: frame dispatch, the peer's binding, closing subflows and
-the end of the session.
+(acks.py).  Here: the subflows' bytes in, the local stream and the pulls;
+as Session's methods kept apart, one idea each: frame dispatch and the
+peer's binding (dispatch.py), bodies moved straight to STDOUT (direct.py),
+timers (timers.py), closing subflows and the end of the session
+(closing.py).
 
 Reliability rests on three rules.  The sender retains every byte until the
 peer acknowledges having *written* it.  Every subflow records the stream
@@ -48,6 +51,7 @@ from collections.abc import Iterable
 from . import driver, frames, handshake
 from . import events as ev
 from .acks import AckPolicy
+from .closing import Closing
 from .config import SessionConfig
 from .direct import DirectOutput
 from .dispatch import FrameDispatch
@@ -72,7 +76,7 @@ __all__ = ["MIN_PIECE", "SMALL_WINDOW", "CloseSubflow", "Event", "Outcome", "Ses
 SMALL_WINDOW = 4 * 1024 * 1024
 
 
-class Session(FrameDispatch, DirectOutput, Liveness):
+class Session(FrameDispatch, DirectOutput, Liveness, Closing):
     def __init__(self, instance: bytes, now: float, config: SessionConfig | None = None) -> None:
         self.instance = instance
         self.config = config or SessionConfig()
@@ -350,74 +354,3 @@ class Session(FrameDispatch, DirectOutput, Liveness):
         if 0 < window < SMALL_WINDOW:  # (no credit at all yet: no ACK has come)
             self._window_noted = True
             self._events.append(ev.SmallWindow(whose, window))
-
-    # -- the end of a subflow, and of the session -------------------------------
-
-    def _check_done(self) -> None:
-        # Our last ACK (FIN_DONE) must have gone out on a subflow first: ending
-        # with none open would leave the peer waiting for it forever.
-        if (self.outcome is None and self.sender.done and self.receiver.done
-                and self.acks.fin_done_sent):
-            self._end(Outcome.DONE, "both streams delivered")
-
-    def _stalled(self, sub: Subflow, why: str, now: float) -> None:
-        self._events.append(ev.SubflowStalled(sub.id, why))
-        self._close(sub, CloseCode.STALLED, why, now, flush=False)
-
-    def _refuse(self, sub: Subflow, code: CloseCode, reason: str, now: float) -> None:
-        self._events.append(ev.SubflowRefused(sub.id, ev.By.US, code, reason))
-        sub.queue(frames.encode_reason(FrameType.REFUSE, code, reason))
-        self._close(sub, code, reason, now)
-
-    def _close(self, sub: Subflow, code: CloseCode, reason: str, now: float,
-               notify: bool = True, flush: bool = True, by: ev.By = ev.By.US) -> None:
-        was_open = sub.state is SubflowState.OPEN
-        sub.close()
-        self._partial -= sub.held
-        sub.held = 0
-        del self.subflows[sub.id]
-        self._deadlines.pop(sub.id, None)
-        self.scheduler.forget(sub.id)
-        resend = 0
-        for start, end in sub.ranges:
-            before = self.sender.resent_bytes
-            self.sender.requeue(start, end)
-            resend += self.sender.resent_bytes - before
-        sub.ranges.clear()
-        self.scheduler.ready_all()  # re-sends (or a lost FIN) for the others to take
-        if sub.carries_fin and not self.sender.fin_done:
-            self.sender.fin_in_flight = False
-        if notify:
-            self._events.append(CloseSubflow(sub.id, code, reason, sub.out, flush))
-            sub.out = []
-        if was_open and not self.peer_confirmed and self._live_count() == 0:
-            # Refused (or lost) before the peer said a word: it may be bound to
-            # another instance, so we take no peer yet.  Nothing of either
-            # stream moved: we had no credit (it comes in the peer's ACK) and
-            # any DATA from the peer would have confirmed it.
-            assert self.sender.credit == 0 and self.receiver.delivered == 0
-            self._events.append(ev.PeerUnbound(self.peer_instance))
-            self.peer_instance = None
-        if was_open:
-            # The ACK that freed the peer's sender may have died with this
-            # subflow: repeat our state at once on the best one left.
-            self.acks.on_best_subflow()
-        self.closed_totals.add(sub)
-        counters = ev.Counters(sub.data_out, sub.data_in, sub.resent, sub.head_copies, sub.path.srtt)
-        self._events.append(ev.SubflowClosed(sub.id, by, code if notify else None, reason, was_open,
-                                             counters, resend, self._live_count(), now))
-        if self._live_count() == 0 and self._alone_since is None:
-            self._alone_since = now
-            self._alone_warned_at = now
-
-    def _live_count(self) -> int:
-        return sum(1 for s in self.subflows.values() if s.state is SubflowState.OPEN)
-
-    def _end(self, outcome: Outcome, reason: str) -> None:
-        if self.outcome is None:
-            self.outcome = outcome
-            self.outcome_reason = reason
-            tx, rx = self.sender, self.receiver
-            totals = ev.Totals(tx.acked, tx.end, tx.resent_bytes, self.head_resent, rx.written,
-                               rx.direct_bytes, self.subflows_joined)
-            self._events.append(ev.SessionEnded(outcome, reason, totals))

@@ -22,29 +22,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .acks import AckPolicy
-from .config import SessionConfig
 from .errors import CloseCode
-from .events import Alone, Event, Outcome, TimerLate
-from .scheduler import Scheduler
-from .sender import StreamSender
+from .events import Alone, Outcome, TimerLate
+from .parts import SessionParts
 from .subflow import Subflow
 
 
-class Liveness:
+class Liveness(SessionParts):
     # Provided by Session.
-    config: SessionConfig
-    subflows: dict[int, Subflow]
-    sender: StreamSender
-    scheduler: Scheduler
-    acks: AckPolicy
-    outcome: Outcome | None
     _alone_since: float | None
     _alone_warned_at: float
     _deadlines: dict[int, float]
     _dirty: set[int]
     _due: float | None
-    _events: list[Event]
 
     if TYPE_CHECKING:  # Session's own
         def _refuse(self, sub: Subflow, code: CloseCode, reason: str, now: float) -> None: ...

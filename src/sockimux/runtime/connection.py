@@ -33,8 +33,8 @@ from ..core.driver import WRITE_HIGH, WRITE_LOW
 from ..core.errors import CloseCode
 from ..core.sender import Extent, Outgoing
 from ..core.subflow import SubflowState
+from .file_source import FileInput
 from .sink import OutputFailed, SpliceTarget
-from .source import FileInput
 
 if TYPE_CHECKING:
     from .runner import Runner

@@ -52,6 +52,7 @@ from ..core.reopen import (
     SubflowLost,
 )
 from ..core.session import Outcome
+from .connect import connect_tcp, connect_unix
 from .runner import Runner
 
 if TYPE_CHECKING:  # remote/ is imported only for ssh subflows (start-up time)
@@ -282,9 +283,9 @@ class Dialer:
                 # Not the kernel's minutes of SYN retries on a link that
                 # black-holes: a connect has the time a hello has to arrive.
                 timeout = address.connect_timeout or runner.session.config.handshake_timeout
-                sock = await _connect_tcp(runner.loop, address, timeout)
+                sock = await connect_tcp(runner.loop, address, timeout)
             else:
-                sock = await _connect_unix(runner.loop, address)
+                sock = await connect_unix(runner.loop, address)
         except _CannotRun as exc:
             self._settle(attempt, Failure.CANNOT_RUN, str(exc))
             return
@@ -370,50 +371,3 @@ def _status(code: int) -> str:
             return f"killed by {signal.Signals(-code).name}"
         return f"killed by signal {-code}"
     return f"exit status {code}"
-
-
-async def _connect_unix(loop: asyncio.AbstractEventLoop, address: UnixConnect) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.setblocking(False)
-    try:
-        await loop.sock_connect(sock, address.path)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-async def _connect_tcp(loop: asyncio.AbstractEventLoop, address: TcpConnect,
-                       timeout: float) -> socket.socket:
-    """A connected TCP socket to the first of the host's addresses that takes
-    us, each given ``timeout`` seconds."""
-    family = {"": socket.AF_UNSPEC, "4": socket.AF_INET, "6": socket.AF_INET6}[address.family.value]
-    if address.bind is not None:
-        family = socket.AF_INET if address.bind.ip.version == 4 else socket.AF_INET6
-    infos = await loop.getaddrinfo(address.host, address.port, family=family, type=socket.SOCK_STREAM)
-    error: OSError = OSError(f"{address.host}: no address")
-    for fam, kind, proto, _, target in infos:
-        sock = socket.socket(fam, kind, proto)
-        try:
-            sock.setblocking(False)
-            if address.device is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, address.device.encode())
-            if address.bind is not None:
-                if address.bind.port is not None:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                sock.bind((str(address.bind.ip), address.bind.port or 0))
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await asyncio.wait_for(loop.sock_connect(sock, target), timeout)
-        except asyncio.TimeoutError:
-            sock.close()
-            error = OSError(f"no answer within {timeout:g} s")
-            continue
-        except OSError as exc:
-            sock.close()
-            error = exc
-            continue
-        except BaseException:
-            sock.close()
-            raise
-        return sock
-    raise error

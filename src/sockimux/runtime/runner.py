@@ -12,13 +12,13 @@ which writes on each subflow what it may take, and the step's events
 
 What works beside the session while it runs (listeners, and the CLI's
 signal handling) is Attached: attach(runner) at the start of run(),
-detach() as soon as the session is over, before the last frames drain.
+detach() as soon as the session is over, before the last frames drain
+(teardown.py: how a run ends).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -27,22 +27,21 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from ..core import driver, frames
-from ..core.errors import CloseCode
-from ..core.frames import FrameType
 from ..core.sender import Extent, Outgoing
 from ..core.session import CloseSubflow, Outcome, Session
 from ..core.stats import AddressStats, SessionStats
 from . import lograte
 from .connection import Admission, SubflowConnection, SubflowWatch
+from .file_source import FileInput
 from .observe import peer_label
 from .render import render
 from .sink import StreamSink
-from .source import FileInput, StreamSource
+from .source import StreamSource
 from .stream import open_sink, open_source, splice_target
+from .teardown import Teardown
 
 log = logging.getLogger("sockimux")
 
-CLOSE_GRACE = 2.0  # seconds to let final frames drain before we exit
 # uvloop's clock and timers count whole milliseconds and round a timer's
 # delay to the nearest one: armed at the deadline itself, the timer could
 # fire up to half a millisecond early, find nothing due, be armed again at
@@ -56,7 +55,6 @@ TIMER_SLACK = 0.001
 # alone (in a bulk transfer the reader asks for one after each large body),
 # come in bursts and share one step per loop pass.
 SMALL_READ = 8192
-INTERNAL_ERROR = "internal error in the peer"  # what the peer is told of ours
 
 
 class Attached(Protocol):
@@ -81,7 +79,7 @@ class StreamEnds(Protocol):
              on_closed: Callable[[], None]) -> StreamSink: ...
 
 
-class Runner:
+class Runner(Teardown):
     def __init__(self, session: Session, in_fd: int = -1, out_fd: int = -1,
                  ends: StreamEnds | None = None) -> None:
         self.session = session
@@ -350,16 +348,6 @@ class Runner:
         self._timer = (None if deadline is None
                        else self.loop.call_at(deadline + TIMER_SLACK, self._on_timer))
 
-    def internal_error(self, exc: BaseException) -> None:
-        """A bug: run() tells the peer, then raises ``exc``."""
-        self._failed = True
-        if not self._finished.done():
-            self._finished.set_exception(exc)
-
-    def _finish(self) -> None:
-        if not self._finished.done():
-            self._finished.set_result(None)
-
     # -- lifecycle ---------------------------------------------------------------
 
     async def run(self, *attached: Attached) -> Outcome:
@@ -392,55 +380,3 @@ class Runner:
         outcome = self.session.outcome
         assert outcome is not None
         return outcome
-
-    def _abort_on_internal_error(self) -> None:
-        # However we fail, the peer must learn that the session is over, or
-        # it would wait for the rest of our stream forever.
-        try:
-            self.session.abort(Outcome.INTERRUPTED, INTERNAL_ERROR, self.loop.time())
-        except Exception:
-            log.debug("the session could not abort", exc_info=True)  # _drain_and_close sends ABORT
-
-    def _connection_gone(self) -> None:
-        if not self.connections and self._all_closed is not None and not self._all_closed.done():
-            self._all_closed.set_result(None)
-
-    async def _drain_and_close(self, failed: bool = False) -> None:
-        """Write every subflow's last frames (final ACKs, ABORT), then half-close
-        and wait for the peer to close too, so neither side's last frames meet
-        a connection already torn down.  ``failed``: after an internal error,
-        whatever the session can no longer give is an ABORT of our own."""
-        now = self.loop.time()
-        error: Exception | None = None  # a bug met here: raised once every subflow is done
-        for sid, conn in list(self.connections.items()):
-            transport = conn.transport
-            try:
-                conn.stop_direct()  # the transport reads again, to see the peer close
-                if transport is None or transport.is_closing():
-                    continue
-                conn.send(self.session.pull(sid, now))
-            except Exception as exc:
-                if error is None and not failed:
-                    error = exc
-                log.debug("final frames of subflow %d", sid, exc_info=True)
-                if transport is None or transport.is_closing():
-                    continue
-                transport.write(frames.encode_reason(FrameType.ABORT, CloseCode.SHUTDOWN,
-                                                     INTERNAL_ERROR))
-            if transport.is_closing():
-                continue
-            if transport.can_write_eof():
-                transport.write_eof()
-            else:
-                transport.close()
-        deadline = self.loop.time() + CLOSE_GRACE
-        while self.connections and self.loop.time() < deadline:
-            # Woken as soon as the last one is gone (every exit waited for a poll before).
-            self._all_closed = self.loop.create_future()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._all_closed, 0.01)
-        for conn in self.connections.values():
-            if conn.transport is not None:
-                conn.transport.abort()
-        if error is not None:
-            raise error

@@ -18,8 +18,9 @@ from collections.abc import Callable
 
 from ..core import Extent
 from .file_sink import FileOutput
+from .file_source import FileInput
 from .sink import LoopOutput, OutputWriter, SpliceTarget, StreamSink
-from .source import FileInput, InputReader, LoopInput, StreamSource
+from .source import InputReader, LoopInput, StreamSource
 
 
 def open_source(loop: asyncio.AbstractEventLoop, fd: int,
