@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -88,6 +89,7 @@ def test_bytes_go_both_ways_with_flow_control_then_eof(loop_name: str) -> None:
         def slow_reader() -> None:
             while chunk := os.read(from_far, 1 << 16):
                 got.extend(chunk)
+                time.sleep(0.001)  # slower than the echo: its pipe fills, and it must wait
 
         reader = threading.Thread(target=slow_reader)
         reader.start()

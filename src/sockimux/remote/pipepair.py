@@ -12,9 +12,12 @@ relay and no copy beyond the one asyncio's pipe transports already make:
   ``get_buffer`` (no copy, and never more than it asked for: a DATA body
   the runtime then splices from the pipe is still all in it), or into bytes
   for a plain protocol's ``data_received``;
-* writing: the write pipe's transport, its flow control
-  (``pause_writing``/``resume_writing``, ``set_write_buffer_limits``)
-  passed through; ``write_eof`` closes the write pipe, the pipe's EOF;
+* writing: the write pipe, written with ``writev()`` (asyncio's pipe
+  transport joined a frame's header and body into one new bytes object
+  first), what it does not take queued as views of the caller's bytes;
+  flow control as a transport's (``pause_writing``/``resume_writing``,
+  ``set_write_buffer_limits``); ``write_eof`` closes the write pipe, the
+  pipe's EOF;
 * ``get_extra_info("socket")`` is None: there is no socket to dup for
   sendfile; ``get_extra_info("read_pipe")`` is the read pipe, which the
   runtime splices bodies from;
@@ -27,12 +30,15 @@ relay and no copy beyond the one asyncio's pipe transports already make:
 from __future__ import annotations
 
 import asyncio
+import collections
+import errno
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 READ_SIZE = 256 << 10  # one read for a plain protocol (as asyncio's pipe transport)
+IOV_MAX = 1024  # buffers per writev()
 
 
 class _PipeReader:
@@ -102,17 +108,130 @@ class _PipeReader:
             protocol.buffer_updated(count)
 
 
-class _WriteSide(asyncio.Protocol):
-    def __init__(self, pair: PipePairTransport) -> None:
+class _PipeWriter:
+    """The write pipe: buffers written at once with writev(), as many as the
+    pipe takes, the rest queued (views of immutable bytes, not copies) until
+    it is writable; the protocol paused above the high-water mark."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pair: PipePairTransport,
+                 file: io.FileIO) -> None:
+        self._loop = loop
         self._pair = pair
+        self._file = file
+        self._fd = file.fileno()
+        os.set_blocking(self._fd, False)
+        self._queue: collections.deque[memoryview] = collections.deque()
+        self._size = 0  # bytes queued
+        self._high, self._low = 64 << 10, 16 << 10
+        self._paused = False  # the protocol was told pause_writing()
+        self._closing = False
+        self._gone_called = False
+        # A pipe whose reader went away reports an error even while we write
+        # nothing: watched for reading, as asyncio's pipe transport does.
+        self._loop.add_reader(self._fd, self._reader_gone)
 
-    def pause_writing(self) -> None:
-        self._pair._protocol.pause_writing()
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._file if name == "pipe" else default
 
-    def resume_writing(self) -> None:
-        self._pair._protocol.resume_writing()
+    def is_closing(self) -> bool:
+        return self._closing
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def get_write_buffer_size(self) -> int:
+        return self._size
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._low, self._high
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._high = 64 << 10 if high is None else high
+        self._low = self._high // 4 if low is None else low
+        if not 0 <= self._low <= self._high:
+            raise ValueError(f"high ({self._high}) must be >= low ({self._low}) >= 0")
+
+    def writelines(self, buffers: Iterable[bytes | bytearray | memoryview]) -> None:
+        if self._closing:
+            return
+        views = [memoryview(b).cast("B") for b in buffers]
+        was_empty = not self._queue
+        if was_empty:
+            left = self._write_now(views)
+            if left is None:
+                return
+            views = left
+        for view in views:
+            if view:  # kept as a view of the caller's bytes; a mutable buffer is copied
+                self._queue.append(view if isinstance(view.obj, bytes) else memoryview(bytes(view)))
+                self._size += len(view)
+        if was_empty and self._queue:  # the first bytes queued: wait until it is writable
+            self._loop.add_writer(self._fd, self._flush)
+        if not self._paused and self._size > self._high:
+            self._paused = True
+            self._pair._protocol.pause_writing()
+
+    def _write_now(self, views: list[memoryview]) -> list[memoryview] | None:
+        """Write what the pipe takes now; the views left, or None on an error."""
+        try:
+            written = os.writev(self._fd, views[:IOV_MAX]) if views else 0
+        except (BlockingIOError, InterruptedError):
+            written = 0
+        except OSError as exc:
+            self._fail(exc)
+            return None
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
+        return views
+
+    def _flush(self) -> None:
+        left = self._write_now(list(self._queue))
+        if left is None:
+            return
+        self._queue.clear()
+        self._queue.extend(left)
+        self._size = sum(map(len, left))
+        if not left:
+            self._loop.remove_writer(self._fd)
+        if self._paused and self._size <= self._low:
+            self._paused = False
+            self._pair._protocol.resume_writing()  # (may write more: queued, watched anew)
+        if not self._queue and self._closing:
+            self._gone(None)
+
+    def close(self) -> None:
+        """Stop taking writes; close once what is queued is written."""
+        if not self._closing:
+            self._closing = True
+            if not self._queue:
+                self._loop.call_soon(self._gone, None)
+
+    def abort(self) -> None:
+        self._closing = True
+        self._drop()
+        self._loop.call_soon(self._gone, None)
+
+    def _reader_gone(self) -> None:
+        self._fail(BrokenPipeError(errno.EPIPE, "the pipe's reader is gone") if self._queue
+                   else None)
+
+    def _fail(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._drop()
+        self._loop.call_soon(self._gone, exc)
+
+    def _drop(self) -> None:
+        if self._queue:
+            self._queue.clear()
+            self._size = 0
+            self._loop.remove_writer(self._fd)
+
+    def _gone(self, exc: Exception | None) -> None:
+        if self._gone_called:
+            return
+        self._gone_called = True
+        self._loop.remove_reader(self._fd)
+        self._file.close()
         self._pair._lost("write", exc)
 
 
@@ -123,7 +242,7 @@ class PipePairTransport(asyncio.Transport):
         super().__init__()
         self._protocol: Any = protocol
         self._reader: _PipeReader | None = None
-        self._writer: asyncio.WriteTransport | None = None
+        self._writer: _PipeWriter | None = None
         self._closing = False
         self._eof_written = False
         self._done: set[str] = set()  # the sides whose transport is gone
@@ -174,7 +293,7 @@ class PipePairTransport(asyncio.Transport):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert self._writer is not None
-        self._writer.write(data)
+        self._writer.writelines((data,))
 
     def writelines(self, list_of_data: Any) -> None:
         assert self._writer is not None
@@ -233,12 +352,11 @@ async def connect_pipe_pair(loop: asyncio.AbstractEventLoop, protocol_factory: C
     try:
         protocol = protocol_factory()
         pair = PipePairTransport(protocol)
-        writer, _ = await loop.connect_write_pipe(lambda: _WriteSide(pair), write_file)
+        pair._writer = _PipeWriter(loop, pair, write_file)
     except BaseException:
         read_file.close()
         write_file.close()
         raise
-    pair._writer = writer
     # Made before reading starts: the protocol has its transport before any data.
     protocol.connection_made(pair)
     reader = pair._reader = _PipeReader(loop, pair, read_file)
