@@ -56,6 +56,19 @@ class AckPolicy:
             self.fin_done_sent = True
         return frames.encode_ack(rx.written, limit, sub.data_in, rx.done)
 
+    def piggyback(self, sub: Subflow, now: float) -> bool:
+        """DATA is going out on ``sub``: should an ACK go with it?  Yes if one
+        has waited half of ``ack_delay`` (the subflow's DATA unreported, or
+        the stream written further than we said): the ACK rides along instead
+        of a timer pass of its own, which in an interactive session, DATA
+        both ways every few milliseconds, is every pass the timer would make."""
+        half = self.config.ack_delay / 2
+        since = sub.unreported_since
+        if since is not None and now >= since + half:
+            return True
+        written_at = self._written_at
+        return written_at is not None and now >= written_at + half
+
     def on_best_subflow(self) -> None:
         """Owe a stream-level ACK on the open subflow with the least queued."""
         best: Subflow | None = None

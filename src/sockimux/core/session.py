@@ -322,12 +322,18 @@ class Session(FrameDispatch, DirectOutput, Liveness, Closing):
         # (Nothing owed, as on the keystroke path: no call.)
         out = sub.take_owed() if sub.out or sub.pong_owed is not None else []
         if sub.state is SubflowState.OPEN:
-            if sub.ack_due:
+            acked = sub.ack_due
+            if acked:
                 out.append(self.acks.frame(sub, now))
                 if self.acks.fin_done_sent:
                     self._check_done()
             if self.outcome is None and limit != 0:
+                before = len(out)
                 self.scheduler.fill(sub, out, now, limit)
+                if not acked and len(out) > before and self.acks.piggyback(sub, now):
+                    out.insert(before, self.acks.frame(sub, now))
+                    if self.acks.fin_done_sent:
+                        self._check_done()
         if out:
             sub.sent(now)
         return out
