@@ -115,3 +115,28 @@ def test_keystroke_echo_stays_within_its_call_budget() -> None:
     assert echo.a.sender.resent_bytes == echo.b.sender.resent_bytes == 0
     assert echo.a.next_deadline() == echo.a.next_deadline(rescan=True)
     assert echo.b.next_deadline() == echo.b.next_deadline(rescan=True)
+
+
+def test_acks_ride_on_the_echo_instead_of_waking_the_timer() -> None:
+    """Keystrokes both ways every 2 ms for 2 s: the ACKs go with the DATA
+    frames (one that has waited half of ack_delay rides on the next), so the
+    sessions' timers wake only for the idle subflows' keepalives, not every
+    ack_delay for an ACK of its own (each such pass also wrote a frame, and
+    woke the relay and the peer, in the middle of the echo)."""
+    echo = Echo()
+    timers = 0
+    for i in range(1000):
+        echo.now += 0.0017  # with round_trip()'s 0.3 ms: an echo every 2 ms
+        for session, wire in ((echo.a, echo.wa), (echo.b, echo.wb)):
+            deadline = session.next_deadline()
+            if deadline is not None and deadline <= echo.now:
+                session.handle_timer(echo.now)
+                echo.step(session, wire)
+                timers += 1
+        echo.deliver(echo.wa, echo.b)
+        echo.deliver(echo.wb, echo.a)
+        assert echo.round_trip(bytes([i & 0xFF])) == bytes([i & 0xFF])
+    # Both streams acknowledged but for the echoes of the last ack_delay (20 ms).
+    assert echo.a.sender.end - echo.a.sender.acked <= 10
+    assert echo.b.sender.end - echo.b.sender.acked <= 10
+    assert timers <= 20, f"{timers} timer passes in 2 s of echoes"  # 186 before, 6 after (keepalives)
