@@ -170,13 +170,13 @@ def test_a_quiet_subflow_takes_no_new_bytes_until_it_progresses() -> None:
 
 
 def test_probe_copies_are_bounded_per_quiet_episode_in_bulk() -> None:
-    """4 MiB from A over 2 subflows of 20 MB/s; one stops both ways 0.1 s in,
+    """8 MiB from A over 2 subflows of 20 MB/s; one stops both ways 0.1 s in,
     holding far more than scheduler.PROBE_COPY_LIMIT.  It goes quiet within a probe
     timeout and takes no more; at most scheduler.PROBE_COPY_LIMIT of what it holds is
     copied (the rest waits for the stall timeout and is re-sent then, as
     before), and the transfer completes exactly."""
     cfg = SessionConfig()
-    link = Link(Endpoint("A", Session(b"A" * 16, 0.0, cfg), payload(4096 * KB, 1)),
+    link = Link(Endpoint("A", Session(b"A" * 16, 0.0, cfg), payload(8192 * KB, 1)),
                 Endpoint("B", Session(b"B" * 16, 0.0, cfg), b""), seed=3)
     x = link.join(latency=0.002, rate=20e6)
     link.join(latency=0.002, rate=20e6)
