@@ -22,6 +22,7 @@ import sockimux
 from sockimux import Outcome, SessionConfig, SessionError, Stream
 
 from ..e2e.harness import SOCKIMUX
+from ..e2e.hostile_peer import ABORT, PING, HostilePeer, frame
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
@@ -267,3 +268,37 @@ def test_closing_before_the_end_gives_the_stream_up(tmp_path: Path) -> None:
         assert there.value.outcome is Outcome.PEER_ABORTED
 
     run(asyncio.new_event_loop, main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_frames_arriving_after_an_abort_raise_nothing_in_the_loop(tmp_path: Path, loop: str) -> None:
+    """The application aborts; while the runner waits for the peer to close,
+    the peer still sends (a PING, owed a PONG): nothing more is written on
+    the half-closed subflow, and no error reaches the loop's exception
+    handler (which would print a traceback in the application's log)."""
+    path = tmp_path / "a.sock"
+    errors: list[str] = []
+
+    def peer_talks_after_our_abort() -> None:
+        peer = HostilePeer(path)
+        peer.open()
+        peer.expect(ABORT)  # we have written our last frames and our end
+        peer.send(frame(PING, 7))
+        assert peer.closed(timeout=10.0)
+        peer.close()
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, context: errors.append(str(context.get("exception"))))
+        stream = await sockimux.open_session(listen=[f"UNIX-LISTEN:{path}"])
+        peer = asyncio.get_running_loop().run_in_executor(None, peer_talks_after_our_abort)
+        while not stream.stats().subflows:
+            await asyncio.sleep(0.01)
+        stream.abort()
+        with pytest.raises(SessionError) as caught:
+            await stream.close()
+        assert caught.value.outcome is Outcome.INTERRUPTED
+        await peer
+
+    run(LOOPS[loop], main())
+    assert errors == []
