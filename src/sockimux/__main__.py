@@ -1,12 +1,26 @@
+import os
+import sys
 from typing import NoReturn
-
-from .cli import main
-from .runtime.process import exit_now
 
 
 def run() -> NoReturn:
     """``sockimux`` (the console script, and ``python -m sockimux``)."""
-    exit_now(main())
+    try:
+        # Imported here, under the handler below: the imports take a few
+        # tenths of a second, in which a ^C must not print a traceback.
+        from .cli import main
+        from .runtime.process import exit_now
+        code = main()
+    except KeyboardInterrupt:
+        # Before the CLI blocks and handles SIGINT (a session's ^C is
+        # "session over: interrupted by SIGINT", as here, exit 130).
+        try:
+            sys.stderr.write(f"sockimux[{os.getpid()}]: interrupted by SIGINT\n")
+            sys.stderr.flush()
+        except (OSError, ValueError, AttributeError):
+            pass  # no STDERR: nothing to say
+        os._exit(130)
+    exit_now(code)
 
 
 if __name__ == "__main__":
