@@ -255,6 +255,26 @@ def test_an_ssh_that_gets_no_answer_gives_up_at_its_connect_timeout(
         hole.close()
 
 
+@pytest.mark.parametrize("form", ["after the host", "bundled", "bundled and glued"])
+def test_ssh_options_are_read_where_ssh_reads_them(sshd: Sshd, form: str) -> None:  # noqa: F811
+    """``ssh host -p PORT cmd`` and ``ssh -Cp PORT host cmd`` are ssh's own
+    command lines: the port is the one ssh connects to, not words of the
+    remote command (the config here gives no port: only -p leads to sshd)."""
+    config = sshd.root / "ssh_config_no_port"
+    config.write_text("".join(line for line in sshd.client_config.read_text().splitlines(True)
+                              if not line.strip().startswith("Port ")))
+    port = str(sshd.port)
+    argv = {"after the host": ["127.0.0.1", "-p", port, "echo", "ok"],
+            "bundled": ["-Cp", port, "127.0.0.1", "echo", "ok"],
+            "bundled and glued": ["-4Cp" + port, "127.0.0.1", "--", "echo", "ok"]}[form]
+    try:
+        run = subprocess.run([SOCKIMUX, "ssh", "-n", "2", "--idle-timeout", "30", "-F", str(config),
+                              *argv], capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"no session within 30 s: {exc.stderr!r}")
+    assert (run.returncode, run.stdout) == (0, b"ok\n"), run
+
+
 def test_the_connect_timeout_is_only_a_default(tmp_path: Path) -> None:
     """ssh -G (the real ssh) decides: a ConnectTimeout from the user's -o or
     ssh config is kept, and only "none" gets ours."""
