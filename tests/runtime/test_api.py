@@ -302,3 +302,24 @@ def test_frames_arriving_after_an_abort_raise_nothing_in_the_loop(tmp_path: Path
 
     run(LOOPS[loop], main())
     assert errors == []
+
+
+def test_reading_nothing_does_not_wait(tmp_path: Path) -> None:
+    """read(0), as asyncio's StreamReader.read(0), returns b"" at once: it
+    neither waits for the peer's bytes nor takes any."""
+    path = tmp_path / "a.sock"
+
+    async def main() -> None:
+        async with sockimux.open_session(listen=[f"UNIX-LISTEN:{path}"]) as a, \
+                sockimux.open_session(connect=[f"UNIX-CONNECT:{path}"]) as b:
+            assert await asyncio.wait_for(a.read(0), 5.0) == b""  # nothing has arrived
+            b.write(b"xy")
+            b.write_eof()
+            assert await a.read(1) == b"x"
+            assert await a.read(0) == b""
+            assert await a.read() == b"y"
+            assert await a.read() == b""
+            a.write_eof()
+            assert await b.read() == b""
+
+    run(asyncio.new_event_loop, main())
