@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = SessionConfig()
     p = _Parser(prog="sockimux", description=DESCRIPTION, epilog=EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("socket", metavar="SOCKET", nargs="?",
+    p.add_argument("socket", metavar="SOCKET", nargs="?", type=options.socket_path,
                    help="path of the UNIX socket to listen on (as --listen UNIX-LISTEN:SOCKET); "
                         "optional with --listen or --connect")
     p.add_argument("-v", "--verbose", action="count", default=0,
