@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("traceback", exc_info=True)
         for listener in listeners:
             listener.close()
-        stream.finish()
+        stream.finish(carried=False)
         return EXIT_INTERNAL
     finally:
         loop.close()
@@ -386,4 +386,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     for listener in listeners:
         listener.close()
     remote_command = ssh is not None and "--command" in ssh.target.far_args
-    return exit_code(outcome, runner, dialer, stream.finish(), log, remote_command)
+    status = stream.finish(carried=outcome is Outcome.DONE)
+    return exit_code(outcome, runner, dialer, status, log, remote_command)
