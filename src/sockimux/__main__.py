@@ -1,10 +1,20 @@
 import os
+import signal
 import sys
 from typing import NoReturn
 
 
+def _no_stats_yet(signo: int, frame: object) -> None:
+    """SIGUSR1 before the session exists: nothing to report yet."""
+
+
 def run() -> NoReturn:
     """``sockimux`` (the console script, and ``python -m sockimux``)."""
+    # SIGUSR1 asks for the stats "at any time" (README): its default action
+    # would end us while the modules load, before the CLI blocks and then
+    # handles it.  (A handler, not SIG_IGN: the commands we start get the
+    # default back.)
+    signal.signal(signal.SIGUSR1, _no_stats_yet)
     try:
         # Imported here, under the handler below: the imports take a few
         # tenths of a second, in which a ^C must not print a traceback.

@@ -191,6 +191,32 @@ def test_a_directory_on_stderr_is_like_a_closed_one(tmp_path: Path, command: Cmd
 
 
 
+@pytest.mark.parametrize("module", ["argparse", "asyncio", "sockimux.runtime.runner"])
+def test_a_stats_request_while_it_starts_does_not_end_it(tmp_path: Path, module: str) -> None:
+    """SIGUSR1 asks for the stats at any time (README); while the start
+    imports its modules there are none yet, but the signal's default
+    action must not end the process: it goes on to listen."""
+    sock = tmp_path / "s.sock"
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    proc = subprocess.Popen([SOCKIMUX, str(sock)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    with proc.stderr:
+        for line in proc.stderr:
+            if line.rstrip().endswith(b" " + module.encode()):
+                break
+        else:
+            pytest.fail(f"{module} was never imported (exit {proc.wait()})")
+        proc.send_signal(signal.SIGUSR1)
+        try:
+            wait_for(lambda: sock.exists() or proc.poll() is not None, 20.0, "sockimux listening")
+            assert proc.poll() is None, f"ended by the stats request: exit {proc.returncode}"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.stderr.read()
+    assert proc.wait(20) == 128 + signal.SIGTERM
+
+
 @pytest.mark.parametrize("module", ["argparse", "asyncio", "sockimux.core.events", "sockimux.options",
                                     "sockimux.runtime.runner"])
 def test_a_ctrl_c_while_it_starts_is_one_line(tmp_path: Path, command: Cmd, module: str) -> None:
