@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from .remote.bootstrap import DEFAULT_PYTHON
 from .remote.near import FarTarget
 from .remote.sshcmd import CONNECT_TIMEOUT, default_options
+from .remote.sshstderr import NESTED
 from .runtime.dialer import SshSubflows
 
 DEFAULT_SUBFLOWS = 4
+CHAIN = "SOCKIMUX_SSH_HOSTS"  # the hosts the `sockimux ssh` that started us reach (newline-separated)
 SSH_WITH_ARGUMENT = set("BbcDEeFIiJLlmOopQRSWw")  # ssh's options that take a value
 SSH_FLAGS = set("46AaCfGgKkMNnqsTtVvXxYy")
 
@@ -169,6 +171,17 @@ def session_argv(argv: Sequence[str]) -> tuple[list[str], SshSubflows] | int:
         return 0
     own = ["-v"] * command.verbose + (["-q"] if command.quiet else [])
     target = command.address.target
+    # An ssh config whose ProxyCommand for HOST runs `sockimux ssh HOST` makes
+    # each of our ssh connections run it again, and each of its own again...
+    # Our ssh connections (and their ProxyCommands) inherit the chain of the
+    # hosts being reached: HOST met again in it is that loop, not a session.
+    chain = [h for h in os.environ.get(CHAIN, "").split("\n") if h]
+    if target.destination in chain:
+        sys.stderr.write(f"sockimux[{os.getpid()}]: sockimux ssh {target.destination} {NESTED} "
+                         f"{target.destination} (a ProxyCommand in your ssh config?): "
+                         "not starting it again\n")
+        return 2
+    os.environ[CHAIN] = "\n".join([*chain, target.destination])
     try:
         defaults = default_options(target.destination, target.ssh_options, target.ssh)
     except KeyboardInterrupt:  # ssh -G runs the config's Match exec: it can take a while
