@@ -323,3 +323,17 @@ def test_reading_nothing_does_not_wait(tmp_path: Path) -> None:
             assert await b.read() == b""
 
     run(asyncio.new_event_loop, main())
+
+
+@pytest.mark.parametrize("setting", [
+    {"window": 0}, {"stall_timeout": 0}, {"handshake_timeout": -1.0},
+    {"stall_timeout": float("nan")}, {"handshake_timeout": float("inf")}, {"ack_delay": -0.1},
+    {"alone_timeout": 0}, {"max_subflows": 0}, {"max_handshakes": 0}, {"psk": b"too short"}])
+def test_a_setting_that_cannot_work_is_refused_at_once(setting: dict[str, object]) -> None:
+    """SessionConfig is the API's only gate (no command line's ranges): a
+    timeout of 0 refused or dropped every subflow at once, for ever, a NaN
+    compared false everywhere.  The library's own error, when it is made."""
+    with pytest.raises(sockimux.UsageError) as caught:
+        SessionConfig(**setting)  # type: ignore[arg-type]
+    assert isinstance(caught.value, sockimux.SockimuxError)
+    assert next(iter(setting)) in str(caught.value)
