@@ -173,6 +173,9 @@ class Stream:
         """Up to ``n`` bytes (-1: whatever has arrived) of the peer's stream,
         waiting for some; b"" at its end.  SessionError if the session failed."""
         ends = self._ends
+        if n == 0:  # as asyncio.StreamReader.read(0): nothing asked, nothing waited for
+            self._check()
+            return b""
         while not ends.incoming:
             if ends.incoming_eof:
                 return b""

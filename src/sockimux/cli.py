@@ -39,7 +39,7 @@ from .options import (
 from .runtime import allocator, process
 from .runtime.assembly import Listening, close_all, listen_on
 from .runtime.dialer import Dialer, SshSubflows
-from .runtime.listener import MAX_PATH, Listener
+from .runtime.listener import Listener
 from .runtime.observe import Observer
 from .runtime.progress import Progress
 from .runtime.runner import Attached, Runner
@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = SessionConfig()
     p = _Parser(prog="sockimux", description=DESCRIPTION, epilog=EPILOG,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("socket", metavar="SOCKET", nargs="?",
+    p.add_argument("socket", metavar="SOCKET", nargs="?", type=options.socket_path,
                    help="path of the UNIX socket to listen on (as --listen UNIX-LISTEN:SOCKET); "
                         "optional with --listen or --connect")
     p.add_argument("-v", "--verbose", action="count", default=0,
@@ -287,9 +287,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.connect = [ssh]
     elif args.socket is None and not args.listen and not args.connect:
         parser.error("give a SOCKET to listen on, or --listen or --connect addresses")
-    if args.socket is not None and (size := len(os.fsencode(args.socket))) > MAX_PATH:
-        # Bad input, as the same path in UNIX-LISTEN: is (exit 2, not 3).
-        parser.error(f"SOCKET: socket path is too long ({size} bytes, max {MAX_PATH})")
     _setup_logging(args.verbose, args.quiet)
     log = logging.getLogger("sockimux")
     if isinstance(args.stream, Stdio):
@@ -380,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.debug("traceback", exc_info=True)
         for listener in listeners:
             listener.close()
-        stream.finish()
+        stream.finish(carried=False)
         return EXIT_INTERNAL
     finally:
         loop.close()
@@ -389,4 +386,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     for listener in listeners:
         listener.close()
     remote_command = ssh is not None and "--command" in ssh.target.far_args
-    return exit_code(outcome, runner, dialer, stream.finish(), log, remote_command)
+    status = stream.finish(carried=outcome is Outcome.DONE)
+    return exit_code(outcome, runner, dialer, status, log, remote_command)

@@ -91,6 +91,17 @@ def whole(bounds: tuple[int, int]) -> Callable[[str], int]:
     return parse
 
 
+def socket_path(text: str) -> str:
+    """SOCKET, checked as --listen UNIX-LISTEN:SOCKET's path is (empty, too
+    long for a UNIX socket): a usage error (exit 2) there, so here too."""
+    from .core.addresses import UnixListen
+    try:
+        UnixListen(text)
+    except AddressError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def address(role: Role) -> Callable[[str], Address]:
     def parse(text: str) -> Address:
         # Imported here: a plain ``sockimux SOCKET`` parses no address (start-up time).

@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from .remote.bootstrap import DEFAULT_PYTHON
 from .remote.near import FarTarget
 from .remote.sshcmd import CONNECT_TIMEOUT, default_options
+from .remote.sshstderr import NESTED
 from .runtime.dialer import SshSubflows
 
 DEFAULT_SUBFLOWS = 4
+CHAIN = "SOCKIMUX_SSH_HOSTS"  # the hosts the `sockimux ssh` that started us reach (newline-separated)
 SSH_WITH_ARGUMENT = set("BbcDEeFIiJLlmOopQRSWw")  # ssh's options that take a value
 SSH_FLAGS = set("46AaCfGgKkMNnqsTtVvXxYy")
 
@@ -49,6 +51,7 @@ options:
   --python CMD         the far host's python (default python3)
   -v, -q               log more, or only errors (sockimux's own; ssh's -v: -o LogLevel=DEBUG)
   SSH OPTIONS          given to every ssh: -p PORT, -i KEY, -F CONFIG, -l USER, -o OPT=VAL...
+                       (before or after HOST, bundled or not, as ssh reads them: -Cp 2222)
                        (-o ConnectTimeout={CONNECT_TIMEOUT} unless your options or ssh config set
                        one: an ssh that gets no answer fails then, and is retried)
 
@@ -82,6 +85,18 @@ def _number(option: str, text: str, low: float, high: float) -> float:
     return value
 
 
+def _ssh_option(arg: str) -> bool:
+    """Whether ``arg`` is a whole ssh option (flags, bundled as getopt reads
+    them: -4C, -Cp2222), False if its value is the next word (-p, -Cp);
+    UsageError if it is none of ssh's."""
+    for at, letter in enumerate(arg[1:], 2):
+        if letter in SSH_WITH_ARGUMENT:
+            return at < len(arg)
+        if letter not in SSH_FLAGS:
+            raise UsageError(f"unknown option {arg}")
+    return True
+
+
 def parse(argv: Sequence[str]) -> SshCommand:
     """UsageError (exit 2) for anything it cannot read."""
     args = list(argv)
@@ -97,8 +112,17 @@ def parse(argv: Sequence[str]) -> SshCommand:
         i += 1
         return args[i]
 
-    while i < len(args) and args[i].startswith("-") and args[i] != "--":
+    destination: str | None = None
+    # As ssh reads its command line: options before HOST and after it (ssh
+    # host -p 2222 cmd), up to COMMAND's first word or "--".
+    while i < len(args):
         arg = args[i]
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            if destination is not None or arg == "--":
+                break
+            destination = arg
+            i += 1
+            continue
         if arg in ("-h", "--help"):
             return SshCommand(SshSubflows(FarTarget("")), help=True)
         if arg in ("-n", "--subflows"):
@@ -109,25 +133,21 @@ def parse(argv: Sequence[str]) -> SshCommand:
             idle = _number(arg, value(), 1, 1e8)
         elif arg == "--python":
             python = shlex.split(value()) or list(DEFAULT_PYTHON)
-        elif arg == "-v":
-            verbose += 1
+        elif set(arg[1:]) == {"v"}:  # -v, -vv: ours, as for sockimux itself
+            verbose += len(arg) - 1
         elif arg == "-q":
             quiet = True
-        elif len(arg) >= 2 and arg[1] in SSH_WITH_ARGUMENT:
-            ssh_options += [arg] if len(arg) > 2 else [arg, value()]
-        elif set(arg[1:]) <= SSH_FLAGS and len(arg) > 1:
-            ssh_options.append(arg)
         else:
-            raise UsageError(f"unknown option {arg}")
+            ssh_options += [arg] if _ssh_option(arg) else [arg, value()]
         i += 1
     if i < len(args) and args[i] == "--":
         i += 1
-    if i >= len(args):
-        raise UsageError("no HOST given")
-    destination = args[i]
-    command = args[i + 1:]
-    if command and command[0] == "--":
-        command = command[1:]
+    if destination is None:
+        if i >= len(args):
+            raise UsageError("no HOST given")
+        destination = args[i]
+        i += 1
+    command = args[i:]
     far_args = ["--idle-timeout", f"{idle:g}"]
     if command:
         far_args += ["--command", " ".join(command)]  # as ssh joins a remote command's words
@@ -151,6 +171,17 @@ def session_argv(argv: Sequence[str]) -> tuple[list[str], SshSubflows] | int:
         return 0
     own = ["-v"] * command.verbose + (["-q"] if command.quiet else [])
     target = command.address.target
+    # An ssh config whose ProxyCommand for HOST runs `sockimux ssh HOST` makes
+    # each of our ssh connections run it again, and each of its own again...
+    # Our ssh connections (and their ProxyCommands) inherit the chain of the
+    # hosts being reached: HOST met again in it is that loop, not a session.
+    chain = [h for h in os.environ.get(CHAIN, "").split("\n") if h]
+    if target.destination in chain:
+        sys.stderr.write(f"sockimux[{os.getpid()}]: sockimux ssh {target.destination} {NESTED} "
+                         f"{target.destination} (a ProxyCommand in your ssh config?): "
+                         "not starting it again\n")
+        return 2
+    os.environ[CHAIN] = "\n".join([*chain, target.destination])
     try:
         defaults = default_options(target.destination, target.ssh_options, target.ssh)
     except KeyboardInterrupt:  # ssh -G runs the config's Match exec: it can take a while

@@ -71,6 +71,11 @@ VALID: list[tuple[str, Address]] = [
     ("TCP6-LISTEN:7000,bind=[::1],so-reuseaddr=1", TcpListen(7000, Family.IPV6, IPv6Address("::1"))),
     ("TCP4-L:7000,bind=0.0.0.0", TcpListen(7000, Family.IPV4, IPv4Address("0.0.0.0"))),
     ("  TCP:far:7000  ", TcpConnect("far", 7000)),
+    # socat's pf= (docs/API.md: TCP-LISTEN:PORT,pf=ip6): the family, as TCP4/TCP6 say it
+    ("TCP-LISTEN:7000,pf=ip6", TcpListen(7000, Family.IPV6)),
+    ("TCP-L:7000,PF=ip4,bind=127.0.0.1", TcpListen(7000, Family.IPV4, IPv4Address("127.0.0.1"))),
+    ("TCP:localhost:7000,pf=ip6", TcpConnect("localhost", 7000, Family.IPV6)),
+    ("TCP4:far:7000,protocol-family=ipv4", TcpConnect("far", 7000, Family.IPV4)),
 ]
 
 
@@ -151,7 +156,7 @@ BAD: list[tuple[str, str]] = [
     ("TCP:h:1,connect-timeout=soon", "connect-timeout must be a number of seconds above 0"),
     ("TCP:h:1,connect-timeout=inf", "connect-timeout must be a number of seconds above 0"),
     ("TCP:h:1,nodelay", "unknown option 'nodelay' for TCP "
-                        "(known: bind, connect-timeout, count, so-bindtodevice)"),
+                        "(known: bind, connect-timeout, count, pf, so-bindtodevice)"),
     ("TCP:h:1,", "empty option (a stray ',')"),
     ("TCP:h:1,count=0", f"count must be 1-{MAX_COUNT}"),
     ("TCP:h:1,count=many", f"count must be 1-{MAX_COUNT}"),
@@ -187,6 +192,10 @@ BAD: list[tuple[str, str]] = [
     ("TCP-LISTEN:host:7000", "too many parameters (TCP-LISTEN:PORT)"),
     ("TCP4-LISTEN:7000,bind=[::]", "bind address :: is IPv6, but TCP4 is IPv4 only"),
     ("TCP-LISTEN:65536", "port must be 1-65535"),
+    ("TCP-LISTEN:7000,pf=ip5", "pf must be ip4 or ip6, not 'ip5'"),
+    ("TCP4-LISTEN:7000,pf=ip6", "pf=ip6 contradicts the IPv4 of the address type"),
+    ("TCP:far:7000,pf", "option pf needs a value (pf=ip4)"),
+    ("TCP-LISTEN:7000,pf=ip4,bind=[::1]", "bind address ::1 is IPv6, but TCP4 is IPv4 only"),
     ("SYSTEM:ls", "unknown address type 'SYSTEM' "
                   "(known: STDIO, UNIX-CONNECT, TCP, EXEC, UNIX-LISTEN, TCP-LISTEN)"),
     ("/tmp/sockB", "'/tmp/sockB' is not an address; a UNIX socket is UNIX-CONNECT:PATH "

@@ -255,6 +255,70 @@ def test_an_ssh_that_gets_no_answer_gives_up_at_its_connect_timeout(
         hole.close()
 
 
+@pytest.mark.parametrize("form", ["after the host", "bundled", "bundled and glued"])
+def test_ssh_options_are_read_where_ssh_reads_them(sshd: Sshd, form: str) -> None:  # noqa: F811
+    """``ssh host -p PORT cmd`` and ``ssh -Cp PORT host cmd`` are ssh's own
+    command lines: the port is the one ssh connects to, not words of the
+    remote command (the config here gives no port: only -p leads to sshd)."""
+    config = sshd.root / "ssh_config_no_port"
+    config.write_text("".join(line for line in sshd.client_config.read_text().splitlines(True)
+                              if not line.strip().startswith("Port ")))
+    port = str(sshd.port)
+    argv = {"after the host": ["127.0.0.1", "-p", port, "echo", "ok"],
+            "bundled": ["-Cp", port, "127.0.0.1", "echo", "ok"],
+            "bundled and glued": ["-4Cp" + port, "127.0.0.1", "--", "echo", "ok"]}[form]
+    try:
+        run = subprocess.run([SOCKIMUX, "ssh", "-n", "2", "--idle-timeout", "30", "-F", str(config),
+                              *argv], capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"no session within 30 s: {exc.stderr!r}")
+    assert (run.returncode, run.stdout) == (0, b"ok\n"), run
+
+
+def test_a_proxycommand_running_sockimux_ssh_for_the_same_host_is_not_a_loop(sshd: Sshd) -> None:  # noqa: F811
+    """An ssh config whose ProxyCommand for HOST is ``sockimux ssh HOST``
+    (the README's ProxyCommand, put in the config): each of our ssh
+    connections to HOST would run it again, and each of those again, a
+    chain of processes without end.  The one started by our own ssh says
+    so in one line and starts nothing, which cannot heal: exit 8 at once."""
+    config = sshd.root / "ssh_config_loop"
+    config.write_text(f"Host loop\n  HostName 127.0.0.1\n"
+                      f"  ProxyCommand {SOCKIMUX} ssh -n 1 -F {config} %n\n"
+                      + sshd.client_config.read_text())
+    err = sshd.root / "loop.err"
+    near = _spawn([SOCKIMUX, "ssh", "-n", "1", "-F", str(config), "loop", "--", "echo", "hi"], err)
+
+    def sockimuxes() -> int:  # ./sockimux ssh processes given this config (ours only)
+        return sum(1 for pid in _strays(str(config)) if b"ssh\0-n" in _cmdline(pid))
+
+    def logs() -> str:
+        return f"--- {err.name}\n{_read(err)}\n{sockimuxes()} sockimux ssh processes"
+
+    try:
+        _wait(lambda: near.poll() is not None or sockimuxes() > 6, 30, "sockimux ssh to end", logs)
+        assert near.returncode == 8, logs()
+        assert "not starting it again" in _read(err), logs()
+        assert "Traceback" not in _read(err), logs()
+    finally:
+        _stop(near)
+        for _ in range(100):  # a loop's processes are each in a session of their own
+            pids = _strays(str(config))
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def test_the_connect_timeout_is_only_a_default(tmp_path: Path) -> None:
     """ssh -G (the real ssh) decides: a ConnectTimeout from the user's -o or
     ssh config is kept, and only "none" gets ours."""

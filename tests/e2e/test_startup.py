@@ -190,6 +190,57 @@ def test_a_directory_on_stderr_is_like_a_closed_one(tmp_path: Path, command: Cmd
         stop(a, b, *([relay] if relay else []))
 
 
+
+@pytest.mark.parametrize("module", ["argparse", "asyncio", "sockimux.runtime.runner"])
+def test_a_stats_request_while_it_starts_does_not_end_it(tmp_path: Path, module: str) -> None:
+    """SIGUSR1 asks for the stats at any time (README); while the start
+    imports its modules there are none yet, but the signal's default
+    action must not end the process: it goes on to listen."""
+    sock = tmp_path / "s.sock"
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    proc = subprocess.Popen([SOCKIMUX, str(sock)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    with proc.stderr:
+        for line in proc.stderr:
+            if line.rstrip().endswith(b" " + module.encode()):
+                break
+        else:
+            pytest.fail(f"{module} was never imported (exit {proc.wait()})")
+        proc.send_signal(signal.SIGUSR1)
+        try:
+            wait_for(lambda: sock.exists() or proc.poll() is not None, 20.0, "sockimux listening")
+            assert proc.poll() is None, f"ended by the stats request: exit {proc.returncode}"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.stderr.read()
+    assert proc.wait(20) == 128 + signal.SIGTERM
+
+
+@pytest.mark.parametrize("module", ["argparse", "asyncio", "sockimux.core.events", "sockimux.options",
+                                    "sockimux.runtime.runner"])
+def test_a_ctrl_c_while_it_starts_is_one_line(tmp_path: Path, command: Cmd, module: str) -> None:
+    """SIGINT (a ^C) while the start imports its modules (a few tenths of a
+    second, before the CLI blocks and handles the signals): one line and
+    exit 130, never a traceback.  The signal goes as soon as Python's
+    import profile (on stderr) says ``module`` was imported."""
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    proc = subprocess.Popen([*command, str(tmp_path / "s.sock")], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    with proc.stderr:
+        for line in proc.stderr:
+            if line.rstrip().endswith(b"| " + module.encode()) or line.rstrip().endswith(
+                    b" " + module.encode()):
+                break
+        else:
+            pytest.fail(f"{module} was never imported (exit {proc.wait()})")
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stderr.read().decode(errors="replace")
+    said = "".join(line + "\n" for line in rest.splitlines() if not line.startswith("import time:"))
+    assert proc.wait(20) == 128 + signal.SIGINT, said
+    assert "interrupted by SIGINT" in one_line(said)
+
 # -- item 4: stale sockets ----------------------------------------------------------
 
 def stale_socket(path: Path) -> None:

@@ -7,11 +7,15 @@ from __future__ import annotations
 import os
 import random
 import shlex
+import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+
+from sockimux.runtime.stream_address import EXIT_WAIT
 
 from .dialing import MB, Imux, Server, echo, free_port
 from .harness import SOCKIMUX, wait_for
@@ -65,6 +69,32 @@ def test_stream_exec(tmp_path: Path, command: str, far_code: int, said: str) -> 
             assert far.stderr().strip().endswith(said), far.stderr()
             peer_said = said.replace("the stream command", "the peer's stream command")
             assert near.stderr().strip().endswith(peer_said), near.stderr()
+    finally:
+        far.close()
+        near.close()
+
+
+@pytest.mark.parametrize("command", ["sleep 60", "cat /dev/zero"])
+def test_a_failed_session_ends_its_stream_command_at_once(tmp_path: Path, command: str) -> None:
+    """The session fails (the peer is stopped by SIGTERM): nothing more goes
+    to the command or comes from it, so it is terminated at once, not
+    waited for the EXIT_WAIT s a command that was carried has to exit
+    (sleep never exits by itself; cat is blocked writing to us); its
+    status is not reported, the session's failure is (exit 5)."""
+    sock = str(tmp_path / "far.sock")
+    far = Imux(tmp_path, "far", sock, "--stream", f"EXEC:\"{command}\"")
+    wait_for(lambda: os.path.exists(sock) or far.proc.poll() is not None, 10, "far to listen")
+    near = Imux(tmp_path, "near", "--connect", f"UNIX-CONNECT:{sock}")
+    try:
+        wait_for(lambda: near.out.stat().st_size > 0 or command.startswith("sleep"), 10,
+                 "the command's bytes to arrive")
+        time.sleep(0.5)  # (sleep: the subflow up)
+        near.proc.send_signal(signal.SIGTERM)
+        assert near.wait(20) == 128 + signal.SIGTERM, near.stderr()
+        ended = time.monotonic()
+        assert far.wait(20) == 5, far.stderr()
+        assert time.monotonic() - ended < EXIT_WAIT, far.stderr()
+        assert "stream command" not in far.stderr(), far.stderr()
     finally:
         far.close()
         near.close()

@@ -22,6 +22,7 @@ import sockimux
 from sockimux import Outcome, SessionConfig, SessionError, Stream
 
 from ..e2e.harness import SOCKIMUX
+from ..e2e.hostile_peer import ABORT, PING, HostilePeer, frame
 
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     "uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
@@ -267,3 +268,72 @@ def test_closing_before_the_end_gives_the_stream_up(tmp_path: Path) -> None:
         assert there.value.outcome is Outcome.PEER_ABORTED
 
     run(asyncio.new_event_loop, main())
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_frames_arriving_after_an_abort_raise_nothing_in_the_loop(tmp_path: Path, loop: str) -> None:
+    """The application aborts; while the runner waits for the peer to close,
+    the peer still sends (a PING, owed a PONG): nothing more is written on
+    the half-closed subflow, and no error reaches the loop's exception
+    handler (which would print a traceback in the application's log)."""
+    path = tmp_path / "a.sock"
+    errors: list[str] = []
+
+    def peer_talks_after_our_abort() -> None:
+        peer = HostilePeer(path)
+        peer.open()
+        peer.expect(ABORT)  # we have written our last frames and our end
+        peer.send(frame(PING, 7))
+        assert peer.closed(timeout=10.0)
+        peer.close()
+
+    async def main() -> None:
+        asyncio.get_running_loop().set_exception_handler(
+            lambda _loop, context: errors.append(str(context.get("exception"))))
+        stream = await sockimux.open_session(listen=[f"UNIX-LISTEN:{path}"])
+        peer = asyncio.get_running_loop().run_in_executor(None, peer_talks_after_our_abort)
+        while not stream.stats().subflows:
+            await asyncio.sleep(0.01)
+        stream.abort()
+        with pytest.raises(SessionError) as caught:
+            await stream.close()
+        assert caught.value.outcome is Outcome.INTERRUPTED
+        await peer
+
+    run(LOOPS[loop], main())
+    assert errors == []
+
+
+def test_reading_nothing_does_not_wait(tmp_path: Path) -> None:
+    """read(0), as asyncio's StreamReader.read(0), returns b"" at once: it
+    neither waits for the peer's bytes nor takes any."""
+    path = tmp_path / "a.sock"
+
+    async def main() -> None:
+        async with sockimux.open_session(listen=[f"UNIX-LISTEN:{path}"]) as a, \
+                sockimux.open_session(connect=[f"UNIX-CONNECT:{path}"]) as b:
+            assert await asyncio.wait_for(a.read(0), 5.0) == b""  # nothing has arrived
+            b.write(b"xy")
+            b.write_eof()
+            assert await a.read(1) == b"x"
+            assert await a.read(0) == b""
+            assert await a.read() == b"y"
+            assert await a.read() == b""
+            a.write_eof()
+            assert await b.read() == b""
+
+    run(asyncio.new_event_loop, main())
+
+
+@pytest.mark.parametrize("setting", [
+    {"window": 0}, {"stall_timeout": 0}, {"handshake_timeout": -1.0},
+    {"stall_timeout": float("nan")}, {"handshake_timeout": float("inf")}, {"ack_delay": -0.1},
+    {"alone_timeout": 0}, {"max_subflows": 0}, {"max_handshakes": 0}, {"psk": b"too short"}])
+def test_a_setting_that_cannot_work_is_refused_at_once(setting: dict[str, object]) -> None:
+    """SessionConfig is the API's only gate (no command line's ranges): a
+    timeout of 0 refused or dropped every subflow at once, for ever, a NaN
+    compared false everywhere.  The library's own error, when it is made."""
+    with pytest.raises(sockimux.UsageError) as caught:
+        SessionConfig(**setting)  # type: ignore[arg-type]
+    assert isinstance(caught.value, sockimux.SockimuxError)
+    assert next(iter(setting)) in str(caught.value)

@@ -203,6 +203,23 @@ def _host(text: str) -> str:
     return text  # a name or an IP literal: TcpConnect checks it
 
 
+_PF = {"ip4": Family.IPV4, "ipv4": Family.IPV4, "inet": Family.IPV4, "4": Family.IPV4,
+       "ip6": Family.IPV6, "ipv6": Family.IPV6, "inet6": Family.IPV6, "6": Family.IPV6}
+
+
+def _pf(options: Options, family: Family) -> Family:
+    """socat's ``pf=ip4|ip6`` (protocol family): TCP-LISTEN:P,pf=ip6 is TCP6-LISTEN:P."""
+    text = _needed(options, "pf", "ip4")
+    if text is None:
+        return family
+    chosen = _PF.get(text.lower())
+    if chosen is None:
+        raise AddressError(f"pf must be ip4 or ip6, not {text!r}")
+    if family is not Family.ANY and chosen is not family:
+        raise AddressError(f"pf={text} contradicts the IPv{family.value} of the address type")
+    return chosen
+
+
 def _seconds(text: str, what: str) -> float:
     if not re.fullmatch(r"([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?", text):
         raise AddressError(f"{what} must be a number of seconds above 0")
@@ -222,7 +239,7 @@ def _build_unix_connect(params: list[str], options: Options, family: Family) -> 
 def _build_tcp_connect(params: list[str], options: Options, family: Family) -> Address:
     bind = _needed(options, "bind", "ADDR[:PORT]")
     timeout = _needed(options, "connect-timeout", "SEC")
-    return TcpConnect(_host(params[0]), _number(params[1], "port", 1, 65535), family,
+    return TcpConnect(_host(params[0]), _number(params[1], "port", 1, 65535), _pf(options, family),
                       bind=None if bind is None else _bind(bind),
                       device=_needed(options, "so-bindtodevice", "IFACE"),
                       connect_timeout=None if timeout is None else _seconds(timeout, "connect-timeout"),
@@ -247,13 +264,14 @@ def _build_tcp_listen(params: list[str], options: Options, family: Family) -> Ad
     bind = _needed(options, "bind", "ADDR")
     if bind is not None and (bind.count(":") == 1 or "]:" in bind):
         raise AddressError(f"bind={bind}: the port is the parameter (TCP-LISTEN:PORT,bind=ADDR)")
-    return TcpListen(_number(params[0], "port", 1, 65535), family,
+    return TcpListen(_number(params[0], "port", 1, 65535), _pf(options, family),
                      None if bind is None else _ip(bind, "bind address"))
 
 
 _COUNT = {"count": "count"}
 _DEVICE = {name: "so-bindtodevice" for name in ("so-bindtodevice", "bindtodevice", "if", "interface")}
 _FORK = {"fork": "fork"}
+_FAMILY = {"pf": "pf", "protocol-family": "pf"}
 
 _STDIO = _Kind("STDIO", (), {}, _build_stdio)
 _UNIX_CONNECT = _Kind("UNIX-CONNECT", ("PATH",), _COUNT, _build_unix_connect)
@@ -264,10 +282,12 @@ _UNIX_LISTEN = _Kind("UNIX-LISTEN", ("PATH",), {"mode": "mode", "perm": "mode", 
 
 def _tcp_kinds(suffix: str) -> tuple[_Kind, _Kind]:
     connect = _Kind(f"TCP{suffix}", ("HOST", "PORT"),
-                    {"bind": "bind", "connect-timeout": "connect-timeout", **_DEVICE, **_COUNT},
+                    {"bind": "bind", "connect-timeout": "connect-timeout", **_DEVICE, **_COUNT,
+                     **_FAMILY},
                     _build_tcp_connect)
     listen = _Kind(f"TCP{suffix}-LISTEN", ("PORT",),
-                   {"bind": "bind", "reuseaddr": "so-reuseaddr", "so-reuseaddr": "so-reuseaddr", **_FORK},
+                   {"bind": "bind", "reuseaddr": "so-reuseaddr", "so-reuseaddr": "so-reuseaddr", **_FORK,
+                    **_FAMILY},
                    _build_tcp_listen)
     return connect, listen
 

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+
+from .auth import MIN_KEY_SIZE
+from .errors import UsageError
+
+# Settings that must be a number above 0 (a zero window never opens, a zero or
+# negative timeout refuses or drops every subflow at once, NaN compares false).
+_POSITIVE = ("window", "chunk", "stall_timeout", "handshake_timeout", "ack_every", "ack_most",
+             "max_subflows", "alone_warning", "max_handshakes")
 
 
 @dataclass(frozen=True)
@@ -22,6 +31,24 @@ class SessionConfig:
     psk: bytes | None = field(default=None, repr=False)  # shared key: subflows must prove it
     head_resend: bool = True  # an idle subflow re-sends the bytes a much slower one holds up
     probe: bool = True  # a subflow quiet for a probe timeout: its bytes copied, no new ones
+
+    def __post_init__(self) -> None:
+        """A setting that cannot work is the caller's error, said at once (the
+        API takes a SessionConfig directly, without the CLI's range checks)."""
+        for name in _POSITIVE:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+                raise UsageError(f"SessionConfig.{name} must be a number above 0, not {value!r}")
+        for name in ("ack_delay", "ack_interval"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 <= value < math.inf):
+                raise UsageError(f"SessionConfig.{name} must be a number of seconds, 0 or more, "
+                                 f"not {value!r}")
+        if self.alone_timeout is not None and not 0 < self.alone_timeout < math.inf:
+            raise UsageError(f"SessionConfig.alone_timeout must be None or above 0, "
+                             f"not {self.alone_timeout!r}")
+        if self.psk is not None and len(self.psk) < MIN_KEY_SIZE:
+            raise UsageError(f"SessionConfig.psk must be {MIN_KEY_SIZE} bytes or more")
 
     @property
     def keepalive(self) -> float:

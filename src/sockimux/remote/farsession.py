@@ -88,9 +88,10 @@ def serve_session(loop: asyncio.AbstractEventLoop, host_factory: type, path: str
     except LocalError as e:
         log.error("%s", e)
         return 3
+    outcome: Outcome | None = None
     try:
         outcome = loop.run_until_complete(_run(host_factory, path, listener, idle_timeout, stream))
     finally:
-        status = stream.finish()
+        status = stream.finish(carried=outcome is Outcome.DONE)
     log.info("session over: %s (stream command status %s)", outcome.name, status)
     return 0 if outcome is Outcome.DONE else 1

@@ -24,8 +24,13 @@ QUIET_FOR = 10.0  # seconds before the same line of ssh is shown again
 KEPT = 20  # last lines kept for the exit's diagnosis
 LINE_MAX = 4096  # a longer "line" is passed on in pieces
 
+# What a `sockimux ssh` that our own ssh started through a ProxyCommand of the
+# ssh config, for the same host, says before it exits (sshmode.py): a loop.
+NESTED = "was started by its own ssh connection to"
+
 # ssh's messages (OpenSSH) that no re-opening can change.
 FOR_GOOD = (
+    NESTED,
     "Permission denied (",  # authentication refused
     "Name or service not known",  # Could not resolve hostname ...: no such name (not a DNS outage)
     "Host key verification failed",

@@ -110,6 +110,9 @@ class Runner(Teardown):
         self._failed = False  # an internal error: the session is over
         self._finished = self.loop.create_future()
         self._all_closed: asyncio.Future[None] | None = None  # _drain_and_close waits on it
+        # _drain_and_close has written every subflow's last frames and its end
+        # (write_eof): what arrives meanwhile (a PING) must not make a step write.
+        self._ended = False
         self._lograte = lograte.install(log, self.loop.time, self.loop.call_later)
         # The addresses we open ourselves, per the dialer's re-open policy
         # (set by Dialer.attach): joined with the session's counters in stats().
@@ -310,7 +313,7 @@ class Runner(Teardown):
         # A full transport (pause_writing()) takes nothing more until
         # resume_writing() names it in the next step's `drained`.
         return (conn is not None and conn.transport is not None and not conn.full
-                and not conn.transport.is_closing())
+                and not conn.transport.is_closing() and not self._ended)
 
     def write(self, sid: int, buffers: list[Outgoing]) -> None:
         self.connections[sid].send(buffers)  # may pause_writing(): conn.full

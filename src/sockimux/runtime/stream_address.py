@@ -41,11 +41,28 @@ class OpenedStream:
     half_close: bool = False  # out_fd is a socket: its end is shutdown(SHUT_WR)
     child: subprocess.Popen[bytes] | None = None
 
-    def finish(self) -> int | None:
+    def finish(self, carried: bool = True) -> int | None:
         """Wait for the command (EXEC) to exit, terminating it if it does not
-        within EXIT_WAIT s; its exit status, negative for a signal (None: no command)."""
+        within EXIT_WAIT s; its exit status, negative for a signal (None: no
+        command).  ``carried`` False: the session failed, nothing more goes to
+        or comes from the command, which is terminated at once (it may be
+        blocked writing to us, or be a command that never exits by itself);
+        its status is then None unless it had ended by itself (we ended it:
+        the session's failure is what counts, not the signal we sent)."""
         child = self.child
         if child is None:
+            return None
+        if not carried:
+            if child.poll() is not None:
+                return child.returncode
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(KILL_WAIT)
+                return None
+            with contextlib.suppress(ProcessLookupError):
+                child.kill()
+            child.wait()
             return None
         for sig, wait in ((None, EXIT_WAIT), (signal.SIGTERM, KILL_WAIT), (signal.SIGKILL, None)):
             if sig is not None:

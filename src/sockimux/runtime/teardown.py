@@ -64,6 +64,7 @@ class Teardown:
         a connection already torn down.  ``failed``: after an internal error,
         whatever the session can no longer give is an ABORT of our own."""
         now = self.loop.time()
+        self._ended = True
         error: Exception | None = None  # a bug met here: raised once every subflow is done
         for sid, conn in list(self.connections.items()):
             transport = conn.transport
