@@ -41,8 +41,8 @@ READ_SIZE = 256 << 10  # one read for a plain protocol (as asyncio's pipe transp
 IOV_MAX = 1024  # buffers per writev()
 
 
-class _PipeReader:
-    """The read pipe, read by the loop straight into the protocol's buffer."""
+class _PipeEnd:
+    """One of the channel's pipes, non-blocking, watched by the loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, pair: PipePairTransport,
                  file: io.FileIO) -> None:
@@ -51,17 +51,25 @@ class _PipeReader:
         self._file = file
         self._fd = file.fileno()
         os.set_blocking(self._fd, False)
-        self._reading = False
         self._closing = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self._file if name == "pipe" else default
 
-    def is_reading(self) -> bool:
-        return self._reading
-
     def is_closing(self) -> bool:
         return self._closing
+
+
+class _PipeReader(_PipeEnd):
+    """The read pipe, read by the loop straight into the protocol's buffer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, pair: PipePairTransport,
+                 file: io.FileIO) -> None:
+        super().__init__(loop, pair, file)
+        self._reading = False
+
+    def is_reading(self) -> bool:
+        return self._reading
 
     def pause_reading(self) -> None:
         if self._reading:
@@ -108,33 +116,22 @@ class _PipeReader:
             protocol.buffer_updated(count)
 
 
-class _PipeWriter:
+class _PipeWriter(_PipeEnd):
     """The write pipe: buffers written at once with writev(), as many as the
     pipe takes, the rest queued (views of immutable bytes, not copies) until
     it is writable; the protocol paused above the high-water mark."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, pair: PipePairTransport,
                  file: io.FileIO) -> None:
-        self._loop = loop
-        self._pair = pair
-        self._file = file
-        self._fd = file.fileno()
-        os.set_blocking(self._fd, False)
+        super().__init__(loop, pair, file)
         self._queue: collections.deque[memoryview] = collections.deque()
         self._size = 0  # bytes queued
         self._high, self._low = 64 << 10, 16 << 10
         self._paused = False  # the protocol was told pause_writing()
-        self._closing = False
         self._gone_called = False
         # A pipe whose reader went away reports an error even while we write
         # nothing: watched for reading, as asyncio's pipe transport does.
         self._loop.add_reader(self._fd, self._reader_gone)
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._file if name == "pipe" else default
-
-    def is_closing(self) -> bool:
-        return self._closing
 
     def get_write_buffer_size(self) -> int:
         return self._size
