@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 
 from ..core import Extent
-from .source import InputReader, read_failure
+from .source import Input, InputReader, read_failure
 
 FILE_READ_SIZE = 1024 * 1024  # reads of a regular file on the event loop (2 full DATA frames)
 SLOW_READ = 0.05  # seconds: a file read slower than this moves reads to a thread
@@ -39,7 +39,7 @@ def truncation(fd: int, sized: bool) -> str | None:
     return None
 
 
-class FileInput:
+class FileInput(Input):
     """STDIN that is a regular file, read by the event loop itself.
 
     A regular file never waits for a peer, only for storage, and from the
@@ -58,11 +58,7 @@ class FileInput:
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
                  on_data: Callable[[bytes | Extent], None], on_eof: Callable[[str | None], None],
                  extents: bool = False) -> None:
-        self._loop = loop
-        self.fd = fd
-        self._on_data = on_data
-        self._on_eof = on_eof
-        self._room = 0
+        super().__init__(loop, fd, on_data, on_eof)
         self._scheduled = False
         self._ended = False
         self.worker: InputReader | None = None  # set once reads moved to a thread
@@ -73,7 +69,7 @@ class FileInput:
 
     async def start(self) -> None:
         with contextlib.suppress(OSError):
-            self._sized = os.fstat(self.fd).st_size > 0
+            self._sized = os.fstat(self._fd).st_size > 0
         self.set_room(self._room)
 
     def _end(self, error: str | None) -> None:
@@ -81,7 +77,7 @@ class FileInput:
         self._on_eof(error)
 
     def _at_end(self) -> str | None:
-        return truncation(self.fd, self._sized)
+        return truncation(self._fd, self._sized)
 
     def set_room(self, room: int) -> None:
         if self.worker is not None:
@@ -102,9 +98,9 @@ class FileInput:
         started = time.monotonic()
         asked = min(self._room, FILE_READ_SIZE)
         try:
-            data = os.read(self.fd, asked)
+            data = os.read(self._fd, asked)
         except OSError as exc:
-            self._end(read_failure(self.fd, exc))
+            self._end(read_failure(self._fd, exc))
             return
         if not data:
             self._end(self._at_end())
@@ -112,7 +108,7 @@ class FileInput:
         self._room -= len(data)
         if time.monotonic() - started > SLOW_READ:
             # Delivered below before the thread reads on: the order holds.
-            self.worker = InputReader(self._loop, self.fd, self._on_data, self._on_eof,
+            self.worker = InputReader(self._loop, self._fd, self._on_data, self._on_eof,
                                       at_end=self._at_end)
             self.worker.spawn()
         elif self._extents and len(data) == asked:
@@ -120,14 +116,14 @@ class FileInput:
             # of /sys report 4096 bytes): only a file that gave all we asked
             # is handed out by its size, as Extents.
             with contextlib.suppress(OSError):  # then bytes it stays
-                self.position = os.lseek(self.fd, 0, os.SEEK_CUR)
+                self.position = os.lseek(self._fd, 0, os.SEEK_CUR)
         self._on_data(data)  # the runner answers with set_room(), which reads on
 
     def _extend(self, position: int) -> None:
         """Hand out the next bytes of the file as an Extent: the file holds them
         until they are sent.  The file position moves on as a read would."""
         try:
-            size = os.fstat(self.fd).st_size
+            size = os.fstat(self._fd).st_size
         except OSError as exc:
             self._end(f"reading STDIN failed: {exc.strerror or exc}")
             return
@@ -147,7 +143,7 @@ class FileInput:
             return
         self.position = position + count
         with contextlib.suppress(OSError):
-            os.lseek(self.fd, self.position, os.SEEK_SET)
+            os.lseek(self._fd, self.position, os.SEEK_SET)
         self._room -= count
         self._on_data(Extent(position, count))
 
@@ -159,7 +155,7 @@ class FileInput:
         if not self.sendfile:
             return 0
         try:
-            sent = os.sendfile(sock_fd, self.fd, extent.position, extent.length)
+            sent = os.sendfile(sock_fd, self._fd, extent.position, extent.length)
         except BlockingIOError:
             return 0
         except OSError as exc:
@@ -174,7 +170,7 @@ class FileInput:
     def holds(self, extent: Extent) -> bool:
         """Whether the file still holds ``extent`` (if not, the session is ended)."""
         try:
-            size = os.fstat(self.fd).st_size
+            size = os.fstat(self._fd).st_size
         except OSError:
             size = 0
         if size < extent.position + extent.length:
@@ -189,7 +185,7 @@ class FileInput:
         position, left = extent.position, extent.length
         while left:
             try:
-                data = os.pread(self.fd, left, position)
+                data = os.pread(self._fd, left, position)
             except OSError as exc:
                 self._on_eof(f"reading STDIN failed at file offset {position}: "
                              f"{exc.strerror or exc}")

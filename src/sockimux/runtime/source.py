@@ -26,7 +26,7 @@ import os
 import select
 import threading
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
 READ_SIZE = 256 * 1024
 PIPE_READ_MIN = 64 * 1024  # a STDIN pipe's first read, and after every short one
@@ -98,23 +98,32 @@ def read_failure(fd: int, exc: OSError) -> str | None:
     return f"reading STDIN failed: {exc.strerror or exc}"
 
 
-class InputReader:
+class Input:
+    """What every reader of STDIN has: the loop, the descriptor, where the
+    bytes go (``on_data``), where its end goes (``on_eof(None)``: the end of
+    the input; ``on_eof(message)``: its failure, see read_failure), and the
+    room the session gives it (set_room())."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
+                 on_data: Callable[[Any], None], on_eof: Callable[[str | None], None]) -> None:
+        self._loop = loop
+        self._fd = fd
+        self._on_data = on_data
+        self._on_eof = on_eof
+        self._room = 0
+
+
+class InputReader(Input):
     """Reads ``fd`` in a thread while the session has room, handing bytes to the loop.
 
-    ``on_eof(None)`` reports the end of the input, ``on_eof(message)`` its
-    failure (see read_failure; ``at_end``, if given, tells whether an end
-    found by a read is a failure).
+    ``at_end``, if given, tells whether an end found by a read is a failure.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
                  on_data: Callable[[bytes], None], on_eof: Callable[[str | None], None],
                  at_end: Callable[[], str | None] | None = None) -> None:
-        self._loop = loop
-        self._fd = fd
-        self._on_data = on_data
-        self._on_eof = on_eof
+        super().__init__(loop, fd, on_data, on_eof)
         self._at_end = at_end
-        self._room = 0
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="stdin", daemon=True)
 
@@ -161,7 +170,7 @@ class InputReader:
                     self._room += size - len(data)
 
 
-class LoopInput:
+class LoopInput(Input):
     """STDIN read by the event loop (pipes): no thread hand-off, which is most
     of a keystroke's latency.
 
@@ -174,12 +183,8 @@ class LoopInput:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
                  on_data: Callable[[bytes], None], on_eof: Callable[[str | None], None]) -> None:
-        self._loop = loop
-        self._fd = fd
-        self.on_data = on_data
-        self._on_eof = on_eof
+        super().__init__(loop, fd, on_data, on_eof)
         self._started = False
-        self._room = 0
         self._watching = False
         self._ended = False
         self._size = PIPE_READ_MIN
@@ -214,7 +219,7 @@ class LoopInput:
             self.ended(None)
             return
         self._size = min(2 * size, PIPE_READ_MAX) if len(data) == size else PIPE_READ_MIN
-        self.on_data(data)
+        self._on_data(data)
 
     def ended(self, error: str | None) -> None:
         if not self._ended:
