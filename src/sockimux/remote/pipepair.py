@@ -37,6 +37,8 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..runtime.source import grow_pipe
+
 READ_SIZE = 256 << 10  # one read for a plain protocol (as asyncio's pipe transport)
 IOV_MAX = 1024  # buffers per writev()
 
@@ -51,6 +53,9 @@ class _PipeEnd:
         self._file = file
         self._fd = file.fileno()
         os.set_blocking(self._fd, False)
+        # sshd leaves a channel's pipes at 64 KiB: a 512 KiB frame then takes
+        # eight wake-ups of ours and of sshd; at 1 MiB, one.
+        grow_pipe(self._fd)
         self._closing = False
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
