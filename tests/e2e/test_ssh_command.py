@@ -22,7 +22,7 @@ import pytest
 from sockimux.remote.near import FAR_ENTRY
 from sockimux.remote.sshcmd import CONNECT_TIMEOUT, default_options
 
-from .dialing import BlackHole, TcpRelay
+from .dialing import BlackHole, TcpRelay, free_port
 from .harness import SOCKIMUX, feed, random_file, require, sha256_file
 from .test_ssh_example import Sshd, _read, _spawn, _stop, _strays, _wait, sshd  # noqa: F401 (the fixture)
 
@@ -317,6 +317,20 @@ def _cmdline(pid: int) -> bytes:
             return f.read()
     except OSError:
         return b""
+
+
+def test_a_far_sshd_that_is_not_there_is_said(sshd: Sshd) -> None:  # noqa: F811
+    """Without COMMAND the far stream is the far host's sshd at 127.0.0.1:22
+    (--far-port for another port).  Nothing listening there is said, with
+    the far side's reason, not only "the far sockimux is gone": exit 8."""
+    port = free_port()  # nothing listens there
+    run = subprocess.run(_ssh_mode(sshd, "--far-port", str(port), "127.0.0.1"), capture_output=True,
+                         timeout=60, stdin=subprocess.DEVNULL)
+    err = run.stderr.decode(errors="replace")
+    assert run.returncode == 8, err
+    assert f"cannot open the stream TCP:127.0.0.1:{port}: Connection refused" in err, err
+    assert "the far side could not start" in err, err
+    assert "Traceback" not in err, err
 
 
 def test_the_connect_timeout_is_only_a_default(tmp_path: Path) -> None:
