@@ -11,6 +11,7 @@ ssh connection; ``-p`` is the port ssh connects to, not the far stream's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -166,8 +167,12 @@ def session_argv(argv: Sequence[str]) -> tuple[list[str], SshSubflows] | int:
         sys.stderr.write(f"sockimux ssh: {e} (see sockimux ssh --help)\n")
         return 2
     if command.help:
-        sys.stdout.write(USAGE)
-        sys.stdout.flush()
+        # As sockimux --help (argparse): on STDERR when STDOUT is closed, and
+        # a STDOUT that cannot take it (/dev/full) is no traceback.
+        out = sys.stdout if sys.stdout is not None else sys.stderr
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            out.write(USAGE)
+            out.flush()
         return 0
     own = ["-v"] * command.verbose + (["-q"] if command.quiet else [])
     target = command.address.target

@@ -333,6 +333,21 @@ def test_a_far_sshd_that_is_not_there_is_said(sshd: Sshd) -> None:  # noqa: F811
     assert "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("stdout", ["closed", "/dev/full"])
+def test_help_where_it_cannot_be_written_is_as_sockimux_help(stdout: str) -> None:
+    """sockimux ssh --help with STDOUT closed or full: what sockimux --help
+    does there (argparse's), never a traceback."""
+    redirect = ">&-" if stdout == "closed" else ">/dev/full"
+    runs = [subprocess.run(["sh", "-c", f'exec "$0" "$@" {redirect}', SOCKIMUX, *argv],
+                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+            for argv in (["--help"], ["ssh", "--help"])]
+    for run in runs:
+        assert "Traceback" not in run.stderr, run.stderr
+    assert runs[1].returncode == runs[0].returncode, runs
+    if stdout == "closed":  # then both say it on STDERR
+        assert runs[1].stderr.startswith("usage: sockimux ssh"), runs[1].stderr
+
+
 def test_the_connect_timeout_is_only_a_default(tmp_path: Path) -> None:
     """ssh -G (the real ssh) decides: a ConnectTimeout from the user's -o or
     ssh config is kept, and only "none" gets ours."""
