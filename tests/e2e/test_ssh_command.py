@@ -380,6 +380,10 @@ def test_bad_usage_is_one_line_and_exit_2() -> None:
                              stdin=subprocess.DEVNULL)
         assert run.returncode == 2 and run.stderr.decode().count("\n") == 1, run
         assert run.stderr.startswith(b"sockimux ssh: "), run
+        with open("/dev/full", "wb") as full:  # a STDERR that cannot take the line: still 2
+            code = subprocess.run([SOCKIMUX, *argv], stderr=full, timeout=30,
+                                  stdin=subprocess.DEVNULL).returncode
+        assert code == 2, (argv, code)
 
 
 @pytest.mark.parametrize(("remote", "code"), [
