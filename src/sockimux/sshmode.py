@@ -11,6 +11,7 @@ ssh connection; ``-p`` is the port ssh connects to, not the far stream's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import signal
@@ -157,17 +158,28 @@ def parse(argv: Sequence[str]) -> SshCommand:
     return SshCommand(SshSubflows(target, count), verbose, quiet)
 
 
+def _say(line: str) -> None:
+    """One line on STDERR; one that cannot take it (/dev/full) changes no exit code."""
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+
 def session_argv(argv: Sequence[str]) -> tuple[list[str], SshSubflows] | int:
     """For cli.main: sockimux's own arguments and the subflows' address, or
     the exit code when there is no session to run (--help, bad usage)."""
     try:
         command = parse(argv)
     except UsageError as e:
-        sys.stderr.write(f"sockimux ssh: {e} (see sockimux ssh --help)\n")
+        _say(f"sockimux ssh: {e} (see sockimux ssh --help)\n")
         return 2
     if command.help:
-        sys.stdout.write(USAGE)
-        sys.stdout.flush()
+        # As sockimux --help (argparse): on STDERR when STDOUT is closed, and
+        # a STDOUT that cannot take it (/dev/full) is no traceback.
+        out = sys.stdout if sys.stdout is not None else sys.stderr
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            out.write(USAGE)
+            out.flush()
         return 0
     own = ["-v"] * command.verbose + (["-q"] if command.quiet else [])
     target = command.address.target
@@ -177,15 +189,14 @@ def session_argv(argv: Sequence[str]) -> tuple[list[str], SshSubflows] | int:
     # hosts being reached: HOST met again in it is that loop, not a session.
     chain = [h for h in os.environ.get(CHAIN, "").split("\n") if h]
     if target.destination in chain:
-        sys.stderr.write(f"sockimux[{os.getpid()}]: sockimux ssh {target.destination} {NESTED} "
-                         f"{target.destination} (a ProxyCommand in your ssh config?): "
-                         "not starting it again\n")
+        _say(f"sockimux[{os.getpid()}]: sockimux ssh {target.destination} {NESTED} "
+             f"{target.destination} (a ProxyCommand in your ssh config?): not starting it again\n")
         return 2
     os.environ[CHAIN] = "\n".join([*chain, target.destination])
     try:
         defaults = default_options(target.destination, target.ssh_options, target.ssh)
     except KeyboardInterrupt:  # ssh -G runs the config's Match exec: it can take a while
-        sys.stderr.write(f"sockimux[{os.getpid()}]: interrupted while reading the ssh config\n")
+        _say(f"sockimux[{os.getpid()}]: interrupted while reading the ssh config\n")
         return 128 + signal.SIGINT
     target.ssh_options = [*target.ssh_options, *defaults]
     return own, command.address

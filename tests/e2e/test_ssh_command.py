@@ -22,7 +22,7 @@ import pytest
 from sockimux.remote.near import FAR_ENTRY
 from sockimux.remote.sshcmd import CONNECT_TIMEOUT, default_options
 
-from .dialing import BlackHole, TcpRelay
+from .dialing import BlackHole, TcpRelay, free_port
 from .harness import SOCKIMUX, feed, random_file, require, sha256_file
 from .test_ssh_example import Sshd, _read, _spawn, _stop, _strays, _wait, sshd  # noqa: F401 (the fixture)
 
@@ -319,6 +319,35 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
+def test_a_far_sshd_that_is_not_there_is_said(sshd: Sshd) -> None:  # noqa: F811
+    """Without COMMAND the far stream is the far host's sshd at 127.0.0.1:22
+    (--far-port for another port).  Nothing listening there is said, with
+    the far side's reason, not only "the far sockimux is gone": exit 8."""
+    port = free_port()  # nothing listens there
+    run = subprocess.run(_ssh_mode(sshd, "--far-port", str(port), "127.0.0.1"), capture_output=True,
+                         timeout=60, stdin=subprocess.DEVNULL)
+    err = run.stderr.decode(errors="replace")
+    assert run.returncode == 8, err
+    assert f"cannot open the stream TCP:127.0.0.1:{port}: Connection refused" in err, err
+    assert "the far side could not start" in err, err
+    assert "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("stdout", ["closed", "/dev/full"])
+def test_help_where_it_cannot_be_written_is_as_sockimux_help(stdout: str) -> None:
+    """sockimux ssh --help with STDOUT closed or full: what sockimux --help
+    does there (argparse's), never a traceback."""
+    redirect = ">&-" if stdout == "closed" else ">/dev/full"
+    runs = [subprocess.run(["sh", "-c", f'exec "$0" "$@" {redirect}', SOCKIMUX, *argv],
+                           capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+            for argv in (["--help"], ["ssh", "--help"])]
+    for run in runs:
+        assert "Traceback" not in run.stderr, run.stderr
+    assert runs[1].returncode == runs[0].returncode, runs
+    if stdout == "closed":  # then both say it on STDERR
+        assert runs[1].stderr.startswith("usage: sockimux ssh"), runs[1].stderr
+
+
 def test_the_connect_timeout_is_only_a_default(tmp_path: Path) -> None:
     """ssh -G (the real ssh) decides: a ConnectTimeout from the user's -o or
     ssh config is kept, and only "none" gets ours."""
@@ -351,6 +380,10 @@ def test_bad_usage_is_one_line_and_exit_2() -> None:
                              stdin=subprocess.DEVNULL)
         assert run.returncode == 2 and run.stderr.decode().count("\n") == 1, run
         assert run.stderr.startswith(b"sockimux ssh: "), run
+        with open("/dev/full", "wb") as full:  # a STDERR that cannot take the line: still 2
+            code = subprocess.run([SOCKIMUX, *argv], stderr=full, timeout=30,
+                                  stdin=subprocess.DEVNULL).returncode
+        assert code == 2, (argv, code)
 
 
 @pytest.mark.parametrize(("remote", "code"), [

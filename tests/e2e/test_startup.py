@@ -243,6 +243,17 @@ def test_a_ctrl_c_while_it_starts_is_one_line(tmp_path: Path, command: Cmd, modu
 
 # -- item 4: stale sockets ----------------------------------------------------------
 
+def test_a_path_this_process_listens_on_already_is_not_another_process(tmp_path: Path) -> None:
+    """The same path given twice (SOCKET and --listen): exit 3, and the line
+    says it is this process that listens there, not another one."""
+    sock = tmp_path / "s.sock"
+    run = subprocess.run([SOCKIMUX, str(sock), "--listen", f"UNIX-LISTEN:{sock}"],
+                         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert run.returncode == 3, run.stderr
+    assert one_line(run.stderr).endswith(f"this process already listens on {sock}"), run.stderr
+    assert not sock.exists()  # the first one's socket removed as it exits
+
+
 def stale_socket(path: Path) -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
         dead.bind(str(path))  # closed without unlinking: what a killed process leaves behind

@@ -82,19 +82,19 @@ def test_a_failed_session_ends_its_stream_command_at_once(tmp_path: Path, comman
     (sleep never exits by itself; cat is blocked writing to us); its
     status is not reported, the session's failure is (exit 5)."""
     sock = str(tmp_path / "far.sock")
-    far = Imux(tmp_path, "far", sock, "--stream", f"EXEC:\"{command}\"")
+    far = Imux(tmp_path, "far", "-v", sock, "--stream", f"EXEC:\"{command}\"")
     wait_for(lambda: os.path.exists(sock) or far.proc.poll() is not None, 10, "far to listen")
     near = Imux(tmp_path, "near", "--connect", f"UNIX-CONNECT:{sock}")
     try:
-        wait_for(lambda: near.out.stat().st_size > 0 or command.startswith("sleep"), 10,
-                 "the command's bytes to arrive")
-        time.sleep(0.5)  # (sleep: the subflow up)
+        # The subflow up (the near side's end must reach the far side as an abort).
+        wait_for(lambda: "subflow 1 joined" in far.stderr() or far.proc.poll() is not None, 20,
+                 "the subflow to join")
         near.proc.send_signal(signal.SIGTERM)
         assert near.wait(20) == 128 + signal.SIGTERM, near.stderr()
         ended = time.monotonic()
         assert far.wait(20) == 5, far.stderr()
         assert time.monotonic() - ended < EXIT_WAIT, far.stderr()
-        assert "stream command" not in far.stderr(), far.stderr()
+        assert "stream command" not in far.stderr(), far.stderr()  # (we ended it)
     finally:
         far.close()
         near.close()

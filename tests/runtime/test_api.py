@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -279,10 +280,13 @@ def test_frames_arriving_after_an_abort_raise_nothing_in_the_loop(tmp_path: Path
     path = tmp_path / "a.sock"
     errors: list[str] = []
 
+    opened = threading.Event()
+
     def peer_talks_after_our_abort() -> None:
         peer = HostilePeer(path)
         peer.open()
-        peer.expect(ABORT)  # we have written our last frames and our end
+        opened.set()
+        peer.expect(ABORT, timeout=20.0)  # we have written our last frames and our end
         peer.send(frame(PING, 7))
         assert peer.closed(timeout=10.0)
         peer.close()
@@ -291,9 +295,9 @@ def test_frames_arriving_after_an_abort_raise_nothing_in_the_loop(tmp_path: Path
         asyncio.get_running_loop().set_exception_handler(
             lambda _loop, context: errors.append(str(context.get("exception"))))
         stream = await sockimux.open_session(listen=[f"UNIX-LISTEN:{path}"])
-        peer = asyncio.get_running_loop().run_in_executor(None, peer_talks_after_our_abort)
-        while not stream.stats().subflows:
-            await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        peer = loop.run_in_executor(None, peer_talks_after_our_abort)
+        assert await loop.run_in_executor(None, opened.wait, 20.0), "the peer's subflow never opened"
         stream.abort()
         with pytest.raises(SessionError) as caught:
             await stream.close()

@@ -37,8 +37,9 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from ..core.address_parser import parse_address
-from ..core.addresses import Role, Stdio
-from ..core.errors import AddressError
+from ..core.addresses import Role, Stdio, TcpConnect, UnixConnect
+from ..core.errors import AddressError, LocalError
+from ..runtime.stream_address import OpenedStream, open_stream
 from .adopt import adopt_channel
 from .farsession import StreamTarget, serve_session, shell_command
 from .handoff import Channel, helper_argv, preamble, serve_handoffs
@@ -252,7 +253,7 @@ def _detach(log_path: str | None) -> None:
 
 
 def serve(path: str, listener: socket.socket, idle_timeout: float, loopback_mode: bool,
-          stream: StreamTarget | None = None) -> int:
+          stream: StreamTarget | OpenedStream | None = None) -> int:
     tasks: set[asyncio.Task[None]] = set()
     handler = loopback(tasks) if loopback_mode else _no_session_yet
     loop = new_loop()
@@ -274,6 +275,16 @@ def _no_session_yet(channel: Channel) -> None:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
+    if isinstance(args.target, (TcpConnect, UnixConnect)) and not args.loopback:
+        # Before the fork, while our STDERR is still the first ssh's: a far
+        # sshd that is not there (no --far-port for its port) is said to
+        # the user, not only to the detached process's /dev/null.  (A
+        # command is started after it: the detached process is its parent.)
+        try:
+            args.target = open_stream(args.target)
+        except LocalError as e:
+            print(f"sockimux[{os.getpid()}]: {e}", file=sys.stderr)
+            return EXIT_SETUP
     try:
         path, listener = make_listener()
     except OSError as e:

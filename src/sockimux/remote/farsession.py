@@ -81,10 +81,11 @@ async def _run(host_factory: type, path: str, listener: object, idle_timeout: fl
 
 
 def serve_session(loop: asyncio.AbstractEventLoop, host_factory: type, path: str, listener: object,
-                  idle_timeout: float, target: StreamTarget) -> int:
-    """Open the stream, run the session to its end; the far process's exit code."""
+                  idle_timeout: float, target: StreamTarget | OpenedStream) -> int:
+    """Open the stream (unless it was, before the fork), run the session to
+    its end; the far process's exit code."""
     try:
-        stream = open_stream(target)
+        stream = target if isinstance(target, OpenedStream) else open_stream(target)
     except LocalError as e:
         log.error("%s", e)
         return 3

@@ -111,6 +111,11 @@ async def _read_preamble(sock: socket.socket, process: asyncio.subprocess.Proces
 
 def _exit_error(code: int, messages: SshStderr | None = None, first: bool = False) -> OpenFailed:
     if code == EXIT_NO_SESSION:
+        if first and messages is not None:  # the far side's own setup failed: it said why
+            messages.drain()
+            if messages.lines:
+                return OpenFailed(f"the far side could not start ({messages.lines[-1].strip()})",
+                                  fatal=True)
         return OpenFailed("the far sockimux is gone (the session ended there)", fatal=True)
     if code == EXIT_NOT_FOUND:
         return OpenFailed("no python3 on the far host (sockimux needs python 3.10 or later there)",

@@ -5,6 +5,7 @@ once the connecting user passes the SO_PEERCRED policy."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import os
@@ -121,8 +122,13 @@ class Listener:
             raise LocalError(f"{path} exists and is not a socket; refusing to touch it")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.setblocking(False)  # a live listener with a full backlog must not block us
+        listener_pid = 0
         try:
             probe.connect(path)
+            # Who listens (the same path given twice, two API sessions on it: us).
+            with contextlib.suppress(OSError):
+                creds = probe.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size)
+                listener_pid = PEERCRED.unpack(creds)[0]
         except BlockingIOError:
             pass  # its backlog is full: someone is listening
         except ConnectionRefusedError:
@@ -137,6 +143,8 @@ class Listener:
             raise LocalError(f"cannot use {path}: {exc.strerror}") from None
         finally:
             probe.close()
+        if listener_pid == os.getpid():
+            raise LocalError(f"this process already listens on {path}")
         raise LocalError(f"another process is listening on {path}")
 
     def remove(self) -> None:
