@@ -98,6 +98,7 @@ def test_canonical_form_parses_back_and_is_stable(text: str, expected: Address) 
     ("unix:/tmp/a,count=1", "UNIX-CONNECT:/tmp/a"),
     ("tcp6:[0:0::1]:22,if=eth0,count=2", "TCP6:[::1]:22,so-bindtodevice=eth0,count=2"),
     ("TCP:a:1,connect-timeout=.5,bind=[::1]:9", "TCP:a:1,bind=[::1]:9,connect-timeout=0.5"),
+    ("TCP:a:1,bind=127.0.0.1:0", "TCP:a:1,bind=127.0.0.1"),  # socat's "any port"
     ("unix-l:/s,perm=660,fork", "UNIX-LISTEN:/s,mode=0660"),
     ("tcp-l:7000,fork,reuseaddr,bind=::", "TCP-LISTEN:7000,bind=[::]"),
     ("UNIX:'/tmp/it''s'", "UNIX-CONNECT:/tmp/its"),  # two quoted pieces, one token
@@ -144,7 +145,7 @@ BAD: list[tuple[str, str]] = [
                                   "(an interface is so-bindtodevice=IFACE)"),
     ("TCP:h:1,bind=::1", "bind=::1: an IPv6 address goes in brackets, e.g. bind=[::1]"),
     ("TCP:h:1,bind=[::1]x", "bind=[::1]x: expected [ADDR] or [ADDR]:PORT"),
-    ("TCP:h:1,bind=10.0.0.1:99999", "bind port must be 1-65535"),
+    ("TCP:h:1,bind=10.0.0.1:99999", "bind port must be 0-65535"),
     ("TCP:[::1]:22,bind=10.0.0.1", "bind address 10.0.0.1 is IPv4, but the host [::1] is IPv6"),
     ("TCP4:h:22,bind=[::1]", "bind address ::1 is IPv6, but TCP4 is IPv4 only"),
     ("TCP:h:1,bind", "option bind needs a value (bind=ADDR[:PORT])"),

@@ -192,7 +192,8 @@ def _bind(text: str) -> Bind:
         raise AddressError(f"bind={text}: an IPv6 address goes in brackets, e.g. bind=[::1]")
     else:
         host, _, port = text.partition(":")
-    return Bind(_ip(host, "bind address"), _number(port, "bind port", 1, 65535) if port else None)
+    # Port 0 is socat's "any port": as no port at all.
+    return Bind(_ip(host, "bind address"), _number(port, "bind port", 0, 65535) or None if port else None)
 
 
 def _host(text: str) -> str:
