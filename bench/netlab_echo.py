@@ -63,7 +63,7 @@ from typing import Any
 from latency import percentile
 from netlab_direct import NETLAB, VENV_PYTHON, DirectRun, load_netlab
 from netlab_fault import text_of as _text
-from netlab_tcp import commit, lab_opts
+from netlab_tcp import commit, lab_opts, reported
 from stall import DROPPED, SLOW_MS, _echoes
 
 RTT_PORT = 9100
@@ -460,8 +460,9 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, nl._on_signal)
     faults = [tuple(float(x) for x in f.split(":")) for f in (args.fault or ["10:8", "22:6"])]
     report: dict[str, Any] = {"commit": commit(), "started": time.strftime("%F %T %Z"), "runs": []}
-    ok = True
-    try:
+
+    def run() -> bool:
+        ok = True
         for links in args.links or ["40,20,10,5", "30,30,30,1"]:
             lab_args = argparse.Namespace(cc=args.cc, queue_ms=args.queue_ms, seconds=10.0, keep=args.keep)
             lab = nl.Lab(lab_opts(nl, lab_args, links, []))
@@ -469,8 +470,8 @@ def main(argv: list[str] | None = None) -> int:
                 lab.setup()
                 for plan in ([] if args.no_clean else [[]]) + [faults]:
                     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-                    run = EchoRun(nl, lab, args.seconds, plan, args.fault_link, args.cross)  # type: ignore[arg-type]
-                    r = run.execute()
+                    echo_run = EchoRun(nl, lab, args.seconds, plan, args.fault_link, args.cross)  # type: ignore[arg-type]
+                    r = echo_run.execute()
                     after = resource.getrusage(resource.RUSAGE_CHILDREN)
                     r["children_cpu_s"] = round(after.ru_utime + after.ru_stime - before.ru_utime
                                                 - before.ru_stime, 2)
@@ -480,19 +481,9 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(1.0)
             finally:
                 lab.close()
-    except nl.LabError as exc:
-        print(f"netlab_echo.py: {exc}", file=sys.stderr)
-        return 2
-    except nl.Interrupted as exc:
-        print(f"netlab_echo.py: interrupted by {exc}", file=sys.stderr)
-        return 130
-    finally:
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump(report, f, indent=1)
-    print(f"commit {report['commit']}: {'PASS' if ok else 'FAIL'}")
-    return 0 if ok else 1
+        return ok
 
+    return reported("netlab_echo.py", nl, report, args.json, f"commit {report['commit']}", run)
 
 if __name__ == "__main__":
     helpers = {"_rtt": rtt_probe, "_cross_client": cross_client}

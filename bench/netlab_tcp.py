@@ -64,6 +64,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import netlab_fault
@@ -215,8 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     for sig in nl.HANDLED_SIGNALS:
         signal.signal(sig, nl._on_signal)
     report: dict[str, Any] = {"commit": commit(), "cc": args.cc, "started": time.strftime("%F %T %Z")}
-    ok = True
-    try:
+
+    def run() -> bool:
+        ok = True
         if args.only in (None, "throughput"):
             report["throughput"] = []
             for links in args.links or ["40,20,10,5", "30,30,30,1"]:
@@ -230,19 +232,31 @@ def main(argv: list[str] | None = None) -> int:
             report["fault"] = fault
             print(netlab_fault.render(fault), flush=True)
             ok &= fault["verdict"] == "PASS"
+        return ok
+
+    return reported("netlab_tcp.py", nl, report, args.json,
+                    f"commit {report['commit']}, cc {args.cc}", run)
+
+
+def reported(name: str, nl: Any, report: dict[str, Any], json_path: str | None, label: str,
+             run: Callable[[], bool]) -> int:
+    """A lab script's ending: ``run()`` says whether every verdict passed
+    (exit 0, else 1); a lab error is one line and exit 2, an interruption
+    exit 130; the JSON report is written whatever happened."""
+    try:
+        ok = run()
     except nl.LabError as exc:
-        print(f"netlab_tcp.py: {exc}", file=sys.stderr)
+        print(f"{name}: {exc}", file=sys.stderr)
         return 2
     except nl.Interrupted as exc:
-        print(f"netlab_tcp.py: interrupted by {exc}", file=sys.stderr)
+        print(f"{name}: interrupted by {exc}", file=sys.stderr)
         return 130
     finally:
-        if args.json:
-            with open(args.json, "w") as f:
+        if json_path:
+            with open(json_path, "w") as f:
                 json.dump(report, f, indent=1)
-    print(f"commit {report['commit']}, cc {args.cc}: {'PASS' if ok else 'FAIL'}")
+    print(f"{label}: {'PASS' if ok else 'FAIL'}")
     return 0 if ok else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())

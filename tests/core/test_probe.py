@@ -102,6 +102,17 @@ def freeze_after_keystroke(link: Link, a: Typist, at: float) -> list[Pair]:
     return frozen
 
 
+def frozen_echo(seconds: float) -> tuple[Link, Typist, Pair]:
+    """An echo over 3 subflows for ``seconds``; at tick 45 the subflow that
+    just took a keystroke freezes both ways: the link, A, and that pair."""
+    link, a, _ = echo_link(3)
+    type_every(link, a, seconds)
+    frozen = freeze_after_keystroke(link, a, tick(45))
+    link.run(until=tick(45) + 2e-6, stop=lambda: False)
+    (pair,) = frozen
+    return link, a, pair
+
+
 def test_a_keystroke_on_a_subflow_that_goes_silent_is_copied_within_the_probe_timeout() -> None:
     """Echo a byte every 20 ms over 3 subflows; 1 s in, the subflow that
     just took a byte stops both ways (a stopped relay).  Before the probe,
@@ -109,11 +120,7 @@ def test_a_keystroke_on_a_subflow_that_goes_silent_is_copied_within_the_probe_ti
     Now it goes again on another subflow within A's probe timeout, the
     reply within B's, and every echo is back in well under the stall
     timeout, each byte exactly once (the link checks the streams)."""
-    link, a, b = echo_link(3)
-    type_every(link, a, 2.0)
-    frozen = freeze_after_keystroke(link, a, tick(45))
-    link.run(until=tick(45) + 2e-6, stop=lambda: False)
-    (pair,) = frozen
+    link, a, pair = frozen_echo(2.0)
     sub = link.a.session.subflows[pair.x.sid]
     far = link.b.session.subflows[pair.y.sid]
     link.run(until=2.3, stop=lambda: False)
@@ -141,11 +148,7 @@ def test_a_quiet_subflow_takes_no_new_bytes_until_it_progresses() -> None:
     longer quiet, and when the others stop it carries the keystrokes again;
     nothing is dropped, and every byte is delivered once: the copies that
     arrive second are dropped by B."""
-    link, a, b = echo_link(3)
-    type_every(link, a, 3.0)
-    frozen = freeze_after_keystroke(link, a, tick(45))
-    link.run(until=tick(45) + 2e-6, stop=lambda: False)
-    (pair,) = frozen
+    link, a, pair = frozen_echo(3.0)
     sub = link.a.session.subflows[pair.x.sid]
     link.run(until=tick(45) + 0.1, stop=lambda: False)  # over any probe timeout here
     out_when_quiet = sub.data_out
