@@ -342,7 +342,8 @@ def _last_stats(path: str) -> dict[str, Any]:
             data: dict[str, Any] = json.loads(line)
         except ValueError:
             continue
-        return data.get("totals", data)
+        totals: dict[str, Any] = data.get("totals", data)
+        return totals
     return {}
 
 
