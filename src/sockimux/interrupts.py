@@ -18,9 +18,9 @@ import signal
 import sys
 from typing import Any
 
-from .runtime.connection import RESOURCE_ERRORS
 from .runtime.observe import as_json
 from .runtime.runner import Runner
+from .runtime.splicing import RESOURCE_ERRORS
 
 log = logging.getLogger("sockimux")
 

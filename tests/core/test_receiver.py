@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sockimux.core import CloseCode, ProtocolError, UsageError
-from sockimux.core.receiver import StreamReceiver
+from sockimux.core.receiver import Parked, StreamReceiver
 
 
 def receiver(window: int = 1 << 20) -> StreamReceiver:
@@ -191,3 +191,78 @@ def test_longer_piece_at_same_offset_replaces_held() -> None:
     assert feed(rx, 0, b"abcd") == b"abcdefghij"
     assert rx.held_bytes == 0
 
+
+
+# -- parked pieces: held by the runtime (in pipes), taken only whole ------------
+
+
+def resolve(out: list[object], store: dict[int, bytes], taken: list[int]) -> bytes:
+    """The bytes a runtime would write for ``out``: a Parked piece's from the
+    store under its token (each token exactly once, whole)."""
+    result = bytearray()
+    for piece in out:
+        if isinstance(piece, Parked):
+            assert isinstance(piece.token, int) and piece.token not in taken
+            taken.append(piece.token)
+            stored = store[piece.token]
+            assert len(piece) == len(stored), "a parked piece goes out whole"
+            result += stored
+        else:
+            result += bytes(piece)  # type: ignore[arg-type]
+    return bytes(result)
+
+
+@settings(max_examples=400)
+@given(deliveries(), st.lists(st.booleans(), min_size=40, max_size=40),
+       st.lists(st.integers(0, 3), min_size=40, max_size=40))
+def test_parked_pieces_go_out_whole_and_in_order(case: tuple[bytes, list[tuple[int, bytes]]],
+                                                 park: list[bool], direct: list[int]) -> None:
+    """Pieces arriving in any order, cut anyhow, duplicated: some parked (where
+    park_room() allows all of them), some received as bytes, and sometimes the
+    stream's next bytes written past the receiver (a body moved straight to
+    the output, never past direct_limit()).  The output is the stream exactly,
+    and every parked piece goes out once, whole."""
+    data, pieces = case
+    rx = receiver()
+    store: dict[int, bytes] = {}
+    taken: list[int] = []
+    out = bytearray()
+    for i, (offset, piece) in enumerate(pieces):
+        step = i % 40
+        if park[step] and piece and rx.park_room(offset, len(piece)) == len(piece):
+            store[i] = piece
+            out += resolve(rx.park(offset, len(piece), i), store, taken)
+        elif direct[step] and rx.delivered < len(data):
+            count = len(data) - rx.delivered
+            limit = rx.direct_limit()
+            if limit is not None:
+                count = min(count, limit)
+            count = min(count, direct[step] * 50)
+            if count:
+                out += data[rx.delivered : rx.delivered + count]
+                out += resolve(rx.written_direct(count), store, taken)
+        else:
+            out += resolve(rx.receive(offset, piece), store, taken)
+        assert out == data[: len(out)]
+        assert rx.delivered == len(out)
+    # What is still missing (pieces that went out as written_direct instead) comes last.
+    if rx.delivered < len(data):
+        out += resolve(rx.receive(rx.delivered, data[rx.delivered :]), store, taken)
+    assert bytes(out) == data
+    assert sorted(taken) == sorted(store), "every parked piece went out, once"
+    assert rx.held_bytes == 0 and rx.parked_bytes == 0
+
+
+def test_bytes_arriving_over_a_parked_piece_are_cut_around_it() -> None:
+    rx = receiver()
+    assert rx.park(10, 10, "pipe") == []
+    assert rx.park_room(15, 10) == 0  # inside what is parked
+    assert rx.park_room(0, 50) == 10  # up to it
+    assert rx.direct_limit() == 10
+    assert rx.receive(5, b"x" * 30) == []  # held: [5, 10) and [20, 35)
+    assert rx.held_bytes == 10 + 5 + 15 and rx.duplicate_bytes == 10
+    out = rx.receive(0, b"y" * 40)  # up to the parked piece, it, what was held, the rest
+    assert [(type(p).__name__, len(p)) for p in out] == [
+        ("memoryview", 10), ("Parked", 10), ("memoryview", 15), ("memoryview", 5)]
+    assert [bytes(p) for p in out if not isinstance(p, Parked)] == [b"y" * 10, b"x" * 15, b"y" * 5]
+    assert rx.delivered == 40 and rx.held_bytes == 0 and rx.parked_bytes == 0

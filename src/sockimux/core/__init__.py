@@ -3,6 +3,7 @@
 from .driver import Step, Transports
 from .errors import CloseCode, LocalError, ProtocolError, SockimuxError, UsageError
 from .events import CloseSubflow, Event, Outcome
+from .receiver import Parked
 from .sender import Extent
 from .session import Session, SessionConfig
 
@@ -13,6 +14,7 @@ __all__ = [
     "LocalError",
     "Event",
     "Outcome",
+    "Parked",
     "ProtocolError",
     "Session",
     "SessionConfig",

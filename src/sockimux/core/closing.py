@@ -107,5 +107,5 @@ class Closing(SessionParts):
             self.outcome_reason = reason
             tx, rx = self.sender, self.receiver
             totals = ev.Totals(tx.acked, tx.end, tx.resent_bytes, self.head_resent, rx.written,
-                               rx.direct_bytes, self.subflows_joined)
+                               rx.direct_bytes, self.subflows_joined, rx.parked_total)
             self._events.append(ev.SessionEnded(outcome, reason, totals))

@@ -9,6 +9,16 @@ receiver's ``written_direct``).  Anything else (another subflow delivered
 those bytes first, STDOUT is full, a FIN came) gives the rest of the body
 back to the reader, which reads it as a frame of its own.
 
+A DATA body that does not continue the stream yet may be *parked* instead
+(park()): the runtime moves it from the connection into a pipe of its own,
+and the receiver holds it as a Parked piece, which goes out in its turn as
+an item of the output for the runtime to move from that pipe to STDOUT.
+The bytes then never enter our memory either (with several subflows, most
+bodies arrive ahead of their turn).  The rules are the same: a body none of
+whose bytes has been read, the credit checked, room asked (park_room())
+before each move and each move reported (parked()); anything else gives the
+rest back to the reader.
+
 These are methods of Session, kept here as one idea of their own.
 """
 
@@ -18,11 +28,14 @@ from . import frames
 from .errors import ProtocolError, UsageError
 from .handshake import SubflowState
 from .parts import SessionParts
+from .receiver import Piece
+
+PARK_MIN = 32 * 1024  # smaller bodies are read: their copy costs less than two splices
 
 
 class DirectOutput(SessionParts):
     # Provided by Session.
-    _output: list[bytes | bytearray | memoryview]
+    _output: list[Piece]
 
     def divert(self, sid: int) -> int:
         """Offer subflow ``sid``'s next DATA body to the runtime, to move from
@@ -69,6 +82,11 @@ class DirectOutput(SessionParts):
         except ProtocolError:
             reader.undivert()  # read as usual, and refused as usual
             return 0
+        limit = self.receiver.direct_limit()
+        if limit is not None and limit < room:  # a parked piece goes out first, then we see
+            if not limit:
+                reader.undivert()
+            return limit
         return room
 
     def undivert(self, sid: int) -> None:
@@ -90,3 +108,69 @@ class DirectOutput(SessionParts):
         self.scheduler.ready(sid)
         self._output.extend(self.receiver.written_direct(count))
         self.acks.written(now)
+
+    # -- parking ----------------------------------------------------------------
+
+    def park(self, sid: int) -> int:
+        """Offer subflow ``sid``'s next DATA body to the runtime, to park (see
+        the module's comment).  Returns its length if it may (no byte of it
+        has been read, it is at least PARK_MIN bytes, ahead of the stream,
+        and nothing received overlaps it), else 0."""
+        sub = self.subflows.get(sid)
+        if sub is None or sub.state is not SubflowState.OPEN or self.outcome:
+            return 0
+        pending = sub.reader.pending_body()
+        if pending is None:
+            return 0
+        offset, length = pending
+        if length < PARK_MIN or self.receiver.park_room(offset, length) != length:
+            return 0
+        try:
+            self.receiver.check(offset + length)
+        except ProtocolError:
+            return 0  # read as usual, and refused as usual
+        if sub.reader.pending_flags & frames.DATA_ACK_NOW:
+            self.acks.asked(offset + length)
+        sub.reader.divert()
+        sub.data_in += frames.HEADER_SIZE
+        return length
+
+    def park_room(self, sid: int) -> int:
+        """Bytes of subflow ``sid``'s parked body that may be moved into its
+        pipe now.  0 when none: whatever is left of it is read as usual."""
+        sub = self.subflows.get(sid)
+        if sub is None:
+            return 0
+        reader = sub.reader
+        room = reader.diverted
+        if not room:
+            return 0
+        if sub.state is not SubflowState.OPEN or self.outcome is not None:
+            reader.undivert()
+            return 0
+        offset = reader.diverted_offset
+        room = self.receiver.park_room(offset, room)  # 0: delivered or held meanwhile
+        if room:
+            try:
+                self.receiver.check(offset + room)  # a FIN may have come since
+            except ProtocolError:
+                room = 0
+        if not room:
+            reader.undivert()  # read as usual (and trimmed, or refused, as usual)
+        return room
+
+    def parked(self, sid: int, count: int, token: object, now: float) -> None:
+        """The next ``count`` bytes of subflow ``sid``'s parked body were moved
+        into the runtime's pipe ``token``."""
+        sub = self.subflows.get(sid)
+        if sub is None:
+            raise UsageError(f"parked() on subflow {sid}, which is not open")
+        offset = sub.reader.diverted_offset
+        sub.reader.skipped(count)
+        sub.heard(now)
+        sub.data_arrived(count, now, self.config)
+        self.scheduler.freshest = sid
+        self.scheduler.ready(sid)
+        pieces = self.receiver.park(offset, count, token)
+        if pieces:
+            self._output.extend(pieces)

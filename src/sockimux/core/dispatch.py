@@ -24,6 +24,7 @@ from .events import Outcome
 from .frames import Frame, FrameType
 from .handshake import Input, SubflowState
 from .parts import SessionParts
+from .receiver import Piece
 from .subflow import Subflow
 
 
@@ -41,7 +42,7 @@ class FrameDispatch(SessionParts):
     subflows_joined: int
     _alone_since: float | None
     alone_total: float
-    _output: list[bytes | bytearray | memoryview]
+    _output: list[Piece]
 
     if TYPE_CHECKING:  # Session's own
         def _live_count(self) -> int: ...

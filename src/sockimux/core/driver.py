@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from .events import CloseSubflow, Event, Outcome
+from .receiver import Piece
 from .sender import Outgoing
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class Step(NamedTuple):
     event, and a frozen dataclass costs several times as much to make.)"""
 
     events: list[Event]  # in order; act on each CloseSubflow, render or count the rest
-    output: list[bytes | bytearray | memoryview]  # for STDOUT; report with output_written()
+    output: list[Piece]  # for STDOUT; report with output_written()
     output_eof: bool  # close STDOUT once everything taken has been written
     stdin_room: int  # bytes of STDIN to take now (0: stop reading)
     deadline: float | None  # when to call handle_timer() (None: no timer)

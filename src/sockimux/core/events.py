@@ -157,6 +157,7 @@ class Totals:
     written: int  # of the peer's stream
     direct: int  # of them moved straight to STDOUT
     established: int  # subflows
+    parked: int = 0  # of them held in the runtime's pipes until their turn
 
 
 @dataclass(frozen=True)

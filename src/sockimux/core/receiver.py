@@ -11,6 +11,13 @@ held pieces it makes contiguous; otherwise it is held (keyed by offset, the
 lowest offset found through a sorted list of offsets).  Held pieces are
 trimmed against each other on the way in, so they never overlap.
 
+A piece may also be *parked*: its bytes never entered our memory, and the
+runtime holds them (in a pipe, runtime/holding.py) under a token.  Such a
+piece is only ever taken whole: it is placed only where nothing is held,
+bytes arriving later are cut around it (the first copy wins), and when the
+stream reaches it, it goes out as a :class:`Parked` item among the bytes,
+for the runtime to move to the output.
+
 What is *acknowledged* is ``written``: bytes the runtime confirms it has
 written to STDOUT.  Acknowledging only what is written means the sender
 retains everything that could still be lost in this process.
@@ -26,6 +33,26 @@ from .flow import CreditWindow
 Buffer = bytes | bytearray | memoryview
 
 
+class Parked:
+    """Stream bytes the runtime holds outside our memory (``token`` says
+    where), ``length`` of them, in the output in their turn."""
+
+    __slots__ = ("token", "length")
+
+    def __init__(self, token: object, length: int) -> None:
+        self.token = token
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __repr__(self) -> str:
+        return f"Parked({self.token!r}, {self.length})"
+
+
+Piece = Buffer | Parked  # what the receiver holds, and hands to the output
+
+
 class StreamReceiver:
     def __init__(self, window: int) -> None:
         self.credit = CreditWindow(window)
@@ -36,8 +63,11 @@ class StreamReceiver:
         self.held_bytes = 0
         self.duplicate_bytes = 0
         self.direct_bytes = 0  # of those written, bytes that went out by written_direct()
-        self._held: dict[int, Buffer] = {}  # disjoint out-of-order pieces by offset
+        self.parked_bytes = 0  # of those held, bytes parked outside our memory
+        self.parked_total = 0  # bytes ever parked
+        self._held: dict[int, Piece] = {}  # disjoint out-of-order pieces by offset
         self._starts: list[int] = []  # their offsets, sorted
+        self._parked: list[int] = []  # the offsets of the parked ones, sorted
 
     def check(self, end: int) -> None:
         """Raise ProtocolError if the peer may not send data up to offset ``end``."""
@@ -49,7 +79,7 @@ class StreamReceiver:
         if self.fin is not None and end > self.fin:
             raise ProtocolError(f"data up to offset {end} beyond end of stream {self.fin}")
 
-    def receive(self, offset: int, data: Buffer) -> list[Buffer]:
+    def receive(self, offset: int, data: Buffer) -> list[Piece]:
         """Accept one DATA piece; return the in-order bytes it releases."""
         end = offset + len(data)
         if end > self.credit.advertised or (self.fin is not None and end > self.fin):
@@ -60,7 +90,9 @@ class StreamReceiver:
         if offset > self.delivered:
             self._hold(offset, data)
             return []
-        out: list[Buffer] = [
+        if self._parked and self._parked[0] < end:
+            return self._deliver_around(offset, data)
+        out: list[Piece] = [
             data if offset == self.delivered else memoryview(data)[self.delivered - offset :]
         ]
         self.delivered = end
@@ -68,18 +100,37 @@ class StreamReceiver:
             self._release_held(out)
         return out
 
-    def written_direct(self, count: int) -> list[Buffer]:
+    def _deliver_around(self, offset: int, data: Buffer) -> list[Piece]:
+        """In-order bytes that reach a parked piece: they go out up to it, the
+        parked piece goes out whole (with what it makes contiguous), and the
+        rest of them is taken up again from where that leaves the stream."""
+        view = memoryview(data)
+        end = offset + len(view)
+        first, taken = self.delivered, 0
+        out: list[Piece] = []
+        parked = self._parked
+        while self.delivered < end:
+            stop = parked[0] if parked and parked[0] < end else end
+            if stop > self.delivered:
+                out.append(view[self.delivered - offset : stop - offset])
+                taken += stop - self.delivered
+                self.delivered = stop
+            self._release_held(out)  # (at least the parked piece at `stop`)
+        self.duplicate_bytes += end - first - taken  # (bytes that parked pieces held first)
+        return out
+
+    def written_direct(self, count: int) -> list[Piece]:
         """The next ``count`` bytes of the stream went to the output without
         passing through here (the caller checked them with check()); they
         count as delivered and written.  Returns held bytes this releases."""
         self.delivered += count
         self.written += count
         self.direct_bytes += count
-        out: list[Buffer] = []
+        out: list[Piece] = []
         self._release_held(out)
         return out
 
-    def _release_held(self, out: list[Buffer]) -> None:
+    def _release_held(self, out: list[Piece]) -> None:
         """Append to ``out`` the held pieces that now continue the stream."""
         starts, held = self._starts, self._held
         released = 0
@@ -89,7 +140,16 @@ class StreamReceiver:
             released += 1
             self.held_bytes -= len(piece)
             stop = start + len(piece)
-            if stop > self.delivered:
+            if isinstance(piece, Parked):
+                # Nothing delivers past a parked piece's start (receive() and
+                # direct_limit() stop there): it goes out whole.
+                if start != self.delivered or self._parked[0] != start:
+                    raise UsageError(f"parked piece at {start} passed over (delivered {self.delivered})")
+                del self._parked[0]
+                self.parked_bytes -= piece.length
+                out.append(piece)
+                self.delivered = stop
+            elif stop > self.delivered:
                 out.append(memoryview(piece)[self.delivered - start :])
                 self.delivered = stop
             else:
@@ -112,10 +172,23 @@ class StreamReceiver:
                 self.duplicate_bytes += prev_end - offset
                 data = memoryview(data)[prev_end - offset :]
                 offset = prev_end
-        # Held pieces inside us are dropped; one that starts inside us ends our piece.
+        # Held pieces inside us are dropped; one that starts inside us ends our
+        # piece.  A parked one is kept whole: we are cut around it.
         while i < len(starts) and starts[i] < end:
             start = starts[i]
             piece = held[start]
+            if isinstance(piece, Parked):
+                stop = start + piece.length
+                self.duplicate_bytes += min(stop, end) - start
+                if start > offset:
+                    self._insert(i, offset, memoryview(data)[: start - offset])
+                    i += 1
+                i += 1
+                if stop >= end:
+                    return
+                data = memoryview(data)[stop - offset :]
+                offset = stop
+                continue
             if start + len(piece) <= end:
                 del held[start]
                 del starts[i]
@@ -127,9 +200,50 @@ class StreamReceiver:
                 end = start
                 break
         if end > offset:
-            starts.insert(i, offset)
-            held[offset] = data
-            self.held_bytes += end - offset
+            self._insert(i, offset, data)
+
+    def _insert(self, i: int, offset: int, piece: Piece) -> None:
+        self._starts.insert(i, offset)
+        self._held[offset] = piece
+        self.held_bytes += len(piece)
+
+    # -- parked pieces ----------------------------------------------------------
+
+    def park_room(self, offset: int, length: int) -> int:
+        """How many of the ``length`` bytes at ``offset`` may be parked: none
+        below what was delivered or where a piece is held, and none past the
+        next held piece."""
+        if offset < self.delivered:
+            return 0
+        starts = self._starts
+        i = bisect.bisect_right(starts, offset)
+        if i and starts[i - 1] + len(self._held[starts[i - 1]]) > offset:
+            return 0
+        if i < len(starts) and starts[i] < offset + length:
+            return starts[i] - offset
+        return length
+
+    def park(self, offset: int, length: int, token: object) -> list[Piece]:
+        """``length`` bytes at ``offset`` are parked under ``token`` (within
+        park_room(), and check()ed); returns what this releases: the piece
+        itself and what follows it, if it continues the stream."""
+        piece = Parked(token, length)
+        self.parked_total += length
+        if offset == self.delivered:
+            out: list[Piece] = [piece]
+            self.delivered += length
+            if self._starts:
+                self._release_held(out)
+            return out
+        self._insert(bisect.bisect_right(self._starts, offset), offset, piece)
+        self.parked_bytes += length
+        bisect.insort(self._parked, offset)
+        return []
+
+    def direct_limit(self) -> int | None:
+        """How far the stream may be written past the receiver (written_direct())
+        before it reaches a parked piece; None: no limit."""
+        return self._parked[0] - self.delivered if self._parked else None
 
     def on_fin(self, final: int) -> None:
         if self.fin is not None:

@@ -61,7 +61,7 @@ from .events import CloseSubflow, Event, Outcome
 from .frames import FrameType
 from .handshake import ACCEPTS, SubflowState
 from .reader import SCRATCH_SIZE, FrameReader, ScratchPool
-from .receiver import StreamReceiver
+from .receiver import Piece, StreamReceiver
 from .scheduler import MIN_PIECE, Scheduler
 from .sender import Extent, Outgoing, StreamSender
 from .stats import AddressStats, ClosedTotals, SessionStats, snapshot
@@ -93,7 +93,7 @@ class Session(FrameDispatch, DirectOutput, Liveness, Closing):
         self.subflows_joined = 0
         self._next_id = 1
         self._events: list[Event] = []
-        self._output: list[bytes | bytearray | memoryview] = []
+        self._output: list[Piece] = []
         self._window_noted = False  # the "window limits throughput" line was logged
         self._partial = 0  # sum of the subflows' `held`: memory set aside for incomplete frames
         self._alone_since: float | None = now
@@ -256,7 +256,7 @@ class Session(FrameDispatch, DirectOutput, Liveness, Closing):
         self.scheduler.ready_all()
         self._events.append(ev.InputEnded(self.sender.end))
 
-    def take_output(self) -> list[bytes | bytearray | memoryview]:
+    def take_output(self) -> list[Piece]:
         """In-order bytes for STDOUT; report them with output_written() once written."""
         out, self._output = self._output, []
         return out

@@ -3,17 +3,13 @@ UNIX listener today; dialed over TCP or a socketpair to a child next).
 
 SubflowConnection is the asyncio protocol: it reads straight into the
 session's buffers (BufferedProtocol) and hands the session's frames to the
-transport.  It also owns the two paths around our memory:
+transport.  It also owns the two paths around our memory, both through a
+duplicate of the socket's descriptor (direct_source()):
 
 - sendfile(): an Extent of a regular-file STDIN goes from the page cache
   to the socket (send()).
-- splice(): a DATA body that continues the stream moves from the socket to
-  STDOUT, a pipe or a regular file (divert_body(), move(); the sink's
-  splice_from() does the moving).  Meanwhile the transport's reading
-  is paused and we splice from a duplicate of the socket's descriptor,
-  watched by the loop; when a body is done, the next frame's header is
-  read from that duplicate too, and if its body is diverted as well the
-  splicing goes straight on (_next_header()).
+- splice(): a DATA body moves from the socket to STDOUT, or to a holding
+  pipe until its turn comes (``bodies``, runtime/splicing.py).
 
 What happens to the session is the runner's: the connection calls back
 subflow_opened, subflow_data, subflow_writable and subflow_lost.
@@ -22,7 +18,6 @@ subflow_opened, subflow_data, subflow_writable and subflow_lost.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
 import socket
@@ -34,16 +29,12 @@ from ..core.errors import CloseCode
 from ..core.sender import Extent, Outgoing
 from ..core.subflow import SubflowState
 from .file_source import FileInput
-from .sink import OutputFailed, SpliceTarget
+from .splicing import BodyMover
 
 if TYPE_CHECKING:
     from .runner import Runner
 
 log = logging.getLogger("sockimux")
-
-# Errors of a system short of resources (descriptors, kernel memory): they
-# cost one connection, or one optimisation, never the session.
-RESOURCE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 # Extents shorter than this are read and written with the frames around them
 # (one pread for each run of them that is contiguous in the file, one writev
@@ -87,12 +78,9 @@ class SubflowConnection(asyncio.BufferedProtocol):
         self.full = False  # the transport holds WRITE_HIGH bytes or more
         self.direct_fd = -1  # our duplicate of the socket, for splice and sendfile
         self.sends_direct = False  # direct_fd is the socket itself (not a channel's read pipe)
-        self.moving = False  # a body is being moved directly: the transport does not read
-        self.left = 0  # bytes of the diverted body not moved yet
-        self.chaining = False  # _next_header() is handing the runner a header it read
-        self.chained = False  # ...and the session diverted that frame's body
+        self.bodies = BodyMover(self)  # DATA bodies spliced from direct_fd (splicing.py)
 
-    def _direct_fd(self) -> int:
+    def direct_source(self) -> int:
         """Our duplicate of the socket, or -1: then this subflow does without
         splice and sendfile (out of descriptors, it is tried again later).
         A channel of two pipes (an ssh channel, remote/pipepair.py) gives its
@@ -145,7 +133,7 @@ class SubflowConnection(asyncio.BufferedProtocol):
             start = i + 1
             sent = 0
             if (source.sendfile and transport.get_write_buffer_size() == 0
-                    and not transport.is_closing() and self._direct_fd() >= 0 and self.sends_direct):
+                    and not transport.is_closing() and self.direct_source() >= 0 and self.sends_direct):
                 sent = source.send(self.direct_fd, buf)
             if 0 <= sent < len(buf):
                 data = source.read_extent(buf.cut(sent, len(buf)))
@@ -193,121 +181,8 @@ class SubflowConnection(asyncio.BufferedProtocol):
             i = last + 1
         return out
 
-    # -- receiving bodies straight to STDOUT --------------------------------------------
-
-    def divert_body(self, sink: SpliceTarget, length: int) -> None:
-        """The session diverted the DATA body now arriving (``length`` bytes):
-        splice it into ``sink``, or give it back (undivert) to be read as usual."""
-        self.runner.write_output()  # what comes before the body
-        if self.chaining:  # its header was read by _next_header(): move() goes on with it
-            if sink.idle:
-                self.chained, self.left = True, length
-            else:
-                self.runner.session.undivert(self.sid)
-            return
-        if not sink.idle or not self._start_direct(sink):
-            self.runner.session.undivert(self.sid)
-            return
-        self.left = length
-        self.move(sink, False)
-
-    def _next_header(self) -> bool:
-        """A diverted body has all gone to STDOUT: read the next frame's header
-        here, the transport still paused.  True if the session diverted that
-        frame's body too (then move() splices it at once: no resume and pause
-        of the transport, no epoll changes, between two bodies).  False
-        otherwise (the header not here yet, another kind of frame, an error
-        or the end of the connection, which the transport then reads and
-        reports as usual)."""
-        runner = self.runner
-        try:
-            count = os.readv(self.direct_fd, [runner.session.receive_buffer(self.sid)])
-        except OSError:
-            return False
-        if not count:
-            return False
-        self.chaining, self.chained = True, False
-        try:
-            runner.subflow_data(self.sid, count)  # divert_body() sets chained
-        finally:
-            self.chaining = False
-        return self.chained and self.moving and runner.connections.get(self.sid) is self
-
-    def move(self, sink: SpliceTarget, woken: bool) -> None:
-        """Splice the diverted body to ``sink`` while the socket has bytes of
-        it and the pipe has room.  ``woken``: the socket was reported
-        readable, so a splice that moves nothing means the pipe is full: the
-        rest of the body is then read as usual, so that the subflow's later
-        frames (ACKs for our own stream among them) never wait for STDOUT."""
-        runner = self.runner
-        session, sid = runner.session, self.sid
-        while True:
-            room = session.direct_room(sid)
-            if not room or not sink.idle:
-                if room:
-                    session.undivert(sid)
-                elif not self.left and sink.idle and self._next_header():
-                    woken = False
-                    continue  # the next body, straight on
-                self.stop_direct()
-                runner.kick()
-                return
-            try:
-                moved = sink.splice_from(self.direct_fd, room)
-            except BlockingIOError:
-                if woken:
-                    session.undivert(sid)
-                    self.stop_direct()
-                    runner.kick()
-                return  # wait until the socket is readable
-            except OutputFailed as exc:
-                self.stop_direct()
-                runner.output_failed(str(exc))
-                return
-            except OSError as exc:
-                self.stop_direct()
-                if exc.errno == errno.EINVAL or exc.errno in RESOURCE_ERRORS:
-                    if exc.errno == errno.EINVAL:  # these descriptors cannot be spliced
-                        runner.direct = False
-                    else:  # this body is read as usual
-                        runner.resource_warning("splice", f"splice to STDOUT: {exc.strerror}")
-                    session.undivert(sid)
-                    runner.kick()
-                else:
-                    runner.subflow_lost(sid, f"error: {exc}")
-                return
-            if moved == 0:
-                self.stop_direct()
-                runner.subflow_lost(sid, "closed by the other end")
-                return
-            session.moved_direct(sid, moved, runner.loop.time())
-            self.left -= moved
-            runner.kick()
-            woken = False
-
-    def _start_direct(self, sink: SpliceTarget) -> bool:
-        transport = self.transport
-        if transport is None or transport.is_closing() or self._direct_fd() < 0:
-            return False
-        runner = self.runner
-        try:  # epoll may be out of room (ENOSPC, ENOMEM): then this body is read as usual
-            runner.loop.add_reader(self.direct_fd, self.move, sink, True)
-        except OSError as exc:
-            runner.resource_warning("poll", f"splice to STDOUT: {exc.strerror}")
-            return False
-        transport.pause_reading()
-        self.moving = True
-        return True
-
-    def stop_direct(self) -> None:
-        if self.moving:
-            self.moving = False
-            self.runner.loop.remove_reader(self.direct_fd)
-            if self.transport is not None and not self.transport.is_closing():
-                self.transport.resume_reading()
-
     def forget_direct(self) -> None:
-        self.stop_direct()
+        self.bodies.stop()
         if self.direct_fd >= 0:
             os.close(self.direct_fd)
             self.direct_fd = -1

@@ -10,16 +10,12 @@ import errno
 import fcntl
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from .sink import (
-    SPLICE_FLAGS,
-    Buffers,
-    Output,
-    OutputFailed,
-    OutputWriter,
-    write_all,
-)
+from ..core import Parked
+from ..core.receiver import Piece
+from .holding import SPLICE_FLAGS, read_out, splice_out
+from .sink import Output, OutputFailed, OutputWriter, write_all
 from .source import grow_pipe
 
 SLOW_WRITE = 0.05  # seconds: a file write slower than this moves writes to a thread
@@ -70,20 +66,43 @@ class FileOutput(Output):
         return (self._pipe is not None and self.worker is None and not self._closing
                 and not self._done)
 
-    def write(self, buffers: Buffers) -> None:
+    def write(self, buffers: Sequence[Piece]) -> None:
         if self._done:
             return
         if self.worker is not None:
-            self.worker.write(buffers)
+            try:  # (parked pieces, from before the move to a thread, read out here)
+                self.worker.write([read_out(b) if isinstance(b, Parked) else b for b in buffers])
+            except OSError as exc:
+                self._fail(exc.strerror or str(exc))
             return
         started = time.monotonic()
         try:
-            count = write_all(self._fd, buffers)
+            count = start = 0
+            for i, buf in enumerate(buffers):
+                if isinstance(buf, Parked):  # spliced from its pipe in its turn
+                    if i > start:
+                        count += write_all(self._fd, buffers[start:i])  # type: ignore[arg-type]
+                    start = i + 1
+                    count += self._take_parked(buf)
+            if start < len(buffers):
+                count += write_all(self._fd, buffers[start:])  # type: ignore[arg-type]
         except OSError as exc:
             self._fail(exc.strerror or str(exc))
             return
         self._loop.call_soon(self._on_written, count)
         self._pace(started)
+
+    def _take_parked(self, piece: Parked) -> int:
+        """Move a parked piece into the file: by splice, or else read and written."""
+        count = piece.length
+        while piece.length:
+            try:
+                splice_out(piece, self._fd)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                write_all(self._fd, [read_out(piece)])  # (a file system splice cannot write)
+        return count
 
     def splice_from(self, fd: int, count: int) -> int:
         assert self._pipe is not None

@@ -61,5 +61,6 @@ def render(event: ev.Event) -> list[tuple[int, str]]:
                 (INFO, f"sent {t.sent_acked} bytes acknowledged of {t.sent} (re-sent {t.resent} "
                        f"for lost subflows, {t.head_copies} as head-of-line copies), "
                        f"received {t.written} written ({t.direct} of them moved straight to "
-                       f"STDOUT); subflows established: {t.established}")]
+                       f"STDOUT, {t.parked} held in pipes until their turn); "
+                       f"subflows established: {t.established}")]
     return []  # CloseSubflow: a command, acted on, not told

@@ -24,19 +24,22 @@ import os
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Protocol, cast
 
 from ..core import driver, frames
+from ..core.receiver import Buffer, Piece
 from ..core.sender import Extent, Outgoing
 from ..core.session import CloseSubflow, Outcome, Session
 from ..core.stats import AddressStats, SessionStats
 from . import lograte
 from .connection import Admission, SubflowConnection, SubflowWatch
 from .file_source import FileInput
+from .holding import HoldingPipes
 from .observe import peer_label
 from .render import render
 from .sink import StreamSink
 from .source import StreamSource
+from .splicing import ToOutput, ToPipe
 from .stream import open_sink, open_source, splice_target
 from .teardown import Teardown
 
@@ -100,6 +103,9 @@ class Runner(Teardown):
         # pipe or file by splice(), never through our memory.
         self.splice_sink = splice_target(self.sink)
         self.direct = self.splice_sink is not None
+        # ...and bodies ahead of the stream wait in pipes of ours, not in memory.
+        self.holding = (HoldingPipes(lambda message: self.resource_warning("pipe", message))
+                        if self.direct else None)
         self.signal: int | None = None  # the signal that interrupted the session
         self._output_pending = 0  # bytes handed to the sink, not yet written
         self._output_closing = False
@@ -163,7 +169,14 @@ class Runner(Teardown):
                 if conn is None:
                     self.session.undivert(sid)
                 else:
-                    conn.divert_body(self.splice_sink, length)  # (it kicks)
+                    conn.bodies.divert(ToOutput(conn, self.splice_sink), length)  # (it kicks)
+            elif self.holding is not None and self.direct and (length := self.session.park(sid)):
+                conn = self.connections.get(sid)
+                pipe = self.holding.take() if conn is not None else None
+                if conn is None or pipe is None:
+                    self.session.undivert(sid)
+                else:
+                    conn.bodies.divert(ToPipe(conn, pipe), length)
             if not self._flush_scheduled:  # kick(), inline
                 self._flush_scheduled = True
                 if frames.HEADER_SIZE < count < SMALL_READ:
@@ -318,12 +331,15 @@ class Runner(Teardown):
     def write(self, sid: int, buffers: list[Outgoing]) -> None:
         self.connections[sid].send(buffers)  # may pause_writing(): conn.full
 
-    def write_output(self, output: list[bytes | bytearray | memoryview] | None = None) -> None:
+    def write_output(self, output: list[Piece] | None = None) -> None:
         if output is None:
             output = self.session.take_output()
         if output:
             self._output_pending += sum(map(len, output))
-            self.sink.write(output)
+            if self.splice_sink is not None:  # (the only sink handed Parked pieces)
+                self.splice_sink.write(output)
+            else:
+                self.sink.write(cast(list[Buffer], output))
 
     def _close_subflow(self, event: CloseSubflow) -> None:
         conn = self.connections.pop(event.sid, None)
@@ -379,6 +395,8 @@ class Runner(Teardown):
             try:
                 await self._drain_and_close(failed)
             finally:
+                if self.holding is not None:
+                    self.holding.close()
                 lograte.uninstall(log, self._lograte)
         outcome = self.session.outcome
         assert outcome is not None

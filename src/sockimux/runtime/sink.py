@@ -22,19 +22,22 @@ A sink that DATA bodies may be spliced into is a SpliceTarget
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import select
 import socket
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from ..core import Parked
+from ..core.receiver import Piece
+from .holding import SPLICE_FLAGS, read_out, splice_out
 from .source import grow_pipe, thread_poster, wait_until_ready  # grow_pipe: STDIN's pipe is grown too
 
 IOV_MAX = 1024
 Buffers = list[bytes | bytearray | memoryview]
-SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 
 
 class StreamSink(Protocol):
@@ -68,6 +71,10 @@ class SpliceTarget(Protocol):
         nothing moved now; OutputFailed when the output failed (the bytes
         may be lost: the session is over); another OSError from the socket's
         side (EINVAL: these descriptors cannot be spliced)."""
+
+    def write(self, buffers: Sequence[Piece]) -> None:
+        """As StreamSink.write, and Parked pieces (runtime/holding.py) among
+        the buffers are moved from their pipes in their turn."""
 
 
 def write_all(fd: int, buffers: Buffers) -> int:
@@ -181,7 +188,7 @@ class _OutputProtocol(asyncio.Protocol):
         pass
 
     def resume_writing(self) -> None:
-        self.owner.report()
+        self.owner.drained()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.owner.lost(exc)
@@ -196,15 +203,24 @@ class LoopOutput(Output):
                  on_closed: Callable[[], None]) -> None:
         super().__init__(loop, fd, on_written, on_error, on_closed)
         self._transport: asyncio.WriteTransport | None = None
-        self._early: list[bytes | bytearray | memoryview] = []
+        self._early: list[Piece] = []
         self._handed = 0
         self._reported = 0
         self._closing = False
         self._done = False
         self._reader_gone = False
+        # A parked piece the pipe could not take whole, and all after it:
+        # moved on when the pipe has room (_watch_fd, a duplicate of ours,
+        # is what the loop watches: the transport's descriptor is its own).
+        self._waiting: list[Piece] = []
+        self._watch_fd = -1
 
     async def start(self) -> None:
         grow_pipe(self._fd)
+        try:  # (taken now, while descriptors are to be had; without it, see _watch)
+            self._watch_fd = os.dup(self._fd)
+        except OSError:
+            self._watch_fd = -1
         file = os.fdopen(self._fd, "wb", buffering=0, closefd=True)
         transport, _ = await self._loop.connect_write_pipe(lambda: _OutputProtocol(self), file)
         # Resume (and so report) as soon as the buffer is empty again.
@@ -216,7 +232,7 @@ class LoopOutput(Output):
         if self._closing:
             transport.close()
 
-    def write(self, buffers: list[bytes | bytearray | memoryview]) -> None:
+    def write(self, buffers: Sequence[Piece]) -> None:
         if self._reader_gone and not self._done:
             self._done = True
             self._on_error("Broken pipe")
@@ -225,9 +241,80 @@ class LoopOutput(Output):
         if self._transport is None:
             self._early.extend(buffers)
             return
-        self._handed += sum(map(len, buffers))
-        self._transport.writelines(buffers)
+        if self._waiting:
+            self._waiting.extend(buffers)
+            return
+        self._write(buffers)
+
+    def _write(self, buffers: Sequence[Piece]) -> None:
+        """Bytes to the transport, each parked piece spliced in its turn: once
+        the transport has written everything before it."""
+        transport = self._transport
+        assert transport is not None
+        start = 0
+        for i, buf in enumerate(buffers):
+            if buf.__class__ is not Parked:
+                continue
+            if i > start:
+                self._hand(buffers[start:i])
+            start = i + 1
+            if transport.get_write_buffer_size() or not self._move(buf):
+                if self._done:
+                    return
+                if transport.get_write_buffer_size():
+                    self._waiting = list(buffers[i:])
+                    return  # on when the transport has written what it holds (drained())
+                if self._watch_fd >= 0:
+                    self._waiting = list(buffers[i:])
+                    self._loop.add_writer(self._watch_fd, self._resume)
+                    return  # on when the pipe has room
+                try:  # (nothing to watch the pipe with: the transport waits instead)
+                    self._hand([read_out(buf)])
+                except OSError as exc:
+                    self._done = True
+                    self._on_error(exc.strerror or str(exc))
+                    return
+        if start < len(buffers):
+            self._hand(buffers[start:] if start else buffers)
         self.report()
+
+    def _hand(self, buffers: Sequence[Piece]) -> None:
+        assert self._transport is not None
+        self._handed += sum(map(len, buffers))
+        self._transport.writelines(buffers)  # type: ignore[arg-type]
+
+    def _move(self, piece: Parked) -> bool:
+        """Splice ``piece`` to the pipe: True once all of it went."""
+        try:
+            moved = splice_out(piece, self._fd)
+        except BlockingIOError:
+            return False
+        except BrokenPipeError:
+            self._done = True
+            self._on_error("Broken pipe")
+            return False
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                self._done = True
+                self._on_error(exc.strerror or str(exc))
+                return False
+            try:
+                self._hand([read_out(piece)])  # (this pipe cannot be spliced into)
+            except OSError as exc:
+                self._done = True
+                self._on_error(exc.strerror or str(exc))
+                return False
+            return True
+        self._on_written(moved)
+        return not piece.length
+
+    def _resume(self) -> None:
+        """The pipe has room again, or the transport wrote all it held."""
+        if self._watch_fd >= 0:
+            self._loop.remove_writer(self._watch_fd)
+        waiting, self._waiting = self._waiting, []
+        if waiting and not self._done:
+            self._write(waiting)
 
     @property
     def fd(self) -> int:
@@ -245,7 +332,8 @@ class LoopOutput(Output):
         ``fd`` directly now come next in the stream."""
         transport = self._transport
         return (transport is not None and not self._closing and not self._done
-                and not self._reader_gone and transport.get_write_buffer_size() == 0)
+                and not self._reader_gone and not self._waiting
+                and transport.get_write_buffer_size() == 0)
 
     def report(self) -> None:
         """Report what the kernel took, at once (the runner's flush counts on
@@ -257,8 +345,18 @@ class LoopOutput(Output):
             count, self._reported = written - self._reported, written
             self._on_written(count)
 
+    def drained(self) -> None:
+        """The transport wrote all it held."""
+        self.report()
+        if self._waiting:
+            self._resume()
+
     def close(self) -> None:
         self._closing = True
+        if self._watch_fd >= 0:
+            self._loop.remove_writer(self._watch_fd)
+            os.close(self._watch_fd)
+            self._watch_fd = -1
         if self._reader_gone:
             self._loop.call_soon(self._on_closed)
         elif self._transport is not None:

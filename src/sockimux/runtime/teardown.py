@@ -69,7 +69,7 @@ class Teardown:
         for sid, conn in list(self.connections.items()):
             transport = conn.transport
             try:
-                conn.stop_direct()  # the transport reads again, to see the peer close
+                conn.bodies.stop()  # the transport reads again, to see the peer close
                 if transport is None or transport.is_closing():
                     continue
                 conn.send(self.session.pull(sid, now))

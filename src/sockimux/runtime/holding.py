@@ -1,0 +1,166 @@
+"""Pipes that hold DATA bodies which arrived ahead of their turn.
+
+With several subflows most DATA bodies arrive before the stream reaches
+them.  Read into our memory, each would be copied twice (socket to us, us to
+STDOUT).  Parked instead (core/direct.py), a body is spliced from its socket
+into a pipe of ours, which takes the kernel's pages by reference, and in its
+turn from that pipe to STDOUT (another pipe: by reference again; a regular
+file: one copy into the page cache).
+
+A HoldingPipe holds one body at a time, from the first splice into it until
+the sink has taken every byte out; then it goes back to the pool.  The pool
+is bounded (MAX_PIPES, and the descriptors the system gives us): when none
+is free, a body is read as usual.  Every pipe is closed with the pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import resource
+from collections.abc import Callable
+from typing import cast
+
+from ..core import Parked
+
+SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+
+MAX_PIPES = 32  # bodies held at once; more wait in memory as before
+# ...and a pipe's two descriptors per this many of the open file limit, at
+# most: the subflows' connections need them more.
+DESCRIPTORS_PER_PIPE = 32
+# Each pipe's capacity.  A body (at most 512 KiB) spliced from a UNIX socket
+# takes a slot per page; the kernel charges a user's pipes by their slots
+# (fs.pipe-user-pages-soft, 64 MiB by default), so not more than this.
+PIPE_SIZE = 512 * 1024
+F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+
+
+class HoldingPipe:
+    """One pipe of the pool; the token of the Parked pieces it holds."""
+
+    __slots__ = ("read_end", "write_end", "held", "filling", "_pool")
+
+    def __init__(self, pool: HoldingPipes, read_end: int, write_end: int) -> None:
+        self._pool = pool
+        self.read_end = read_end
+        self.write_end = write_end
+        self.held = 0  # bytes in the pipe
+        self.filling = False  # a body is being spliced in
+
+    # What the splice receiver needs of a target (runtime/splicing.py).
+    idle = True
+
+    def splice_from(self, fd: int, count: int) -> int:
+        """Splice up to ``count`` bytes from the socket ``fd`` into the pipe."""
+        moved = os.splice(fd, self.write_end, count, flags=SPLICE_FLAGS)
+        self.held += moved
+        return moved
+
+    def filled(self) -> None:
+        """No more of the body comes into this pipe."""
+        self.filling = False
+        if not self.held:
+            self._pool.give(self)
+
+    def taken(self, count: int) -> None:
+        """The sink took ``count`` bytes out of the pipe."""
+        self.held -= count
+        if not self.held and not self.filling:
+            self._pool.give(self)
+
+    def __repr__(self) -> str:
+        return f"HoldingPipe({self.read_end}, {self.held})"
+
+
+class HoldingPipes:
+    """The pool.  ``warn(message)`` is told once when the system has no
+    descriptors for a pipe (bodies are then read as usual)."""
+
+    def __init__(self, warn: Callable[[str], None]) -> None:
+        self._warn = warn
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.most = MAX_PIPES if limit == resource.RLIM_INFINITY else min(
+            MAX_PIPES, limit // DESCRIPTORS_PER_PIPE)
+        self._free: list[HoldingPipe] = []
+        self._all: list[HoldingPipe] = []
+        self._closed = False
+
+    def take(self) -> HoldingPipe | None:
+        """A free pipe, to fill with one body; None if none can be had now."""
+        if self._free:
+            pipe = self._free.pop()
+        elif self._closed or len(self._all) >= self.most:
+            return None
+        else:
+            try:
+                read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError as exc:
+                if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+                    raise
+                self._warn(f"holding bodies in memory: no pipe ({exc.strerror})")
+                return None
+            with contextlib.suppress(OSError):  # (a user over the pipe quota: a smaller pipe)
+                fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_SIZE)
+            pipe = HoldingPipe(self, read_end, write_end)
+            self._all.append(pipe)
+        pipe.filling = True
+        return pipe
+
+    def give(self, pipe: HoldingPipe) -> None:
+        if self._closed:
+            return
+        self._free.append(pipe)
+
+    def close(self) -> None:
+        """Close every pipe (the session is over: what they hold is not needed)."""
+        self._closed = True
+        for pipe in self._all:
+            for fd in (pipe.read_end, pipe.write_end):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            pipe.read_end = pipe.write_end = -1  # (never a number the system reuses)
+        self._all.clear()
+        self._free.clear()
+
+
+def splice_out(piece: Parked, fd: int) -> int:
+    """Splice what is left of ``piece`` from its pipe to ``fd``, as far as
+    ``fd`` takes it now; the count (``piece`` keeps what is left).
+    BlockingIOError if ``fd`` took nothing; OSError if it failed."""
+    pipe = cast(HoldingPipe, piece.token)
+    if pipe.read_end < 0:
+        raise OSError(errno.EBADF, "the holding pipes are closed")
+    total = 0
+    while piece.length:
+        try:
+            moved = os.splice(pipe.read_end, fd, piece.length, flags=SPLICE_FLAGS)
+        except BlockingIOError:
+            if total:
+                break
+            raise
+        if not moved:  # (the pipe holds them: never)
+            raise OSError(errno.EIO, "a holding pipe came up short")
+        piece.length -= moved
+        pipe.taken(moved)
+        total += moved
+    return total
+
+
+def read_out(piece: Parked) -> bytes:
+    """What is left of ``piece``, read from its pipe into memory (for an
+    output that cannot be spliced into)."""
+    pipe = cast(HoldingPipe, piece.token)
+    if pipe.read_end < 0:
+        raise OSError(errno.EBADF, "the holding pipes are closed")
+    parts = []
+    while piece.length:
+        data = os.read(pipe.read_end, piece.length)
+        if not data:
+            raise OSError(errno.EIO, "a holding pipe came up short")
+        piece.length -= len(data)
+        pipe.taken(len(data))
+        parts.append(data)
+    return b"".join(parts)
