@@ -40,9 +40,11 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import cast
 
 from sockimux.core import CloseCode, CloseSubflow, Event, Outcome, Session, SessionConfig
 from sockimux.core.driver import WRITE_HIGH, WRITE_LOW
+from sockimux.core.receiver import Parked, Piece
 from sockimux.core.sender import Outgoing
 from sockimux.core.subflow import SubflowState
 from sockimux.runtime.render import render
@@ -185,6 +187,12 @@ class Endpoint:
         self.direct = direct  # move DATA bodies straight to the output when the session lets us
         self.direct_bytes = 0
         self.direct_given_up = 0
+        # ...and, as the runner does then, park bodies ahead of the stream
+        # (bytes kept here under a token, as in its holding pipes).
+        self.parked_bytes = 0
+        self._holding: dict[int, bytearray] = {}  # token -> the bytes parked under it, in order
+        self._parking: dict[int, int] = {}  # subflow -> the token of the body being parked
+        self._tokens = 0
         self.session = session
         self.data = data
         self.fed = 0
@@ -243,6 +251,17 @@ class Endpoint:
             return
         view = memoryview(piece)
         while view:
+            token = self._parking.get(sid)
+            if token is not None:
+                room = s.park_room(sid)
+                if room:
+                    n = min(room, len(view))
+                    self._holding[token] += view[:n]
+                    self.parked_bytes += n
+                    s.parked(sid, n, token, now)
+                    view = view[n:]
+                    continue
+                del self._parking[sid]  # the body is all in, or the session took the rest back
             sub = s.subflows.get(sid)
             diverted = sub is not None and sub.reader.diverted > 0
             room = s.direct_room(sid)
@@ -261,19 +280,31 @@ class Endpoint:
                 n = min(len(buf), len(view))
                 buf[:n] = view[:n]
                 del buf
-                if s.received(sid, n, now) and s.divert(sid):
-                    self.take_output(now)
+                if s.received(sid, n, now):
+                    if s.divert(sid):
+                        self.take_output(now)
+                    elif s.park(sid):
+                        self._tokens += 1
+                        self._parking[sid] = self._tokens
+                        self._holding[self._tokens] = bytearray()
             view = view[n:]
 
-    def take_output(self, now: float, output: list[bytes | bytearray | memoryview] | None = None) -> bool:
+    def take_output(self, now: float, output: list[Piece] | None = None) -> bool:
         """Take the session's output (or ``output``, a step's) and write it (at
         once, or queued for the slow consumer); whether there was any."""
         s = self.session
         if output is None:
             output = s.take_output()
         for buf in output:
-            self.unwritten.append(bytes(buf))
-            self.unwritten_bytes += len(buf)
+            if isinstance(buf, Parked):  # its bytes, in order, from where they were parked
+                held = self._holding[cast(int, buf.token)]
+                data = bytes(held[: len(buf)])
+                assert len(data) == len(buf), "a parked piece came out before its bytes were in"
+                del held[: len(buf)]
+            else:
+                data = bytes(buf)
+            self.unwritten.append(data)
+            self.unwritten_bytes += len(data)
         if self.unwritten and self.consumer is None:
             n = self.unwritten_bytes
             while self.unwritten:

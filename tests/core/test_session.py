@@ -793,6 +793,25 @@ def test_bodies_moved_straight_to_the_output_in_a_bulk_transfer() -> None:
     assert link.b.direct_bytes == 0
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_bodies_ahead_of_the_stream_are_parked_while_subflows_die(seed: int) -> None:
+    """Four subflows of different speeds: bodies that arrive ahead of the
+    stream are parked (as the runner does in its holding pipes) and go out
+    whole in their turn, while two subflows are killed mid-stream (bodies
+    cut in the middle, re-sent on the others, copies arriving over parked
+    ones)."""
+    link = Link.between(payload(8 * 1024 * KB, seed), payload(1024 * KB, seed + 1), subflows=4,
+                        seed=seed, direct=True, rate=(5e6, 50e6), latency=(0.001, 0.02))
+    link.keep_alive_after = 0.5
+    for pair, after in ((0, 2), (1, 5)):
+        assert link.run(until=60.0, stop=lambda n=after: len(link.b.output) > n * 1024 * KB)
+        link.kill(link.pairs[pair])
+    finish(link)
+    assert link.b.parked_bytes > 0.1 * len(link.a.data), link.b.parked_bytes
+    assert link.b.session.receiver.parked_total == link.b.parked_bytes
+    assert link.a.session.sender.resent_bytes > 0
+
+
 def test_a_body_moving_straight_to_the_output_is_taken_back_when_overtaken() -> None:
     """A slow subflow pauses in the middle of a body being moved straight to
     the output; a fast one joins and, once idle, re-sends the head of the
