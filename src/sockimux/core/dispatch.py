@@ -111,7 +111,9 @@ class FrameDispatch(SessionParts):
             credit_blocked = sender.next_new >= sender.credit
             sender.on_ack(frame.value, limit, bool(frame.flags & frames.ACK_FIN_DONE))
             if credit_blocked and sender.credit > sender.next_new:
-                self.scheduler.ready_all()  # new credit: any subflow may take data
+                # New credit: for the subflows that had room and nothing to
+                # send (the others are pulled when their own room comes).
+                self.scheduler.fed(sender.credit - sender.next_new)
             sub.trim(sender.acked)
             self._check_done()
         elif ftype is FrameType.FIN:

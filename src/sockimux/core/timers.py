@@ -78,7 +78,7 @@ class Liveness(SessionParts):
         # next_deadline() returns, so the timer due at a deadline always fires
         # (`now - start >= interval` can miss it by one rounding).
         cfg = self.config
-        self.scheduler.ready_all()
+        scheduler = self.scheduler
         due, self._due = self._due, None
         if due is not None and now - due > cfg.keepalive:
             self._resumed(now, now - due)
@@ -87,7 +87,12 @@ class Liveness(SessionParts):
             close = sub.on_timer(now, cfg)
             if close is None:
                 if sub.quiet and not was_quiet:
-                    self.scheduler.quiet(sub)  # copy what it holds; no new bytes for it
+                    scheduler.quiet(sub)  # copy what it holds; no new bytes for it
+                # Pulled if it now owes a frame (an ACK, a keepalive, a PONG);
+                # the others have nothing new to write (with 128 subflows a
+                # pull of each per timer pass was 40% of all pulls).
+                elif sub.out or sub.ack_due or sub.pong_owed is not None:
+                    scheduler.ready(sub.id)
                 continue
             code, why = close
             if code is CloseCode.STALLED:
