@@ -111,29 +111,29 @@ class DirectOutput(SessionParts):
 
     # -- parking ----------------------------------------------------------------
 
-    def park(self, sid: int) -> int:
+    def park(self, sid: int) -> tuple[int, int] | None:
         """Offer subflow ``sid``'s next DATA body to the runtime, to park (see
-        the module's comment).  Returns its length if it may (no byte of it
-        has been read, it is at least PARK_MIN bytes, ahead of the stream,
-        and nothing received overlaps it), else 0."""
+        the module's comment).  Returns its stream offset and length if it
+        may (no byte of it has been read, it is at least PARK_MIN bytes,
+        ahead of the stream, and nothing received overlaps it), else None."""
         sub = self.subflows.get(sid)
         if sub is None or sub.state is not SubflowState.OPEN or self.outcome:
-            return 0
+            return None
         pending = sub.reader.pending_body()
         if pending is None:
-            return 0
+            return None
         offset, length = pending
         if length < PARK_MIN or self.receiver.park_room(offset, length) != length:
-            return 0
+            return None
         try:
             self.receiver.check(offset + length)
         except ProtocolError:
-            return 0  # read as usual, and refused as usual
+            return None  # read as usual, and refused as usual
         if sub.reader.pending_flags & frames.DATA_ACK_NOW:
             self.acks.asked(offset + length)
         sub.reader.divert()
         sub.data_in += frames.HEADER_SIZE
-        return length
+        return pending
 
     def park_room(self, sid: int) -> int:
         """Bytes of subflow ``sid``'s parked body that may be moved into its

@@ -7,10 +7,15 @@ into a pipe of ours, which takes the kernel's pages by reference, and in its
 turn from that pipe to STDOUT (another pipe: by reference again; a regular
 file: one copy into the page cache).
 
-A HoldingPipe holds one body at a time, from the first splice into it until
-the sink has taken every byte out; then it goes back to the pool.  The pool
-is bounded (MAX_PIPES, and the descriptors the system gives us): when none
-is free, a body is read as usual.  Every pipe is closed with the pool.
+A pipe is a queue: the sink takes its pieces out in the order they went
+in, so a pipe may hold several bodies only in the order of their stream
+offsets.  Bodies mostly arrive in that order, so a body goes behind the
+pipe whose last body ends nearest below it (if it has room), else into an
+empty pipe: a few pipes hold many bodies.  A pipe takes one body at a time
+(``filling``, from the first splice until the body is all in or given
+back).  The pool is bounded (MAX_PIPES, and a share of the descriptors the
+system gives us): when no pipe will do, a body is read as usual.  Every
+pipe is closed with the pool.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 class HoldingPipe:
     """One pipe of the pool; the token of the Parked pieces it holds."""
 
-    __slots__ = ("read_end", "write_end", "held", "filling", "_pool")
+    __slots__ = ("read_end", "write_end", "held", "filling", "end", "_pool")
 
     def __init__(self, pool: HoldingPipes, read_end: int, write_end: int) -> None:
         self._pool = pool
@@ -49,6 +54,7 @@ class HoldingPipe:
         self.write_end = write_end
         self.held = 0  # bytes in the pipe
         self.filling = False  # a body is being spliced in
+        self.end = 0  # the stream offset where the last body put in ends (at most)
 
     # What the splice receiver needs of a target (runtime/splicing.py).
     idle = True
@@ -62,8 +68,7 @@ class HoldingPipe:
     def filled(self) -> None:
         """No more of the body comes into this pipe."""
         self.filling = False
-        if not self.held:
-            self._pool.give(self)
+        self._pool.give(self)
 
     def taken(self, count: int) -> None:
         """The sink took ``count`` bytes out of the pipe."""
@@ -84,13 +89,23 @@ class HoldingPipes:
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.most = MAX_PIPES if limit == resource.RLIM_INFINITY else min(
             MAX_PIPES, limit // DESCRIPTORS_PER_PIPE)
-        self._free: list[HoldingPipe] = []
+        self._free: list[HoldingPipe] = []  # empty
+        self._open: list[HoldingPipe] = []  # holding bodies, taking more behind them
         self._all: list[HoldingPipe] = []
         self._closed = False
 
-    def take(self) -> HoldingPipe | None:
-        """A free pipe, to fill with one body; None if none can be had now."""
-        if self._free:
+    def take(self, offset: int, length: int) -> HoldingPipe | None:
+        """A pipe to put the body at stream ``offset`` (``length`` bytes) in;
+        None if none will do now."""
+        best: HoldingPipe | None = None
+        for pipe in self._open:
+            if pipe.end <= offset and pipe.held + length <= PIPE_SIZE and (
+                    best is None or pipe.end > best.end):
+                best = pipe
+        if best is not None:
+            self._open.remove(best)
+            pipe = best
+        elif self._free:
             pipe = self._free.pop()
         elif self._closed or len(self._all) >= self.most:
             return None
@@ -107,12 +122,19 @@ class HoldingPipes:
             pipe = HoldingPipe(self, read_end, write_end)
             self._all.append(pipe)
         pipe.filling = True
+        pipe.end = offset + length
         return pipe
 
     def give(self, pipe: HoldingPipe) -> None:
+        """``pipe`` takes a body again: behind what it holds, or (empty) any."""
         if self._closed:
             return
-        self._free.append(pipe)
+        if pipe in self._open:
+            self._open.remove(pipe)
+        if pipe.held:
+            self._open.append(pipe)
+        else:
+            self._free.append(pipe)
 
     def close(self) -> None:
         """Close every pipe (the session is over: what they hold is not needed)."""
@@ -124,6 +146,7 @@ class HoldingPipes:
             pipe.read_end = pipe.write_end = -1  # (never a number the system reuses)
         self._all.clear()
         self._free.clear()
+        self._open.clear()
 
 
 def splice_out(piece: Parked, fd: int) -> int:

@@ -170,13 +170,13 @@ class Runner(Teardown):
                     self.session.undivert(sid)
                 else:
                     conn.bodies.divert(ToOutput(conn, self.splice_sink), length)  # (it kicks)
-            elif self.holding is not None and self.direct and (length := self.session.park(sid)):
+            elif self.holding is not None and self.direct and (body := self.session.park(sid)):
                 conn = self.connections.get(sid)
-                pipe = self.holding.take() if conn is not None else None
+                pipe = self.holding.take(*body) if conn is not None else None
                 if conn is None or pipe is None:
                     self.session.undivert(sid)
                 else:
-                    conn.bodies.divert(ToPipe(conn, pipe), length)
+                    conn.bodies.divert(ToPipe(conn, pipe), body[1])
             if not self._flush_scheduled:  # kick(), inline
                 self._flush_scheduled = True
                 if frames.HEADER_SIZE < count < SMALL_READ:
