@@ -915,3 +915,28 @@ def test_acks_on_a_fast_path_are_spaced(rate: float, spaced: bool) -> None:
         assert counts[SessionConfig().ack_interval] * 3 < counts[0.0], counts
     else:  # the same but for reads that come in the same instant (one ACK for them now)
         assert counts[SessionConfig().ack_interval] >= 0.9 * counts[0.0], counts
+
+
+def test_parked_bodies_do_not_count_as_memory_held() -> None:
+    """Regression: a body counted as memory to set aside when its header
+    arrived (read alone, in a bulk transfer) stayed counted after it was
+    diverted, until its subflow's next read.  Parked, many bodies wait so at
+    once, one per subflow: over 128 real subflows the stale counts passed
+    the bound on incomplete frames (two windows and two bodies), and the
+    receiver refused subflows as a flow control violation.  Checked here at
+    every moment a body is being parked: the count is what the readers hold."""
+    link = Link.between(payload(16 * 1024 * KB, 9), b"", subflows=4, seed=9, direct=True,
+                        rate=(5e6, 50e6), latency=(0.001, 0.01))
+    b = link.b.session
+    seen = 0
+
+    def check() -> bool:
+        nonlocal seen
+        if any(sub.reader.diverted for sub in b.subflows.values()):
+            seen += 1
+            assert b._partial == sum(sub.reader.held for sub in b.subflows.values())
+        return b.outcome is not None
+
+    link.run(until=120.0, stop=check)
+    finish(link)
+    assert seen > 10 and link.b.parked_bytes > 0, (seen, link.b.parked_bytes)

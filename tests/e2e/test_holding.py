@@ -54,3 +54,26 @@ def test_bodies_ahead_of_their_turn_wait_in_pipes_while_subflows_die(tmp_path: P
         for r in relays:
             kill(r)
         a.close(), b.close()
+
+
+def test_128_subflows_sockimux_opens_itself_park_without_refusals(tmp_path: Path) -> None:
+    """128 subflows A opens itself (no relays), 256 MB, STDOUT a pipe: up to
+    one body per subflow waits in a pipe at once, and none may count as
+    memory held (core test: test_parked_bodies_do_not_count_as_memory_held;
+    the stale counts once made B refuse subflows as flow control violations,
+    seen in a bench run with a slower sender, not reproduced by this test's
+    timing).  No subflow is refused or lost, and the stream is exact."""
+    size = 256 * MB
+    a_in = random_file(tmp_path / "a.in", size, seed=128)
+    b = Peer(tmp_path, "b", None, "-vv", stdout_pipe=1 << 20)
+    a = Peer(tmp_path, "a", a_in, "-v", "--connect", f"UNIX-CONNECT:{b.socket},count=128")
+    try:
+        assert a.wait(120) == 0, a.stderr()
+        assert b.wait(60) == 0, b.stderr()
+        assert sha256_file(b.out) == sha256_file(a_in)
+        refusals = re.findall(r"subflow \S+ refused: .*", b.stderr())
+        assert not refusals and " lost (" not in a.stderr(), refusals[:3]
+        found = TOTALS.search(b.stderr())
+        assert found and int(found.group(3)) > size // 4, b.stderr()[-2000:]
+    finally:
+        a.close(), b.close()

@@ -29,6 +29,7 @@ from .errors import ProtocolError, UsageError
 from .handshake import SubflowState
 from .parts import SessionParts
 from .receiver import Piece
+from .subflow import Subflow
 
 PARK_MIN = 32 * 1024  # smaller bodies are read: their copy costs less than two splices
 
@@ -36,6 +37,7 @@ PARK_MIN = 32 * 1024  # smaller bodies are read: their copy costs less than two 
 class DirectOutput(SessionParts):
     # Provided by Session.
     _output: list[Piece]
+    _partial: int
 
     def divert(self, sid: int) -> int:
         """Offer subflow ``sid``'s next DATA body to the runtime, to move from
@@ -59,9 +61,17 @@ class DirectOutput(SessionParts):
             return 0  # read as usual, and refused as usual
         if sub.reader.pending_flags & frames.DATA_ACK_NOW:
             self.acks.asked(offset + length)
+        self._diverted(sub)
+        return length
+
+    def _diverted(self, sub: Subflow) -> None:
         sub.reader.divert()
         sub.data_in += frames.HEADER_SIZE
-        return length
+        # The body was counted as memory to set aside when its header came
+        # (Session._count_partial); it will not be, so it no longer counts
+        # (else, many parked at once, the stale counts add up to a refusal).
+        self._partial -= sub.held - sub.reader.held
+        sub.held = sub.reader.held
 
     def direct_room(self, sid: int) -> int:
         """Bytes of subflow ``sid``'s diverted body that may go straight to
@@ -131,8 +141,7 @@ class DirectOutput(SessionParts):
             return None  # read as usual, and refused as usual
         if sub.reader.pending_flags & frames.DATA_ACK_NOW:
             self.acks.asked(offset + length)
-        sub.reader.divert()
-        sub.data_in += frames.HEADER_SIZE
+        self._diverted(sub)
         return pending
 
     def park_room(self, sid: int) -> int:
