@@ -36,7 +36,7 @@ from .file_source import FileInput
 from .observe import peer_label
 from .render import render
 from .sink import StreamSink
-from .source import StreamSource
+from .source import LoopInput, StreamSource
 from .stream import open_sink, open_source, splice_target
 from .teardown import Teardown
 
@@ -94,6 +94,12 @@ class Runner(Teardown):
         else:
             self.source = ends.source(self._stdin_data, self._stdin_eof)
             self.sink = ends.sink(self._output_written, self.output_failed, self._output_closed)
+        # A STDIN pipe read by the loop needs the session's room only when it
+        # changes (most steps on the keystroke path leave it as it was); the
+        # other sources act on every call (a regular file schedules its next
+        # read, the API's source hands bytes on, the thread's counts down).
+        self._room_on_change = isinstance(self.source, LoopInput)
+        self._room = -1  # what the source was last given
         # A regular-file STDIN hands out Extents, which connections send from it.
         self.file_source = self.source if isinstance(self.source, FileInput) else None
         # DATA bodies that continue the stream go from the socket to a STDOUT
@@ -156,7 +162,8 @@ class Runner(Teardown):
     # -- events in ---------------------------------------------------------------
 
     def subflow_data(self, sid: int, count: int) -> None:
-        if self.session.received(sid, count, self.loop.time()):
+        now = self.loop.time()
+        if self.session.received(sid, count, now):
             if self.direct and (length := self.session.divert(sid)):
                 conn = self.connections.get(sid)
                 assert self.splice_sink is not None
@@ -167,7 +174,7 @@ class Runner(Teardown):
             if not self._flush_scheduled:  # kick(), inline
                 self._flush_scheduled = True
                 if frames.HEADER_SIZE < count < SMALL_READ:
-                    self._flush()  # a keystroke's frame: its step now, not a loop pass later
+                    self._flush(now)  # a keystroke's frame: its step now, not a loop pass later
                 else:  # bulk reads (bodies, a header alone) share a step per loop pass
                     self.loop.call_soon(self._flush)
 
@@ -194,11 +201,12 @@ class Runner(Teardown):
 
     def _stdin_data(self, data: bytes | Extent) -> None:
         if self.session.outcome is None:
-            self.session.write_stdin(data, self.loop.time())
+            now = self.loop.time()
+            self.session.write_stdin(data, now)
             if not self._flush_scheduled:  # kick(), inline
                 self._flush_scheduled = True
                 if len(data) < SMALL_READ:  # a keystroke: sent now, not a loop pass later
-                    self._flush()
+                    self._flush(now)
                 else:
                     self.loop.call_soon(self._flush)
 
@@ -247,8 +255,9 @@ class Runner(Teardown):
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.session.handle_timer(self.loop.time())
-        self._flush()
+        now = self.loop.time()
+        self.session.handle_timer(now)
+        self._flush(now)
 
     # -- what the process tells us (the CLI's signal and exception handlers) ----------
 
@@ -272,7 +281,10 @@ class Runner(Teardown):
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
-    def _flush(self) -> None:
+    def _flush(self, now: float | None = None) -> None:
+        """One step.  ``now``: the loop's time, from the callback that runs
+        the step inline (a keystroke's: one clock read per event); None for
+        a flush scheduled with call_soon."""
         if self._failed:
             self._flush_scheduled = False
             return  # run() takes the last frames; the error is the one line we print
@@ -281,14 +293,16 @@ class Runner(Teardown):
         # at once (its kick is a no-op while this flush is still scheduled),
         # so the step below acknowledges them without another pass.
         session = self.session
-        if session.outcome is None:
-            output = session.take_output()
-            if output:
-                self.write_output(output)
+        if session._output and session.outcome is None:  # (take_output(), write_output(): inline)
+            output, session._output = session._output, []
+            self._output_pending += sum(map(len, output))
+            self.sink.write(output)
         self._flush_scheduled = False
-        drained, self._writable = self._writable, set()
+        drained: set[int] | tuple[()] = ()
+        if self._writable:  # (no new set per step while no transport drained)
+            drained, self._writable = self._writable, set()
         # Session.step() is driver.step(): called directly, one call less per event.
-        step = driver.step(session, self.loop.time(), self, drained)
+        step = driver.step(session, self.loop.time() if now is None else now, self, drained)
         for event in step.events:
             if isinstance(event, CloseSubflow):
                 self._close_subflow(event)
@@ -302,7 +316,10 @@ class Runner(Teardown):
         if step.output_eof and self._output_pending == 0 and not self._output_closing:
             self._output_closing = True
             self.sink.close()
-        self.source.set_room(step.stdin_room)
+        room = step.stdin_room
+        if room != self._room or not self._room_on_change:
+            self._room = room
+            self.source.set_room(room)
         if step.deadline != self._timer_at:  # (mostly unchanged: no call then)
             self._arm_timer(step.deadline)
 
@@ -316,7 +333,14 @@ class Runner(Teardown):
                 and not conn.transport.is_closing() and not self._ended)
 
     def write(self, sid: int, buffers: list[Outgoing]) -> None:
-        self.connections[sid].send(buffers)  # may pause_writing(): conn.full
+        conn = self.connections[sid]
+        transport = conn.transport
+        if self.file_source is None and transport is not None:
+            # Every buffer is bytes (only a regular-file STDIN hands out
+            # Extents): straight to the transport, one call less per frame.
+            transport.writelines(buffers)  # type: ignore[arg-type]
+        else:
+            conn.send(buffers)  # may pause_writing(): conn.full
 
     def write_output(self, output: list[bytes | bytearray | memoryview] | None = None) -> None:
         if output is None:

@@ -226,8 +226,13 @@ class LoopOutput(Output):
             self._early.extend(buffers)
             return
         self._handed += sum(map(len, buffers))
-        self._transport.writelines(buffers)
-        self.report()
+        transport = self._transport
+        transport.writelines(buffers)
+        # report(), inline (a call less per keystroke written)
+        written = self._handed - transport.get_write_buffer_size()
+        if written > self._reported:
+            count, self._reported = written - self._reported, written
+            self._on_written(count)
 
     @property
     def fd(self) -> int:
