@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from . import frames
 from .config import SessionConfig
-from .handshake import SubflowState
+from .handshake import OPEN
 from .receiver import StreamReceiver
 from .scheduler import Scheduler
 from .subflow import Subflow
@@ -74,7 +74,7 @@ class AckPolicy:
         best: Subflow | None = None
         for sub in self.subflows.values():
             # A quiet subflow (subflow.py) may have stopped: not it, if any other is open.
-            if sub.state is SubflowState.OPEN and (
+            if sub.state is OPEN and (
                 best is None or (best.quiet and not sub.quiet) or (best.quiet == sub.quiet and
                     sub.in_flight * best.path.cap() < best.in_flight * sub.path.cap())
             ):
@@ -90,7 +90,7 @@ class AckPolicy:
             self._fin_done_announced = True
             self.scheduler.ready_all()
             for sub in self.subflows.values():
-                if sub.state is SubflowState.OPEN:
+                if sub.state is OPEN:
                     sub.owe_ack()
 
     def asked(self, end: int) -> None:
@@ -115,7 +115,7 @@ class AckPolicy:
     def deadline(self) -> float | None:
         if self._written_at is not None:
             for sub in self.subflows.values():  # (a loop, not any(): no generator per event)
-                if sub.state is SubflowState.OPEN:
+                if sub.state is OPEN:
                     return self._written_at + self.config.ack_delay
         return None
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from . import frames
 from .errors import ProtocolError, UsageError
-from .handshake import SubflowState
+from .handshake import OPEN
 from .parts import SessionParts
 
 
@@ -32,7 +32,7 @@ class DirectOutput(SessionParts):
         direct_room() before each move, reports each with moved_direct(),
         and writes nothing else to STDOUT meanwhile."""
         sub = self.subflows.get(sid)
-        if sub is None or sub.state is not SubflowState.OPEN or self.outcome:
+        if sub is None or sub.state is not OPEN or self.outcome:
             return 0
         pending = sub.reader.pending_body()
         if pending is None:
@@ -60,7 +60,7 @@ class DirectOutput(SessionParts):
         room = reader.diverted
         if not room:
             return 0
-        if (sub.state is not SubflowState.OPEN or self._output or self.outcome is not None
+        if (sub.state is not OPEN or self._output or self.outcome is not None
                 or reader.diverted_offset != self.receiver.delivered):
             reader.undivert()  # e.g. another subflow delivered these bytes first
             return 0

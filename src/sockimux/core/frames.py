@@ -50,6 +50,9 @@ class FrameType(enum.IntEnum):
     AUTH = 8  # proof of the pre-shared key; body = HMAC-SHA256 (see auth.py)
 
 
+# The types every keystroke meets, as module constants (see handshake.OPEN).
+DATA_FRAME, ACK_FRAME = FrameType.DATA, FrameType.ACK
+
 HELLO_AUTH = 0x0001  # HELLO flag: this side requires a shared-key proof (AUTH frame)
 ACK_FIN_DONE = 0x01  # ACK flag: the acknowledged stream ended and its output is closed
 # DATA flag: the sender can send nothing more until this frame is acknowledged

@@ -44,7 +44,7 @@ from collections.abc import Callable
 
 from . import frames
 from .config import SessionConfig
-from .handshake import SubflowState
+from .handshake import OPEN
 from .sender import Outgoing, Piece, StreamSender
 from .subflow import Subflow
 
@@ -143,14 +143,14 @@ class Scheduler:
         if count < MIN_PIECE and fresh is not None and fresh in hungry:
             del hungry[fresh]
             sub = self.subflows.get(fresh)
-            if sub is not None and sub.state is SubflowState.OPEN:
+            if sub is not None and sub.state is OPEN:
                 self._ready.add(fresh)
                 return
         while hungry and count > 0:
             sid = next(iter(hungry))
             del hungry[sid]
             sub = self.subflows.get(sid)
-            if sub is not None and sub.state is SubflowState.OPEN:
+            if sub is not None and sub.state is OPEN:
                 self._ready.add(sid)
                 count -= max(frames.HEADER_SIZE + 1, sub.path.cap() - sub.in_flight)
 
@@ -263,11 +263,11 @@ class Scheduler:
         cached = self._carrier_of
         if cached is not None and cached[0] == offset:
             sub = self.subflows.get(cached[1])
-            if sub is not None and sub.state is SubflowState.OPEN:
+            if sub is not None and sub.state is OPEN:
                 return sub, cached[2]
         self._carrier_of = None
         for sub in self.subflows.values():
-            if sub.state is SubflowState.OPEN:
+            if sub.state is OPEN:
                 for start, end in sub.ranges:
                     if start <= offset < end:
                         self._carrier_of = (offset, sub.id, end)
