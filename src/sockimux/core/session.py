@@ -169,7 +169,8 @@ class Session(FrameDispatch, DirectOutput, Liveness, Closing):
         sub = self.subflows.get(sid)
         if sub is None or sub.state is CLOSED:
             return False
-        sub.heard(now)
+        sub.last_heard = now  # (sub.heard(now), inline: once per read)
+        self._dirty.add(sid)
         reader = sub.reader
         if not reader.buffer_updated(count):
             sub.partial(now)  # part of a frame arrived
@@ -334,8 +335,9 @@ class Session(FrameDispatch, DirectOutput, Liveness, Closing):
                     out.insert(before, self.acks.frame(sub, now))
                     if self.acks.fin_done_sent:
                         self._check_done()
-        if out:
-            sub.sent(now)
+        if out:  # (sub.sent(now), inline: once per frame written)
+            sub.last_sent = now
+            self._dirty.add(sid)
         return out
 
     def take_ready(self) -> list[int]:

@@ -234,11 +234,6 @@ class Subflow:
         else:
             ranges.append((offset, end))
 
-    def sent(self, now: float) -> None:
-        """Bytes were handed out for writing."""
-        self.last_sent = now
-        self.marks.add(self.id)
-
     # -- time ---------------------------------------------------------------------
 
     def deadline(self, cfg: SessionConfig) -> float:
