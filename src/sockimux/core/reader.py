@@ -131,7 +131,8 @@ class FrameReader:
             free = self._pool.free  # (ScratchPool.take(), inline: once per read)
             scratch = self._scratch = free.pop() if free else bytearray(SCRATCH_SIZE)
         if self._buf is not scratch:
-            scratch[:pending] = self._buf[self._start : self._end]
+            if pending:  # (none, as after a keystroke's frame: no slice to copy)
+                scratch[:pending] = self._buf[self._start : self._end]
         elif self._start:
             scratch[:pending] = scratch[self._start : self._end]
         self._buf = scratch
