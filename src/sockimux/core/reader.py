@@ -137,14 +137,14 @@ class FrameReader:
             scratch[:pending] = scratch[self._start : self._end]
         self._buf = scratch
         self._start, self._end = 0, pending
-        stop = len(scratch)
         if self._previous:
             # In a bulk transfer: read up to the end of the next DATA header,
             # so that none of its body lands here.
             want = HEADER_SIZE if self._header is None else self._length + HEADER_SIZE
             if pending < want:
-                stop = want
-        return memoryview(scratch)[pending:stop]
+                return memoryview(scratch)[pending:want]
+        # (The whole of it, as for every keystroke: one view, not a view's slice.)
+        return memoryview(scratch)[pending:] if pending else memoryview(scratch)
 
     def buffer_updated(self, count: int) -> bool:
         """``count`` bytes were put into the buffer ``get_buffer()`` returned.
@@ -324,9 +324,17 @@ class FrameReader:
             if not low <= length <= high:
                 raise ProtocolError(
                     f"{kind.name} frame with body length {length} (allowed {low}..{high})")
-            self._start += HEADER_SIZE
+            start = self._start + HEADER_SIZE
+            self._start = start
             if length == 0:  # (a FIN's status is in its reserved field)
                 return _frame(Frame, (kind, value, flags | reserved << 8, b"", False))
+            if self._end - start >= length:
+                # The whole frame is here (a keystroke's, a control frame):
+                # no header kept for a body to come, no _finish() call.
+                self._start = start + length
+                if kind is DATA_FRAME:
+                    self._previous = 0
+                return _frame(Frame, (kind, value, flags, self._buf[start : start + length], False))
             self._length = length
             self._header = (kind, flags, value)
         length = self._length
