@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from . import frames
 from .config import SessionConfig
-from .handshake import SubflowState
+from .handshake import OPEN
 from .receiver import StreamReceiver
 from .scheduler import Scheduler
 from .subflow import Subflow
@@ -77,7 +77,7 @@ class AckPolicy:
         sixth of its CPU)."""
         fresh = self.scheduler.freshest
         best = self.subflows.get(fresh) if fresh is not None else None
-        if (best is not None and best.state is SubflowState.OPEN and not best.quiet
+        if (best is not None and best.state is OPEN and not best.quiet
                 and best.data_out == best.peer_in):
             best.owe_ack()
             self.scheduler.ready(best.id)
@@ -86,7 +86,7 @@ class AckPolicy:
         best = None
         for sub in self.subflows.values():
             # A quiet subflow (subflow.py) may have stopped: not it, if any other is open.
-            if sub.state is SubflowState.OPEN and (
+            if sub.state is OPEN and (
                 best is None or (best.quiet and not sub.quiet) or (best.quiet == sub.quiet and
                     sub.in_flight * best.path.cap() < best.in_flight * sub.path.cap())
             ):
@@ -102,7 +102,7 @@ class AckPolicy:
             self._fin_done_announced = True
             self.scheduler.ready_all()
             for sub in self.subflows.values():
-                if sub.state is SubflowState.OPEN:
+                if sub.state is OPEN:
                     sub.owe_ack()
 
     def asked(self, end: int) -> None:
@@ -127,7 +127,7 @@ class AckPolicy:
     def deadline(self) -> float | None:
         if self._written_at is not None:
             for sub in self.subflows.values():  # (a loop, not any(): no generator per event)
-                if sub.state is SubflowState.OPEN:
+                if sub.state is OPEN:
                     return self._written_at + self.config.ack_delay
         return None
 

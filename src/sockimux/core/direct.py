@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from . import frames
 from .errors import ProtocolError, UsageError
-from .handshake import SubflowState
+from .handshake import OPEN
 from .parts import SessionParts
 from .receiver import Piece
 from .subflow import Subflow
@@ -47,7 +47,7 @@ class DirectOutput(SessionParts):
         direct_room() before each move, reports each with moved_direct(),
         and writes nothing else to STDOUT meanwhile."""
         sub = self.subflows.get(sid)
-        if sub is None or sub.state is not SubflowState.OPEN or self.outcome:
+        if sub is None or sub.state is not OPEN or self.outcome:
             return 0
         pending = sub.reader.pending_body()
         if pending is None:
@@ -83,7 +83,7 @@ class DirectOutput(SessionParts):
         room = reader.diverted
         if not room:
             return 0
-        if (sub.state is not SubflowState.OPEN or self._output or self.outcome is not None
+        if (sub.state is not OPEN or self._output or self.outcome is not None
                 or reader.diverted_offset != self.receiver.delivered):
             reader.undivert()  # e.g. another subflow delivered these bytes first
             return 0
@@ -127,7 +127,7 @@ class DirectOutput(SessionParts):
         may (no byte of it has been read, it is at least PARK_MIN bytes,
         ahead of the stream, and nothing received overlaps it), else None."""
         sub = self.subflows.get(sid)
-        if sub is None or sub.state is not SubflowState.OPEN or self.outcome:
+        if sub is None or sub.state is not OPEN or self.outcome:
             return None
         pending = sub.reader.pending_body()
         if pending is None:
@@ -154,7 +154,7 @@ class DirectOutput(SessionParts):
         room = reader.diverted
         if not room:
             return 0
-        if sub.state is not SubflowState.OPEN or self.outcome is not None:
+        if sub.state is not OPEN or self.outcome is not None:
             reader.undivert()
             return 0
         offset = reader.diverted_offset

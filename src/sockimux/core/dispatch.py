@@ -21,8 +21,8 @@ from . import events as ev
 from . import frames, handshake
 from .errors import CloseCode, ProtocolError
 from .events import Outcome
-from .frames import Frame, FrameType
-from .handshake import Input, SubflowState
+from .frames import ACK_FRAME, DATA_FRAME, Frame, FrameType
+from .handshake import OPEN, Input
 from .parts import SessionParts
 from .receiver import Piece
 from .subflow import Subflow
@@ -91,11 +91,11 @@ class FrameDispatch(SessionParts):
 
     def _on_frame(self, sub: Subflow, frame: Frame, now: float) -> None:
         ftype = frame.type  # the reader refused types this state does not take (ACCEPTS)
-        if not self.peer_confirmed and sub.state is SubflowState.OPEN and ftype is not FrameType.REFUSE:
+        if not self.peer_confirmed and sub.state is OPEN and ftype is not FrameType.REFUSE:
             # The peer sends an ACK at once on accepting a subflow: any frame
             # but REFUSE means it accepted us, and the binding holds for life.
             self.peer_confirmed = True
-        if ftype is FrameType.DATA:
+        if ftype is DATA_FRAME:
             header = 0 if frame.continued else frames.HEADER_SIZE
             sub.data_arrived(header + len(frame.body), now, self.config)
             self.scheduler.freshest = sub.id
@@ -104,7 +104,7 @@ class FrameDispatch(SessionParts):
                 self._output.extend(pieces)
             if frame.flags & frames.DATA_ACK_NOW:
                 self.acks.asked(frame.value + len(frame.body))
-        elif ftype is FrameType.ACK:
+        elif ftype is ACK_FRAME:
             limit, peer_in = frames.decode_ack_body(frame.body)
             sub.delivered(peer_in, now)
             sender = self.sender

@@ -50,6 +50,9 @@ class FrameType(enum.IntEnum):
     AUTH = 8  # proof of the pre-shared key; body = HMAC-SHA256 (see auth.py)
 
 
+# The types every keystroke meets, as module constants (see handshake.OPEN).
+DATA_FRAME, ACK_FRAME = FrameType.DATA, FrameType.ACK
+
 HELLO_AUTH = 0x0001  # HELLO flag: this side requires a shared-key proof (AUTH frame)
 ACK_FIN_DONE = 0x01  # ACK flag: the acknowledged stream ended and its output is closed
 # DATA flag: the sender can send nothing more until this frame is acknowledged
@@ -111,12 +114,12 @@ def decode_hello(raw: bytes | bytearray | memoryview) -> Hello:
 
 def data_header(offset: int, length: int, flags: int = 0) -> bytes:
     """Header of a DATA frame; the payload is written after it as a separate buffer."""
-    return HEADER.pack(FrameType.DATA, flags, 0, length, offset)
+    return HEADER.pack(DATA_FRAME, flags, 0, length, offset)
 
 
 def encode_ack(written: int, limit: int, subflow_in: int, fin_done: bool) -> bytes:
     flags = ACK_FIN_DONE if fin_done else 0
-    return HEADER.pack(FrameType.ACK, flags, 0, ACK_BODY.size, written) + ACK_BODY.pack(
+    return HEADER.pack(ACK_FRAME, flags, 0, ACK_BODY.size, written) + ACK_BODY.pack(
         limit, subflow_in
     )
 

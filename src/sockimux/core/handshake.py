@@ -44,6 +44,13 @@ class SubflowState(enum.Enum):
     __hash__ = object.__hash__
 
 
+# The states as module constants, for the per-frame path: on Python 3.11 every
+# ``SubflowState.OPEN`` is looked up through EnumType's ``__getattr__`` hook
+# (about 70 ns; a module global, 7 ns), a dozen times per keystroke and side.
+HANDSHAKE, AUTH, OPEN, CLOSED = (SubflowState.HANDSHAKE, SubflowState.AUTH, SubflowState.OPEN,
+                                 SubflowState.CLOSED)
+
+
 class Input(enum.Enum):
     HELLO = "hello"  # the peer's valid hello; no shared key on either side
     HELLO_KEYED = "hello, keyed"  # the peer's valid hello; we hold a key (and prove it)

@@ -17,6 +17,7 @@ from __future__ import annotations
 from .errors import CloseCode, ProtocolError, UsageError
 from .frames import (
     _BODY_LIMITS,
+    DATA_FRAME,
     HEADER,
     HEADER_SIZE,
     HELLO_SIZE,
@@ -50,17 +51,17 @@ class ScratchPool:
     buffer per read in progress, and SPARE_SCRATCH kept free, not one per
     subflow."""
 
-    __slots__ = ("_free",)
+    __slots__ = ("free",)
 
     def __init__(self) -> None:
-        self._free: list[bytearray] = []
+        self.free: list[bytearray] = []  # (FrameReader takes and gives inline: once per read)
 
     def take(self) -> bytearray:
-        return self._free.pop() if self._free else bytearray(SCRATCH_SIZE)
+        return self.free.pop() if self.free else bytearray(SCRATCH_SIZE)
 
     def give(self, scratch: bytearray) -> None:
-        if len(self._free) < SPARE_SCRATCH:
-            self._free.append(scratch)
+        if len(self.free) < SPARE_SCRATCH:
+            self.free.append(scratch)
 
 
 class FrameReader:
@@ -127,21 +128,23 @@ class FrameReader:
             return memoryview(self._buf)[pending:]
         scratch = self._scratch
         if scratch is None:
-            scratch = self._scratch = self._pool.take()
+            free = self._pool.free  # (ScratchPool.take(), inline: once per read)
+            scratch = self._scratch = free.pop() if free else bytearray(SCRATCH_SIZE)
         if self._buf is not scratch:
-            scratch[:pending] = self._buf[self._start : self._end]
+            if pending:  # (none, as after a keystroke's frame: no slice to copy)
+                scratch[:pending] = self._buf[self._start : self._end]
         elif self._start:
             scratch[:pending] = scratch[self._start : self._end]
         self._buf = scratch
         self._start, self._end = 0, pending
-        stop = len(scratch)
         if self._previous:
             # In a bulk transfer: read up to the end of the next DATA header,
             # so that none of its body lands here.
             want = HEADER_SIZE if self._header is None else self._length + HEADER_SIZE
             if pending < want:
-                stop = want
-        return memoryview(scratch)[pending:stop]
+                return memoryview(scratch)[pending:want]
+        # (The whole of it, as for every keystroke: one view, not a view's slice.)
+        return memoryview(scratch)[pending:] if pending else memoryview(scratch)
 
     def buffer_updated(self, count: int) -> bool:
         """``count`` bytes were put into the buffer ``get_buffer()`` returned.
@@ -198,7 +201,9 @@ class FrameReader:
             self._start, self._end = 0, len(self._buf)
         if scratch is not None:
             self._scratch = None
-            self._pool.give(scratch)
+            free = self._pool.free  # (ScratchPool.give(), inline: once per read)
+            if len(free) < SPARE_SCRATCH:
+                free.append(scratch)
 
     @property
     def buffered(self) -> int:
@@ -211,7 +216,7 @@ class FrameReader:
         """(offset, length) of a DATA body none of whose bytes is here yet, which
         the caller may take with divert(); otherwise None."""
         header = self._header
-        if (header is None or header[0] is not FrameType.DATA or self._diverted
+        if (header is None or header[0] is not DATA_FRAME or self._diverted
                 or self._body is not None or self._end != self._start):
             return None
         return header[2], self._length
@@ -319,9 +324,17 @@ class FrameReader:
             if not low <= length <= high:
                 raise ProtocolError(
                     f"{kind.name} frame with body length {length} (allowed {low}..{high})")
-            self._start += HEADER_SIZE
+            start = self._start + HEADER_SIZE
+            self._start = start
             if length == 0:  # (a FIN's status is in its reserved field)
                 return _frame(Frame, (kind, value, flags | reserved << 8, b"", False))
+            if self._end - start >= length:
+                # The whole frame is here (a keystroke's, a control frame):
+                # no header kept for a body to come, no _finish() call.
+                self._start = start + length
+                if kind is DATA_FRAME:
+                    self._previous = 0
+                return _frame(Frame, (kind, value, flags, self._buf[start : start + length], False))
             self._length = length
             self._header = (kind, flags, value)
         length = self._length
@@ -329,10 +342,10 @@ class FrameReader:
         if have >= length:
             start = self._start
             self._start = start + length
-            if self._header[0] is FrameType.DATA:
+            if self._header[0] is DATA_FRAME:
                 self._previous = 0
-            return self._finish(bytes(memoryview(self._buf)[start : start + length]))
-        bulk = length <= 2 * self._previous and self._header[0] is FrameType.DATA
+            return self._finish(self._buf[start : start + length])  # (a copy: one object)
+        bulk = length <= 2 * self._previous and self._header[0] is DATA_FRAME
         if have == 0 and bulk:
             # In a bulk transfer, after a header read alone: the body will be
             # read straight into a buffer of its own, or diverted.

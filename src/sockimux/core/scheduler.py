@@ -44,7 +44,8 @@ from collections.abc import Callable
 
 from . import frames
 from .config import SessionConfig
-from .handshake import SubflowState
+from .frames import DATA_ACK_NOW, HEADER_SIZE, data_header
+from .handshake import OPEN
 from .sender import Outgoing, Piece, StreamSender
 from .subflow import Subflow
 
@@ -132,7 +133,8 @@ class Scheduler:
         elif not self._ready:
             return []  # (most steps on the keystroke path)
         else:
-            ready = [sid for sid in self._ready if sid in self.subflows]
+            # (filter(): no Python frame, as a comprehension's, per step)
+            ready = list(filter(self.subflows.__contains__, self._ready))
         self._ready.clear()
         return ready
 
@@ -143,14 +145,14 @@ class Scheduler:
         if count < MIN_PIECE and fresh is not None and fresh in hungry:
             del hungry[fresh]
             sub = self.subflows.get(fresh)
-            if sub is not None and sub.state is SubflowState.OPEN:
+            if sub is not None and sub.state is OPEN:
                 self._ready.add(fresh)
                 return
         while hungry and count > 0:
             sid = next(iter(hungry))
             del hungry[sid]
             sub = self.subflows.get(sid)
-            if sub is not None and sub.state is SubflowState.OPEN:
+            if sub is not None and sub.state is OPEN:
                 self._ready.add(sid)
                 count -= max(frames.HEADER_SIZE + 1, sub.path.cap() - sub.in_flight)
 
@@ -160,7 +162,8 @@ class Scheduler:
         """Append to ``out`` the DATA frames (and the FIN) ``sub`` takes now:
         up to its in-flight allowance, and ``limit`` payload bytes if given."""
         sender = self.sender
-        cap = sub.path.cap()
+        path = sub.path
+        cap = path.cap()
         allowance = cap - (sub.data_out - sub.peer_in)  # cap - in_flight
         budget = allowance if limit is None else limit  # payload bytes
         # Pieces of at most an eighth of the cap: on a slow subflow a whole
@@ -170,7 +173,7 @@ class Scheduler:
         # its rate is known, and a fast one, already past 1 MiB, is not cut
         # into 8 KiB frames meanwhile (with 128 subflows joining, three
         # quarters of all frames were those).
-        if sub.path.rate <= 0:
+        if path.rate <= 0:
             size = sub.peer_in // 4
             if size < MIN_PIECE:
                 size = MIN_PIECE
@@ -178,14 +181,16 @@ class Scheduler:
                 size = cap // 8 if cap >= 8 * MIN_PIECE else MIN_PIECE
         else:
             size = MIN_PIECE if cap < 8 * MIN_PIECE else cap // 8
-        chunk = self.config.chunk if self.config.chunk < size else size
+        chunk = self.config.chunk
+        if size < chunk:
+            chunk = size
         self._hungry.pop(sub.id, None)
         if sub.quiet:
             return  # neither stream bytes nor the FIN until it shows progress
         # (Comparisons rather than min(): a keystroke's pull runs this once.)
         starved: bool | None = None  # sender.starved, known since the last piece taken
-        while allowance > frames.HEADER_SIZE and budget > 0:
-            most = allowance - frames.HEADER_SIZE
+        while allowance > HEADER_SIZE and budget > 0:
+            most = allowance - HEADER_SIZE
             if chunk < most:
                 most = chunk
             if budget < most:
@@ -214,11 +219,10 @@ class Scheduler:
             # a peer that holds ACKs for ack_delay would otherwise cost a small
             # send buffer (or window) that delay per buffer-full.
             starved = sender.starved  # (a take() that finds nothing leaves it as is)
-            flags = frames.DATA_ACK_NOW if starved else 0
-            out.append(frames.data_header(offset, length, flags))
+            out.append(data_header(offset, length, DATA_ACK_NOW if starved else 0))
             out.append(view)
             sub.carry(offset, length, now)
-            allowance -= frames.HEADER_SIZE + length
+            allowance -= HEADER_SIZE + length
             budget -= length
         if sender.eof and sender.fin_due:  # (eof first: no call while the input lasts)
             out.append(frames.encode_fin(sender.end, sender.status))
@@ -263,11 +267,11 @@ class Scheduler:
         cached = self._carrier_of
         if cached is not None and cached[0] == offset:
             sub = self.subflows.get(cached[1])
-            if sub is not None and sub.state is SubflowState.OPEN:
+            if sub is not None and sub.state is OPEN:
                 return sub, cached[2]
         self._carrier_of = None
         for sub in self.subflows.values():
-            if sub.state is SubflowState.OPEN:
+            if sub.state is OPEN:
                 for start, end in sub.ranges:
                     if start <= offset < end:
                         self._carrier_of = (offset, sub.id, end)

@@ -59,7 +59,7 @@ from .driver import Step, Transports
 from .errors import CloseCode, ProtocolError
 from .events import CloseSubflow, Event, Outcome
 from .frames import FrameType
-from .handshake import ACCEPTS, SubflowState
+from .handshake import ACCEPTS, AUTH, CLOSED, HANDSHAKE, OPEN, SubflowState
 from .reader import SCRATCH_SIZE, FrameReader, ScratchPool
 from .receiver import Piece, StreamReceiver
 from .scheduler import MIN_PIECE, Scheduler
@@ -167,21 +167,22 @@ class Session(FrameDispatch, DirectOutput, Liveness, Closing):
         Returns False when nothing came of them yet (part of a large body
         arrived): no need to pull or re-arm the timer then."""
         sub = self.subflows.get(sid)
-        if sub is None or sub.state is SubflowState.CLOSED:
+        if sub is None or sub.state is CLOSED:
             return False
-        sub.heard(now)
+        sub.last_heard = now  # (sub.heard(now), inline: once per read)
+        self._dirty.add(sid)
         reader = sub.reader
         if not reader.buffer_updated(count):
             sub.partial(now)  # part of a frame arrived
             return False
-        before = (sub.state, sub.peer_in)
+        state, peer_in = sub.state, sub.peer_in  # (as they were before these frames)
         try:
-            if sub.state is SubflowState.HANDSHAKE:
+            if sub.state is HANDSHAKE:
                 hello = reader.take_hello()
                 if hello is None:
                     return True
                 self._on_hello(sub, hello, now)
-            while sub.state is SubflowState.OPEN or sub.state is SubflowState.AUTH:
+            while sub.state is OPEN or sub.state is AUTH:
                 frame = reader.next_frame(ACCEPTS[sub.state], sub.state)
                 if frame is None:
                     break
@@ -201,7 +202,7 @@ class Session(FrameDispatch, DirectOutput, Liveness, Closing):
             # keystroke's path (a DATA frame whose ACK may wait) give it
             # nothing, and a pull that finds nothing is most of such a step.
             if (sub.out or sub.ack_due or sub.pong_owed is not None
-                    or before != (sub.state, sub.peer_in)):
+                    or state is not sub.state or peer_in != sub.peer_in):
                 self.scheduler.ready(sid)
         return True
 
@@ -321,7 +322,7 @@ class Session(FrameDispatch, DirectOutput, Liveness, Closing):
             return []
         # (Nothing owed, as on the keystroke path: no call.)
         out = sub.take_owed() if sub.out or sub.pong_owed is not None else []
-        if sub.state is SubflowState.OPEN:
+        if sub.state is OPEN:
             acked = sub.ack_due
             if acked:
                 out.append(self.acks.frame(sub, now))
@@ -334,8 +335,9 @@ class Session(FrameDispatch, DirectOutput, Liveness, Closing):
                     out.insert(before, self.acks.frame(sub, now))
                     if self.acks.fin_done_sent:
                         self._check_done()
-        if out:
-            sub.sent(now)
+        if out:  # (sub.sent(now), inline: once per frame written)
+            sub.last_sent = now
+            self._dirty.add(sid)
         return out
 
     def take_ready(self) -> list[int]:

@@ -44,7 +44,7 @@ from .config import SessionConfig
 from .errors import CloseCode, ProtocolError
 from .estimate import PathEstimate
 from .frames import FrameType, Hello
-from .handshake import ACCEPTS, Input, SubflowState, advance
+from .handshake import ACCEPTS, OPEN, Input, SubflowState, advance
 from .reader import FrameReader
 from .sender import Outgoing
 from .stats import RATE_INTERVAL
@@ -234,11 +234,6 @@ class Subflow:
         else:
             ranges.append((offset, end))
 
-    def sent(self, now: float) -> None:
-        """Bytes were handed out for writing."""
-        self.last_sent = now
-        self.marks.add(self.id)
-
     # -- time ---------------------------------------------------------------------
 
     def deadline(self, cfg: SessionConfig) -> float:
@@ -246,7 +241,7 @@ class Subflow:
 
         (Comparisons rather than min()/max() and no properties: this runs
         after nearly every event, on the keystroke path.)"""
-        if self.state is not SubflowState.OPEN:
+        if self.state is not OPEN:
             return self.opened_at + cfg.handshake_timeout
         stall = cfg.stall_timeout
         deadline = self.last_heard + stall
@@ -280,7 +275,7 @@ class Subflow:
         returns, so the timer due at a deadline always fires (``now - start
         >= interval`` can miss it by one rounding)."""
         self.marks.add(self.id)
-        if self.state is not SubflowState.OPEN:
+        if self.state is not OPEN:
             if now >= self.opened_at + cfg.handshake_timeout:
                 return (CloseCode.HANDSHAKE_TIMEOUT,
                         f"handshake not completed within {cfg.handshake_timeout:g} s")

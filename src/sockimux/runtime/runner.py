@@ -27,20 +27,19 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
 
 from ..core import driver, frames
-from ..core.receiver import Buffer, Piece
+from ..core.receiver import Piece
 from ..core.sender import Extent, Outgoing
 from ..core.session import CloseSubflow, Outcome, Session
 from ..core.stats import AddressStats, SessionStats
 from . import lograte
 from .connection import Admission, SubflowConnection, SubflowWatch
 from .file_source import FileInput
-from .holding import HoldingPipes
 from .observe import peer_label
 from .render import render
 from .sink import StreamSink
-from .source import StreamSource
-from .splicing import ToOutput, ToPipe
-from .stream import open_sink, open_source, splice_target
+from .source import LoopInput, StreamSource
+from .splicing import Diverter
+from .stream import StreamEnds, open_sink, open_source
 from .teardown import Teardown
 
 log = logging.getLogger("sockimux")
@@ -71,17 +70,6 @@ class Attached(Protocol):
         """The session is over: stop (no more connections)."""
 
 
-class StreamEnds(Protocol):
-    """A stream that is not a pair of descriptors (the Python API's, api.py):
-    it makes the runner's source and sink, given the runner's callbacks."""
-
-    def source(self, on_data: Callable[[bytes | Extent], None],
-               on_eof: Callable[[str | None], None]) -> StreamSource: ...
-
-    def sink(self, on_written: Callable[[int], None], on_error: Callable[[str], None],
-             on_closed: Callable[[], None]) -> StreamSink: ...
-
-
 class Runner(Teardown):
     def __init__(self, session: Session, in_fd: int = -1, out_fd: int = -1,
                  ends: StreamEnds | None = None) -> None:
@@ -97,15 +85,21 @@ class Runner(Teardown):
         else:
             self.source = ends.source(self._stdin_data, self._stdin_eof)
             self.sink = ends.sink(self._output_written, self.output_failed, self._output_closed)
+        # A STDIN pipe read by the loop needs the session's room only when it
+        # changes (most steps on the keystroke path leave it as it was); the
+        # other sources act on every call (a regular file schedules its next
+        # read, the API's source hands bytes on, the thread's counts down).
+        self._room_on_change = isinstance(self.source, LoopInput)
+        self._room = -1  # what the source was last given
         # A regular-file STDIN hands out Extents, which connections send from it.
         self.file_source = self.source if isinstance(self.source, FileInput) else None
-        # DATA bodies that continue the stream go from the socket to a STDOUT
-        # pipe or file by splice(), never through our memory.
-        self.splice_sink = splice_target(self.sink)
-        self.direct = self.splice_sink is not None
-        # ...and bodies ahead of the stream wait in pipes of ours, not in memory.
-        self.holding = (HoldingPipes(lambda message: self.resource_warning("pipe", message))
-                        if self.direct else None)
+        # DATA bodies go around our memory when STDOUT is a pipe or a file:
+        # by splice() to it, or into a pipe of ours until their turn.
+        self.diverter = Diverter(self.sink, lambda message: self.resource_warning("pipe", message))
+        # (Parked pieces, from those pipes, only ever go to such a sink.)
+        target = self.diverter.target
+        self._write_out: Callable[[list[Piece]], None] = (
+            target.write if target is not None else cast(Callable[[list[Piece]], None], self.sink.write))
         self.signal: int | None = None  # the signal that interrupted the session
         self._output_pending = 0  # bytes handed to the sink, not yet written
         self._output_closing = False
@@ -162,25 +156,14 @@ class Runner(Teardown):
     # -- events in ---------------------------------------------------------------
 
     def subflow_data(self, sid: int, count: int) -> None:
-        if self.session.received(sid, count, self.loop.time()):
-            if self.direct and (length := self.session.divert(sid)):
-                conn = self.connections.get(sid)
-                assert self.splice_sink is not None
-                if conn is None:
-                    self.session.undivert(sid)
-                else:
-                    conn.bodies.divert(ToOutput(conn, self.splice_sink), length)  # (it kicks)
-            elif self.holding is not None and self.direct and (body := self.session.park(sid)):
-                conn = self.connections.get(sid)
-                pipe = self.holding.take(*body) if conn is not None else None
-                if conn is None or pipe is None:
-                    self.session.undivert(sid)
-                else:
-                    conn.bodies.divert(ToPipe(conn, pipe), body[1])
+        now = self.loop.time()
+        if self.session.received(sid, count, now):
+            if self.diverter.on:
+                self.diverter.offer(self, sid)
             if not self._flush_scheduled:  # kick(), inline
                 self._flush_scheduled = True
                 if frames.HEADER_SIZE < count < SMALL_READ:
-                    self._flush()  # a keystroke's frame: its step now, not a loop pass later
+                    self._flush(now)  # a keystroke's frame: its step now, not a loop pass later
                 else:  # bulk reads (bodies, a header alone) share a step per loop pass
                     self.loop.call_soon(self._flush)
 
@@ -207,11 +190,12 @@ class Runner(Teardown):
 
     def _stdin_data(self, data: bytes | Extent) -> None:
         if self.session.outcome is None:
-            self.session.write_stdin(data, self.loop.time())
+            now = self.loop.time()
+            self.session.write_stdin(data, now)
             if not self._flush_scheduled:  # kick(), inline
                 self._flush_scheduled = True
                 if len(data) < SMALL_READ:  # a keystroke: sent now, not a loop pass later
-                    self._flush()
+                    self._flush(now)
                 else:
                     self.loop.call_soon(self._flush)
 
@@ -260,8 +244,9 @@ class Runner(Teardown):
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.session.handle_timer(self.loop.time())
-        self._flush()
+        now = self.loop.time()
+        self.session.handle_timer(now)
+        self._flush(now)
 
     # -- what the process tells us (the CLI's signal and exception handlers) ----------
 
@@ -285,7 +270,10 @@ class Runner(Teardown):
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
-    def _flush(self) -> None:
+    def _flush(self, now: float | None = None) -> None:
+        """One step.  ``now``: the loop's time, from the callback that runs
+        the step inline (a keystroke's: one clock read per event); None for
+        a flush scheduled with call_soon."""
         if self._failed:
             self._flush_scheduled = False
             return  # run() takes the last frames; the error is the one line we print
@@ -294,14 +282,16 @@ class Runner(Teardown):
         # at once (its kick is a no-op while this flush is still scheduled),
         # so the step below acknowledges them without another pass.
         session = self.session
-        if session.outcome is None:
-            output = session.take_output()
-            if output:
-                self.write_output(output)
+        if session._output and session.outcome is None:  # (take_output(), write_output(): inline)
+            output, session._output = session._output, []
+            self._output_pending += sum(map(len, output))
+            self._write_out(output)
         self._flush_scheduled = False
-        drained, self._writable = self._writable, set()
+        drained: set[int] | tuple[()] = ()
+        if self._writable:  # (no new set per step while no transport drained)
+            drained, self._writable = self._writable, set()
         # Session.step() is driver.step(): called directly, one call less per event.
-        step = driver.step(session, self.loop.time(), self, drained)
+        step = driver.step(session, self.loop.time() if now is None else now, self, drained)
         for event in step.events:
             if isinstance(event, CloseSubflow):
                 self._close_subflow(event)
@@ -315,7 +305,10 @@ class Runner(Teardown):
         if step.output_eof and self._output_pending == 0 and not self._output_closing:
             self._output_closing = True
             self.sink.close()
-        self.source.set_room(step.stdin_room)
+        room = step.stdin_room
+        if room != self._room or not self._room_on_change:
+            self._room = room
+            self.source.set_room(room)
         if step.deadline != self._timer_at:  # (mostly unchanged: no call then)
             self._arm_timer(step.deadline)
 
@@ -329,17 +322,21 @@ class Runner(Teardown):
                 and not conn.transport.is_closing() and not self._ended)
 
     def write(self, sid: int, buffers: list[Outgoing]) -> None:
-        self.connections[sid].send(buffers)  # may pause_writing(): conn.full
+        conn = self.connections[sid]
+        transport = conn.transport
+        if self.file_source is None and transport is not None:
+            # Every buffer is bytes (only a regular-file STDIN hands out
+            # Extents): straight to the transport, one call less per frame.
+            transport.writelines(buffers)  # type: ignore[arg-type]
+        else:
+            conn.send(buffers)  # may pause_writing(): conn.full
 
     def write_output(self, output: list[Piece] | None = None) -> None:
         if output is None:
             output = self.session.take_output()
         if output:
             self._output_pending += sum(map(len, output))
-            if self.splice_sink is not None:  # (the only sink handed Parked pieces)
-                self.splice_sink.write(output)
-            else:
-                self.sink.write(cast(list[Buffer], output))
+            self._write_out(output)
 
     def _close_subflow(self, event: CloseSubflow) -> None:
         conn = self.connections.pop(event.sid, None)
@@ -395,8 +392,7 @@ class Runner(Teardown):
             try:
                 await self._drain_and_close(failed)
             finally:
-                if self.holding is not None:
-                    self.holding.close()
+                self.diverter.close()
                 lograte.uninstall(log, self._lograte)
         outcome = self.session.outcome
         assert outcome is not None

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from .holding import HoldingPipe
-from .sink import OutputFailed, SpliceTarget
+from .holding import HoldingPipe, HoldingPipes
+from .sink import OutputFailed, SpliceTarget, StreamSink
+from .stream import splice_target
 
 if TYPE_CHECKING:
     from .connection import SubflowConnection
+    from .runner import Runner
 
 # Errors of a system short of resources (descriptors, kernel memory): they
 # cost one connection, or one optimisation, never the session.
@@ -99,6 +102,39 @@ class ToPipe:
 
     def done(self) -> None:
         self._pipe.filled()
+
+
+class Diverter:
+    """A runner's choice of bodies to move around our memory: none unless
+    its sink can be spliced into; then a body that continues the stream
+    goes straight to it, and one ahead of the stream into a holding pipe."""
+
+    def __init__(self, sink: StreamSink, warn: Callable[[str], None]) -> None:
+        self.target = splice_target(sink)
+        self.on = self.target is not None  # (off for good once splice() refused our descriptors)
+        self.holding = HoldingPipes(warn) if self.on else None
+
+    def offer(self, runner: Runner, sid: int) -> None:
+        """Frames were read on subflow ``sid``: its next DATA body, if the
+        session lets it, is moved around our memory (BodyMover)."""
+        session = runner.session
+        if length := session.divert(sid):
+            conn = runner.connections.get(sid)
+            if conn is None or self.target is None:
+                session.undivert(sid)
+            else:
+                conn.bodies.divert(ToOutput(conn, self.target), length)  # (it kicks)
+        elif self.holding is not None and (body := session.park(sid)):
+            conn = runner.connections.get(sid)
+            pipe = self.holding.take(*body) if conn is not None else None
+            if conn is None or pipe is None:
+                session.undivert(sid)
+            else:
+                conn.bodies.divert(ToPipe(conn, pipe), body[1])
+
+    def close(self) -> None:
+        if self.holding is not None:
+            self.holding.close()
 
 
 class BodyMover:
@@ -202,7 +238,7 @@ class BodyMover:
                 self.stop()
                 if exc.errno == errno.EINVAL or exc.errno in RESOURCE_ERRORS:
                     if exc.errno == errno.EINVAL:  # these descriptors cannot be spliced
-                        runner.direct = False
+                        runner.diverter.on = False
                     else:  # this body is read as usual
                         runner.resource_warning("splice", f"splice from a subflow: {exc.strerror}")
                     session.undivert(sid)

@@ -15,12 +15,24 @@ import asyncio
 import os
 import stat
 from collections.abc import Callable
+from typing import Protocol
 
 from ..core import Extent
 from .file_sink import FileOutput
 from .file_source import FileInput
 from .sink import LoopOutput, OutputWriter, SpliceTarget, StreamSink
 from .source import InputReader, LoopInput, StreamSource
+
+
+class StreamEnds(Protocol):
+    """A stream that is not a pair of descriptors (the Python API's, api.py):
+    it makes the runner's source and sink, given the runner's callbacks."""
+
+    def source(self, on_data: Callable[[bytes | Extent], None],
+               on_eof: Callable[[str | None], None]) -> StreamSource: ...
+
+    def sink(self, on_written: Callable[[int], None], on_error: Callable[[str], None],
+             on_closed: Callable[[], None]) -> StreamSink: ...
 
 
 def open_source(loop: asyncio.AbstractEventLoop, fd: int,
