@@ -154,6 +154,18 @@ def socat_subflow(a: Peer, b: Peer, *extra: str) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def replace_relays(a: Peer, b: Peer, relays: list[subprocess.Popen[bytes]], times: int,
+                   written: int, pause: float) -> None:
+    """``times`` over: once B has written more than ``written`` bytes, and
+    ``pause`` seconds more, the oldest relay is killed mid-transfer and a
+    new one joins (``relays`` is kept current)."""
+    for _ in range(times):
+        wait_for(lambda: b.out.stat().st_size > written, 20, "data to flow")
+        time.sleep(pause)
+        kill(relays.pop(0))
+        relays.append(socat_subflow(a, b))
+
+
 def wait_for(cond: object, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():  # type: ignore[operator]

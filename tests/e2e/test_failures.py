@@ -11,7 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from .harness import Peer, Relay, feed, kill, random_file, require, sha256_file, socat_subflow, wait_for
+from .harness import (
+    Peer,
+    Relay,
+    feed,
+    kill,
+    random_file,
+    replace_relays,
+    require,
+    sha256_file,
+    socat_subflow,
+    wait_for,
+)
 
 MB = 1 << 20
 
@@ -173,11 +184,7 @@ def test_a_file_on_stdin_is_resent_from_the_file_when_subflows_die(tmp_path: Pat
     b = Peer(tmp_path, "b", None, "-v", stdout_pipe=1 << 20, stdout_rate=16e6)
     relays = [socat_subflow(a, b) for _ in range(3)]
     try:
-        for _ in range(3):
-            wait_for(lambda: b.out.stat().st_size > MB, 20, "data to flow")
-            time.sleep(0.4)
-            kill(relays.pop(0))
-            relays.append(socat_subflow(a, b))
+        replace_relays(a, b, relays, 3, written=MB, pause=0.4)
         assert a.wait(60) == 0, a.stderr()
         assert b.wait(60) == 0, b.stderr()
         assert sha256_file(b.out) == sha256_file(a_in)

@@ -5,12 +5,11 @@ exact, while subflows die, whether STDOUT keeps up or not."""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
 
-from .harness import Peer, kill, random_file, require, sha256_file, socat_subflow, wait_for
+from .harness import Peer, kill, random_file, replace_relays, require, sha256_file, socat_subflow
 
 MB = 1 << 20
 
@@ -37,11 +36,7 @@ def test_bodies_ahead_of_their_turn_wait_in_pipes_while_subflows_die(tmp_path: P
                  stdout_rate=16e6 if stdout == "slow pipe" else None)
     relays = [socat_subflow(a, b) for _ in range(4)]
     try:
-        for _ in range(3):
-            wait_for(lambda: b.out.stat().st_size > 2 * MB, 20, "data to flow")
-            time.sleep(0.3)
-            kill(relays.pop(0))
-            relays.append(socat_subflow(a, b))
+        replace_relays(a, b, relays, 3, written=2 * MB, pause=0.3)
         assert a.wait(60) == 0, a.stderr()
         assert b.wait(60) == 0, b.stderr()
         assert sha256_file(b.out) == sha256_file(a_in)

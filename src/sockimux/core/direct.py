@@ -28,6 +28,7 @@ from . import frames
 from .errors import ProtocolError, UsageError
 from .handshake import OPEN
 from .parts import SessionParts
+from .reader import FrameReader
 from .receiver import Piece
 from .subflow import Subflow
 
@@ -73,18 +74,25 @@ class DirectOutput(SessionParts):
         self._partial -= sub.held - sub.reader.held
         sub.held = sub.reader.held
 
+    def _still_diverted(self, sid: int) -> FrameReader | None:
+        """Subflow ``sid``'s reader, if it has a diverted body left to move and
+        the session goes on; else None (the rest, if any, is read as usual)."""
+        sub = self.subflows.get(sid)
+        if sub is None or not sub.reader.diverted:
+            return None
+        if sub.state is not OPEN or self.outcome is not None:
+            sub.reader.undivert()
+            return None
+        return sub.reader
+
     def direct_room(self, sid: int) -> int:
         """Bytes of subflow ``sid``'s diverted body that may go straight to
         STDOUT now.  0 when none: whatever is left of it is read as usual."""
-        sub = self.subflows.get(sid)
-        if sub is None:
+        reader = self._still_diverted(sid)
+        if reader is None:
             return 0
-        reader = sub.reader
         room = reader.diverted
-        if not room:
-            return 0
-        if (sub.state is not OPEN or self._output or self.outcome is not None
-                or reader.diverted_offset != self.receiver.delivered):
+        if self._output or reader.diverted_offset != self.receiver.delivered:
             reader.undivert()  # e.g. another subflow delivered these bytes first
             return 0
         try:
@@ -147,17 +155,11 @@ class DirectOutput(SessionParts):
     def park_room(self, sid: int) -> int:
         """Bytes of subflow ``sid``'s parked body that may be moved into its
         pipe now.  0 when none: whatever is left of it is read as usual."""
-        sub = self.subflows.get(sid)
-        if sub is None:
-            return 0
-        reader = sub.reader
-        room = reader.diverted
-        if not room:
-            return 0
-        if sub.state is not OPEN or self.outcome is not None:
-            reader.undivert()
+        reader = self._still_diverted(sid)
+        if reader is None:
             return 0
         offset = reader.diverted_offset
+        room = reader.diverted
         room = self.receiver.park_room(offset, room)  # 0: delivered or held meanwhile
         if room:
             try:
