@@ -64,7 +64,8 @@ exit codes:
   3  the socket cannot be used (exists and is not a socket, in use, a stale one
      that cannot be removed, no permission), a TCP port cannot be listened on,
      the --stream cannot be opened, or no descriptor left to start
-  4  our STDOUT was closed before the peer's stream ended (e.g. | head)
+  4  our STDOUT was closed (e.g. | head), or a write to it failed (a full
+     disk), before the peer's stream ended
   5  the peer ended the session with an error (its STDOUT closed, or it was interrupted)
   6  no subflow for longer than --no-subflow-timeout
   7  reading STDIN failed (a file truncated before all of it was sent, an I/O error)

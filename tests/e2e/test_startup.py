@@ -142,6 +142,31 @@ def test_closed_stdio_at_start(tmp_path: Path, case: str) -> None:
         stop(a, b, *relays)
 
 
+def test_a_stdout_that_fails_is_not_called_closed(tmp_path: Path) -> None:
+    """A STDOUT whose write fails (a full disk: /dev/full) ends the session
+    as a closed one does (exit 4, the peer told: exit 5), and the line says
+    what happened, not that STDOUT was closed."""
+    a_in = random_file(tmp_path / "a.in", 300 * 1024, seed=1)
+    b_in = random_file(tmp_path / "b.in", 200 * 1024, seed=2)
+    a_sock, b_sock = tmp_path / "a.sock", tmp_path / "b.sock"
+    a_err, b_err = tmp_path / "a.err", tmp_path / "b.err"
+    a = start([SOCKIMUX], a_sock, ">/dev/full", stdin=a_in, stdout=tmp_path / "a.out", err=a_err)
+    b = start([SOCKIMUX], b_sock, stdin=b_in, stdout=tmp_path / "b.out", err=b_err)
+    relays: list[subprocess.Popen[bytes]] = []
+    try:
+        serving(a_sock, a, a_err)
+        serving(b_sock, b, b_err)
+        relays = [join(a_sock, b_sock)]
+        a_code, b_code = finish(a, 20, a_err), finish(b, 20, b_err)
+        errs = a_err.read_text() + b_err.read_text()
+        assert (a_code, b_code) == (4, 5), errs
+        assert ("writing STDOUT failed before the stream ended (No space left on device)"
+                in a_err.read_text()), errs
+        assert "STDOUT closed" not in a_err.read_text() and "Traceback" not in errs, errs
+    finally:
+        stop(a, b, *relays)
+
+
 # -- item 10: STDIO that cannot be used --------------------------------------------
 
 UNUSABLE = {

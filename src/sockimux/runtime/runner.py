@@ -19,6 +19,7 @@ detach() as soon as the session is over, before the last frames drain
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import signal
@@ -57,6 +58,7 @@ TIMER_SLACK = 0.001
 # alone (in a bulk transfer the reader asks for one after each large body),
 # come in bursts and share one step per loop pass.
 SMALL_READ = 8192
+BROKEN_PIPE = os.strerror(errno.EPIPE)  # the sinks' word for a reader gone
 
 
 class Attached(Protocol):
@@ -233,7 +235,9 @@ class Runner(Teardown):
             self.loop.call_soon(self._flush)
 
     def output_failed(self, message: str) -> None:
-        self.session.abort(Outcome.OUTPUT_CLOSED, f"STDOUT closed before the stream ended ({message})",
+        # A reader gone (EPIPE) closed it; anything else (a disk full) failed it.
+        what = "STDOUT closed" if message == BROKEN_PIPE else "writing STDOUT failed"
+        self.session.abort(Outcome.OUTPUT_CLOSED, f"{what} before the stream ended ({message})",
                            self.loop.time())
         self.kick()
 
