@@ -32,7 +32,7 @@ from ..core import Parked
 
 SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 
-MAX_PIPES = 32  # bodies held at once; more wait in memory as before
+MAX_PIPES = 32  # pipes at once; bodies that find none are read into memory as before
 # ...and a pipe's two descriptors per this many of the open file limit, at
 # most: the subflows' connections need them more.
 DESCRIPTORS_PER_PIPE = 32
