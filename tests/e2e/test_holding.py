@@ -72,3 +72,28 @@ def test_128_subflows_sockimux_opens_itself_park_without_refusals(tmp_path: Path
         assert found and int(found.group(3)) > size // 4, b.stderr()[-2000:]
     finally:
         a.close(), b.close()
+
+
+def test_a_busy_stdout_pipe_parks_what_would_continue_the_stream(tmp_path: Path) -> None:
+    """One subflow, so every body continues the stream; STDOUT a pipe read
+    at 16 MB/s, so it is often full.  A body that finds it full (or still
+    writing) waits in a holding pipe for its turn instead of being read
+    into memory (before, only bodies ahead of the stream were parked: none
+    with one subflow), and the stream is exact."""
+    require("socat")
+    size = 32 * MB
+    a_in = random_file(tmp_path / "a.in", size, seed=16)
+    a = Peer(tmp_path, "a", a_in, "-v")
+    b = Peer(tmp_path, "b", None, "-vv", stdout_pipe=1 << 20, stdout_rate=16e6)
+    relay = socat_subflow(a, b)
+    try:
+        assert a.wait(60) == 0, a.stderr()
+        assert b.wait(60) == 0, b.stderr()
+        assert sha256_file(b.out) == sha256_file(a_in)
+        found = TOTALS.search(b.stderr())
+        assert found, b.stderr()
+        written, moved, held = map(int, found.groups())
+        assert written == size and held > size // 4, b.stderr()
+    finally:
+        kill(relay)
+        a.close(), b.close()

@@ -170,6 +170,10 @@ class DirectOutput(SessionParts):
             reader.undivert()  # read as usual (and trimmed, or refused, as usual)
         return room
 
+    def diverted_at(self, sid: int) -> int:
+        """The stream offset of the next byte of subflow ``sid``'s diverted body."""
+        return self.subflows[sid].reader.diverted_offset
+
     def parked(self, sid: int, count: int, token: object, now: float) -> None:
         """The next ``count`` bytes of subflow ``sid``'s parked body were moved
         into the runtime's pipe ``token``."""

@@ -118,12 +118,14 @@ class Diverter:
         """Frames were read on subflow ``sid``: its next DATA body, if the
         session lets it, is moved around our memory (BodyMover)."""
         session = runner.session
-        if length := session.divert(sid):
+        target = self.target
+        # (STDOUT busy: a body that continues the stream is parked, as if ahead.)
+        if target is not None and target.idle and (length := session.divert(sid)):
             conn = runner.connections.get(sid)
-            if conn is None or self.target is None:
+            if conn is None:
                 session.undivert(sid)
             else:
-                conn.bodies.divert(ToOutput(conn, self.target), length)  # (it kicks)
+                conn.bodies.divert(ToOutput(conn, target), length)  # (it kicks)
         elif self.holding is not None and (body := session.park(sid)):
             conn = runner.connections.get(sid)
             pipe = self.holding.take(*body) if conn is not None else None
@@ -212,6 +214,9 @@ class BodyMover:
             to = self._to
             if to is None:
                 return
+            if not to.idle and self._to_pipe():
+                woken = False
+                continue  # STDOUT is busy: the rest waits in a pipe for its turn
             room = to.room()
             if not room or not to.idle:
                 if room:
@@ -225,6 +230,9 @@ class BodyMover:
             try:
                 moved = to.splice_from(conn.direct_fd, room)
             except BlockingIOError:
+                if woken and self._to_pipe():
+                    woken = False
+                    continue  # its place is full: the rest waits in a (another) pipe
                 if woken:
                     session.undivert(sid)
                     self.stop()
@@ -254,6 +262,26 @@ class BodyMover:
             self.left -= moved
             runner.kick()
             woken = False
+
+    def _to_pipe(self) -> bool:
+        """The body's place takes nothing now (STDOUT busy or full, or its
+        holding pipe full): the rest goes into a holding pipe instead, if
+        one will take it, so that the subflow's later frames need not wait
+        and the bytes still need not enter our memory.  False: the caller
+        gives the rest back to be read as usual."""
+        conn = self.conn
+        holding = conn.runner.diverter.holding
+        if holding is None or not self.left:
+            return False
+        session, sid = conn.runner.session, conn.sid
+        room = session.park_room(sid)  # (0: it took the rest back itself)
+        if not room:
+            return False
+        pipe = holding.take(session.diverted_at(sid), room)
+        if pipe is None:
+            return False
+        self._switch(ToPipe(conn, pipe))
+        return True
 
     def _start(self) -> bool:
         conn = self.conn
