@@ -107,3 +107,31 @@ def test_the_runtime_needs_no_uvloop() -> None:
               "import sockimux.interrupts\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_unix_subflow_gets_the_larger_send_buffer(loop: str) -> None:
+    """A UNIX stream socket queues at most its sender's send buffer, which
+    bounds every splice and sendfile on it: a UNIX subflow asks for
+    UNIX_SEND_BUFFER, which the kernel grants up to net.core.wmem_max (and
+    doubles), instead of the default."""
+    from sockimux.runtime.connection import UNIX_SEND_BUFFER
+
+    wmem_max = int(Path("/proc/sys/net/core/wmem_max").read_text())
+    ours, theirs = socket.socketpair()
+    default = theirs.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+
+    async def main() -> int:
+        runner = Runner(Session(os.urandom(16), 0.0), os.open(os.devnull, os.O_RDONLY),
+                        os.open(os.devnull, os.O_WRONLY))
+        await runner.adopt(ours)
+        return ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+
+    event_loop = LOOPS[loop]()
+    try:
+        granted = event_loop.run_until_complete(main())
+    finally:
+        event_loop.close()
+        theirs.close()
+    assert granted == 2 * min(UNIX_SEND_BUFFER, wmem_max), (granted, wmem_max)
+    assert granted > default or wmem_max * 2 <= default
