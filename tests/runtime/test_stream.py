@@ -187,7 +187,8 @@ def test_small_extents_are_read_in_runs_and_written_with_their_headers(tmp_path:
     Extents are read, one pread for each run contiguous in the file, and go
     with their headers in one write (issue 15 target 4); a large Extent still
     goes by sendfile(), and a file that shrank under them ends the session."""
-    from sockimux.runtime.connection import SMALL_EXTENT, SubflowConnection
+    from sockimux.runtime.connection import SubflowConnection
+    from sockimux.runtime.sending import SMALL_EXTENT
 
     data = os.urandom(200 * 1024)
     path = tmp_path / "in"
