@@ -134,10 +134,15 @@ class Sending:
                 return  # a header before the held Extent is still queued: it goes first
             held, self.held = self.held, []
             self._write(transport, held, True)
+            if self.held:
+                return  # (still watched)
+            self.full = self.paused
+            if not self.full:
+                # Its step now: the frames it writes are most often held
+                # again at once, and the socket stays watched meanwhile.
+                self.runner.subflow_drained(self.sid)
             if not self.held:
                 self.unhold()
-                if not self.full:
-                    self.runner.subflow_writable(self.sid)
         except Exception as exc:
             self.runner.internal_error(exc)
 
