@@ -5,8 +5,8 @@ SubflowConnection is the asyncio protocol: it reads straight into the
 session's buffers (BufferedProtocol) and hands the session's frames to the
 transport.  It also owns the two paths around our memory:
 
-- sendfile(): an Extent of a regular-file STDIN, or of a STDIN pipe's
-  spool, goes from the page cache to the socket (send(), sending.py).
+- sendfile(): an Extent of a regular-file STDIN goes from the page cache
+  to the socket (send(), sending.py).
 - splice(): a DATA body that continues the stream moves from the socket to
   STDOUT, a pipe or a regular file (divert_body(), move(); the sink's
   splice_from() does the moving).  Meanwhile the transport's reading

@@ -1,8 +1,8 @@
 """How a subflow's connection writes what the session hands it (Sending,
 a part of SubflowConnection, connection.py).
 
-Bytes go to the transport.  An Extent (of a regular-file STDIN, or of a
-STDIN pipe's spool) goes by sendfile(), from the page cache to the socket
+Bytes go to the transport.  An Extent of a regular-file STDIN goes by
+sendfile(), from the page cache to the socket
 without a copy of ours, when nothing is queued in the transport before it.
 What the socket does not take at once is *held*: the rest of the Extent,
 and everything after it, waits until the socket is writable again, and
@@ -21,7 +21,7 @@ import asyncio
 from typing import TYPE_CHECKING, cast
 
 from ..core.sender import Extent, Outgoing
-from .source import ExtentSource
+from .file_source import FileInput
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -62,18 +62,15 @@ class Sending:
             self.unhold()
             self._write(transport, buffers, False)
         elif self.runner.file_source is None:
-            # Only a regular-file STDIN, or a pipe's spool, hands out Extents:
-            # without one, every buffer is bytes, and a keystroke's frame goes
-            # in one call.
+            # Only a regular-file STDIN hands out Extents: without one, every
+            # buffer is bytes, and a keystroke's frame goes in one call.
             transport.writelines(buffers)  # type: ignore[arg-type]
         else:
             self._write(transport, buffers, True)
 
     def _write(self, transport: asyncio.Transport, buffers: list[Outgoing], hold: bool) -> None:
         source = self.runner.file_source
-        if source is None:  # (held bytes only: Extents are all acknowledged)
-            transport.writelines(buffers)  # type: ignore[arg-type]
-            return
+        assert source is not None  # only a regular-file STDIN hands out Extents
         read = self._read_small(source, buffers)
         if read is None:  # the input file shrank: the session is over
             transport.abort()
@@ -169,7 +166,7 @@ class Sending:
             self.runner.internal_error(exc)
 
     @staticmethod
-    def _read_small(source: ExtentSource, buffers: list[Outgoing]) -> list[Outgoing] | None:
+    def _read_small(source: FileInput, buffers: list[Outgoing]) -> list[Outgoing] | None:
         """``buffers`` with each Extent under SMALL_EXTENT replaced by its bytes,
         a run of them contiguous in the file (headers between) read at once;
         None if the file no longer holds them."""
