@@ -36,7 +36,7 @@ from .file_source import FileInput
 from .observe import peer_label
 from .render import render
 from .sink import StreamSink
-from .source import StreamSource
+from .source import ExtentSource, LoopInput, StreamSource
 from .stream import open_sink, open_source, splice_target
 from .teardown import Teardown
 
@@ -94,8 +94,13 @@ class Runner(Teardown):
         else:
             self.source = ends.source(self._stdin_data, self._stdin_eof)
             self.sink = ends.sink(self._output_written, self.output_failed, self._output_closed)
-        # A regular-file STDIN hands out Extents, which connections send from it.
-        self.file_source = self.source if isinstance(self.source, FileInput) else None
+        # A regular-file STDIN hands out Extents, which connections send from it;
+        # a pipe in bulk too, from its spool while it holds any (spool.py).
+        self.file_source: ExtentSource | None = (
+            self.source if isinstance(self.source, FileInput) else None)
+        if isinstance(self.source, LoopInput):
+            self.source.spool_with(session.sender.buffer_limit,
+                                   lambda: self.session.sender.acked, self._extents_from)
         # DATA bodies that continue the stream go from the socket to a STDOUT
         # pipe or file by splice(), never through our memory.
         self.splice_sink = splice_target(self.sink)
@@ -209,6 +214,9 @@ class Runner(Teardown):
                     self._flush()
                 else:
                     self.loop.call_soon(self._flush)
+
+    def _extents_from(self, source: ExtentSource | None) -> None:
+        self.file_source = source
 
     def _stdin_eof(self, error: str | None) -> None:
         """STDIN ended (``error`` None) or failed.  A failure ends the session

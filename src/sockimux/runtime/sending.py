@@ -21,7 +21,7 @@ import asyncio
 from typing import TYPE_CHECKING, cast
 
 from ..core.sender import Extent, Outgoing
-from .file_source import FileInput
+from .source import ExtentSource
 
 if TYPE_CHECKING:
     from .runner import Runner
@@ -70,7 +70,9 @@ class Sending:
 
     def _write(self, transport: asyncio.Transport, buffers: list[Outgoing], hold: bool) -> None:
         source = self.runner.file_source
-        assert source is not None  # only a regular-file STDIN hands out Extents
+        if source is None:  # (held bytes only: Extents are all acknowledged)
+            transport.writelines(buffers)  # type: ignore[arg-type]
+            return
         read = self._read_small(source, buffers)
         if read is None:  # the input file shrank: the session is over
             transport.abort()
@@ -166,7 +168,7 @@ class Sending:
             self.runner.internal_error(exc)
 
     @staticmethod
-    def _read_small(source: FileInput, buffers: list[Outgoing]) -> list[Outgoing] | None:
+    def _read_small(source: ExtentSource, buffers: list[Outgoing]) -> list[Outgoing] | None:
         """``buffers`` with each Extent under SMALL_EXTENT replaced by its bytes,
         a run of them contiguous in the file (headers between) read at once;
         None if the file no longer holds them."""

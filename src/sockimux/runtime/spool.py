@@ -1,0 +1,245 @@
+"""A spool for a STDIN pipe in bulk: its pages kept by reference in pipes of
+our own, and sent with splice(), never copied by us.
+
+Read from a pipe, every byte is copied twice: into our memory (read) and
+from it into the socket (write).  While a pipe STDIN is kept full, LoopInput
+(source.py) splices its bytes into pipes of the spool instead (*chunks*:
+splice between pipes moves page references, no copy) and hands them out as
+Extents whose position is their stream offset.  send() tee()s the chunk
+holding an Extent into a pipe of its own (references again), drops what
+comes before the Extent, and splices the rest into the socket, which on
+Linux takes the pages by reference too.  The chunk keeps its pages for
+re-sends until the peer has acknowledged them (release()): the spool holds
+at most the send buffer limit and a chunk more, in pipes of up to 1 MiB.
+
+Should anything here be missing (no splice or tee, out of descriptors, a
+pipe that cannot grow), the input goes on as bytes: one -v line at most,
+never an error.
+"""
+
+from __future__ import annotations
+
+import bisect
+import ctypes
+import errno
+import fcntl
+import logging
+import os
+import struct
+import termios
+from collections.abc import Callable
+from typing import cast
+
+from ..core import Extent
+
+log = logging.getLogger("sockimux")
+
+F_GETPIPE_SZ = 1032
+F_SETPIPE_SZ = 1031
+CHUNK = 1024 * 1024  # a chunk pipe's size (what an unprivileged process may ask for)
+SPLICE_F_NONBLOCK = 2
+
+Tee = Callable[[int, int, int, int], int]
+
+
+def _tee() -> Tee | None:
+    """libc's tee(2), which Python's os module does not offer."""
+    try:
+        call = ctypes.CDLL(None, use_errno=True).tee
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
+    call.restype = ctypes.c_ssize_t
+    return cast(Tee, call)
+
+
+def _grown_pipe() -> tuple[int, int]:
+    """A pipe of CHUNK bytes, both ends non-blocking; OSError if it cannot be had."""
+    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(w, F_SETPIPE_SZ, CHUNK)
+        if fcntl.fcntl(w, F_GETPIPE_SZ) < CHUNK:
+            raise OSError(errno.ENOBUFS, "a pipe too small")
+    except OSError:
+        os.close(r)
+        os.close(w)
+        raise
+    return r, w
+
+
+def _pending(fd: int) -> int:
+    """How many bytes the pipe ``fd`` holds."""
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
+
+
+class Chunk:
+    __slots__ = ("start", "end", "r", "w")
+
+    def __init__(self, start: int, r: int, w: int) -> None:
+        self.start = self.end = start  # the stream offsets it holds
+        self.r, self.w = r, w
+
+
+class Spool:
+    """The chunks of a STDIN pipe in bulk; see the module's comment.  It is an
+    ExtentSource (source.py): send(), holds(), read_extent()."""
+
+    _tee: Tee | None = None
+
+    def __init__(self, out: tuple[int, int], null: int, on_error: Callable[[str], None]) -> None:
+        self._out_r, self._out_w = out  # where send() tee()s a chunk
+        self._null = null
+        self._on_error = on_error
+        self.sendfile = True
+        self._chunks: list[Chunk] = []
+        self._starts: list[int] = []
+        self._free: list[tuple[int, int]] = []  # emptied chunk pipes, for the next ones
+        self.size = 1 << 62  # (positions are stream offsets: no ring)
+        self._out_at = 0  # the out pipe holds the stream's bytes from here...
+        self._out_left = 0  # ...this many
+
+    @classmethod
+    def create(cls, limit: int, on_error: Callable[[str], None]) -> Spool | None:
+        if not hasattr(os, "splice"):
+            log.info("STDIN: no splice here: a pipe is read as bytes")
+            return None
+        if cls._tee is None:
+            cls._tee = _tee()
+            if cls._tee is None:
+                log.info("STDIN: no tee in libc: a pipe is read as bytes")
+                return None
+        try:
+            out = _grown_pipe()
+            null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            log.info("STDIN: no spool for a pipe in bulk (%s): it is read as bytes",
+                     exc.strerror or exc)
+            return None
+        return cls(out, null, on_error)
+
+    def room(self, offset: int, acked: int, count: int) -> tuple[int, int]:
+        return offset, count
+
+    def fill(self, pipe_fd: int, position: int, count: int) -> int:
+        """Splice up to ``count`` bytes of ``pipe_fd`` (stream offset
+        ``position`` on) into the last chunk, or a new one: how many, 0 at
+        the pipe's end.  BlockingIOError: the pipe is empty."""
+        chunk = self._chunks[-1] if self._chunks else None
+        if chunk is None or chunk.end - chunk.start >= CHUNK or chunk.end != position:
+            chunk = self._new_chunk(position)
+        count = min(count, CHUNK - (chunk.end - chunk.start))
+        try:
+            moved = os.splice(pipe_fd, chunk.w, count, flags=SPLICE_F_NONBLOCK)
+        except BlockingIOError:
+            if chunk.end == chunk.start or not _pending(pipe_fd):
+                raise
+            # STDIN has bytes, so the chunk's slots are full (of partial pages).
+            chunk = self._new_chunk(position)
+            moved = os.splice(pipe_fd, chunk.w, count, flags=SPLICE_F_NONBLOCK)
+        chunk.end += moved
+        return moved
+
+    def _new_chunk(self, position: int) -> Chunk:
+        r, w = self._free.pop() if self._free else _grown_pipe()
+        chunk = Chunk(position, r, w)
+        self._chunks.append(chunk)
+        self._starts.append(position)
+        return chunk
+
+    def release(self, acked: int) -> None:
+        """Empty the chunks the peer has acknowledged whole."""
+        chunks = self._chunks
+        while len(chunks) > 1 and chunks[0].end <= acked:
+            chunk = chunks.pop(0)
+            self._starts.pop(0)
+            self._drain(chunk.r, chunk.end - chunk.start)
+            self._free.append((chunk.r, chunk.w))
+
+    def _drain(self, r: int, count: int) -> None:
+        while count > 0:
+            try:
+                moved = os.splice(r, self._null, count, flags=SPLICE_F_NONBLOCK)
+            except BlockingIOError:
+                return
+            if not moved:
+                return
+            count -= moved
+
+    def close(self) -> None:
+        for chunk in self._chunks:
+            os.close(chunk.r)
+            os.close(chunk.w)
+        for r, w in self._free:
+            os.close(r)
+            os.close(w)
+        os.close(self._out_r)
+        os.close(self._out_w)
+        os.close(self._null)
+        self._chunks, self._starts, self._free = [], [], []
+
+    # -- sending Extents -----------------------------------------------------------
+
+    def _stage(self, position: int, length: int) -> int:
+        """Have the bytes at ``position`` at the head of the out pipe: how many
+        of them, up to ``length`` (within one chunk).  The out pipe keeps the
+        rest of the chunk after what is sent: pieces handed out in stream
+        order (the common case, across subflows too) need no tee() of their
+        own."""
+        if position != self._out_at or not self._out_left:
+            self._drain(self._out_r, self._out_left)
+            i = bisect.bisect_right(self._starts, position) - 1
+            chunk = self._chunks[i]
+            skip, rest = position - chunk.start, chunk.end - position
+            tee = Spool._tee
+            assert tee is not None
+            self._out_at, self._out_left = position, 0
+            teed = tee(chunk.r, self._out_w, skip + rest, SPLICE_F_NONBLOCK)
+            if teed != skip + rest:
+                self._drain(self._out_r, max(teed, 0))
+                raise OSError(ctypes.get_errno() or errno.EIO, "tee of the STDIN spool failed")
+            self._drain(self._out_r, skip)
+            self._out_left = rest
+        return min(length, self._out_left)
+
+    def _took(self, count: int) -> None:
+        self._out_at += count
+        self._out_left -= count
+
+    def send(self, sock_fd: int, extent: Extent) -> int:
+        """splice() as much of ``extent`` into the socket as it takes now."""
+        sent, position, left = 0, extent.position, extent.length
+        while left:
+            try:
+                count = self._stage(position, left)
+                moved = os.splice(self._out_r, sock_fd, count, flags=SPLICE_F_NONBLOCK)
+            except BlockingIOError:
+                moved = 0
+            except OSError:
+                moved = 0  # the socket failed (the transport will say so), or tee did
+            self._took(moved)
+            sent += moved
+            if moved < count or not moved:
+                break
+            position += moved
+            left -= moved
+        return sent
+
+    def holds(self, extent: Extent) -> bool:
+        return True
+
+    def read_extent(self, extent: Extent) -> bytes | None:
+        parts = []
+        position, left = extent.position, extent.length
+        try:
+            while left:
+                count = self._stage(position, left)
+                data = os.read(self._out_r, count)
+                self._took(len(data))
+                parts.append(data)
+                position += len(data)
+                left -= len(data)
+        except OSError as exc:
+            self._on_error(f"reading STDIN's spool at offset {position} failed: "
+                           f"{exc.strerror or exc}")
+            return None
+        return parts[0] if len(parts) == 1 else b"".join(parts)
