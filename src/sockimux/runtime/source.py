@@ -7,7 +7,8 @@ failure through ``on_eof``.  stream.open_source picks the kind:
 
 - LoopInput: a pipe, driven by the event loop on a file description of our
   own: no thread hand-off, which is most of a keystroke's latency.  In
-  bulk its bytes go to a spool (spool.py) and out as Extents, as a file's.
+  bulk its bytes go to a spool (spool.py) and out as Extents, as a file's,
+  by splice() instead of sendfile().
 - FileInput (file_source.py): a regular file, read by the loop itself (a
   file never waits for a peer); it hands out Extents that stay in the file
   until sent, and sends them itself (sendfile, or pread when that cannot be
@@ -31,7 +32,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..core import Extent
-from .spool import Spool
+from .spool import Spool, pending
 
 log = logging.getLogger("sockimux")
 
@@ -206,9 +207,11 @@ class LoopInput(Input):
 
     Once a read of SPOOL_FROM bytes or more comes back full, and the runner
     gave spool_with(), the pipe is in bulk: its bytes are spliced into a
-    spool (spool.py) and handed out as Extents, until a splice brings less
-    than PIPE_READ_MIN (the burst is over: reads again).  Keystrokes never
-    get there: they go as bytes, with the same system calls as ever.
+    spool (spool.py: pipes of our own, holding the pages by reference) and
+    handed out as Extents whose position is their stream offset, until a
+    splice brings less than PIPE_READ_MIN (the burst is over: reads again).
+    Keystrokes never get there: they go as bytes, with the same system
+    calls as ever.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
@@ -223,21 +226,19 @@ class LoopInput(Input):
         self.spool: Spool | None = None
         self._spooling = False  # in bulk: the next bytes go to the spool
         self._acked: Callable[[], int] = lambda: 0
-        self._limit = 0  # the session's send buffer limit (the spool is a bit larger)
         self._spoolable = False  # bulk may be spooled (spool_with(), and no failure since)
         self._spooled = 0  # the stream offset after the last byte spooled
         self._announce: Callable[[ExtentSource | None], None] = lambda source: None
         self._announced = False  # the spool is the runner's ExtentSource
 
-    def spool_with(self, limit: int, acked: Callable[[], int],
+    def spool_with(self, acked: Callable[[], int],
                    announce: Callable[[ExtentSource | None], None]) -> None:
-        """Spool bulk input (see the class's comment).  ``limit``: the send
-        buffer limit; ``acked()``: the offset below which the peer has written
-        the stream (the spool may then write over it);
+        """Spool bulk input (see the class's comment).  ``acked()``: the offset
+        below which the peer has written the stream (the spool lets it go);
         ``announce(spool)`` before the first Extent of a burst is handed out,
         ``announce(None)`` once every Extent is acknowledged (sending needs no
         spool then: the keystroke path stays as short as ever)."""
-        self._limit, self._acked, self._announce = limit, acked, announce
+        self._acked, self._announce = acked, announce
         self._spoolable = True
 
     async def start(self) -> None:
@@ -248,7 +249,7 @@ class LoopInput(Input):
 
     def set_room(self, room: int) -> None:
         self._room = room
-        if self.spool is not None:  # (called after every step: frees what was acknowledged)
+        if self.spool is not None:  # (after every step: lets go of what was acknowledged)
             self.spool.release(self._acked())
             self._release()
         if not self._started or self._ended:
@@ -286,7 +287,7 @@ class LoopInput(Input):
 
     def _spool_ready(self) -> bool:
         if self.spool is None:
-            self.spool = Spool.create(self._limit, self._on_eof)
+            self.spool = Spool.create(self._on_eof)
             if self.spool is None:
                 self._spoolable = False  # (Spool.create said why, once)
                 return False
@@ -296,20 +297,23 @@ class LoopInput(Input):
         spool = self.spool
         assert spool is not None
         start = self.offset
-        position, count = spool.room(start, self._acked(), PIPE_READ_MAX)
-        if count < PIPE_READ_MIN and count < spool.size - position:
-            # No room in the ring (cannot be: it is larger than the send
-            # buffer): these bytes are read.
-            self._spooling = False
+        try:
+            bulk = pending(self._fd) >= PIPE_READ_MIN
+        except OSError:
+            bulk = False
+        if not bulk:
+            # The burst is over (or the input's end, or a keystroke after
+            # it): these bytes are read, as every keystroke is.
+            self._spooling, self._size = False, PIPE_READ_MIN
             self._read()
             return
         try:
-            moved = spool.fill(self._fd, position, count)
+            moved = spool.fill(self._fd, start, PIPE_READ_MAX)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
-            # The spool's failure (out of memory...), or the pipe's, which a
-            # read then reports as it always did.
+            # The spool's failure (out of descriptors, a pipe that cannot
+            # grow...), or STDIN's, which a read then reports as it always did.
             log.info("STDIN: spooling stopped (%s): the pipe is read as bytes",
                      exc.strerror or exc)
             self._spooling = self._spoolable = False
@@ -319,12 +323,13 @@ class LoopInput(Input):
             self.ended(None)
             return
         self.offset = self._spooled = start + moved
-        if moved < PIPE_READ_MIN and moved < count:  # the burst is over
+        if moved < PIPE_READ_MIN:  # the burst is over
             self._spooling, self._size = False, PIPE_READ_MIN
         if not self._announced:
             self._announced = True
+            log.debug("STDIN in bulk: spooled from stream offset %d", start)
             self._announce(spool)
-        self._on_data(Extent(position, moved))
+        self._on_data(Extent(start, moved))
 
     def _release(self) -> None:
         """Once a burst is over and every byte of it acknowledged, sending

@@ -37,6 +37,7 @@ log = logging.getLogger("sockimux")
 F_GETPIPE_SZ = 1032
 F_SETPIPE_SZ = 1031
 CHUNK = 1024 * 1024  # a chunk pipe's size (what an unprivileged process may ask for)
+FILL_MIN = 64 * 1024  # a chunk with less room left than this is full
 SPLICE_F_NONBLOCK = 2
 
 Tee = Callable[[int, int, int, int], int]
@@ -67,7 +68,7 @@ def _grown_pipe() -> tuple[int, int]:
     return r, w
 
 
-def _pending(fd: int) -> int:
+def pending(fd: int) -> int:
     """How many bytes the pipe ``fd`` holds."""
     return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
 
@@ -94,12 +95,13 @@ class Spool:
         self._chunks: list[Chunk] = []
         self._starts: list[int] = []
         self._free: list[tuple[int, int]] = []  # emptied chunk pipes, for the next ones
-        self.size = 1 << 62  # (positions are stream offsets: no ring)
         self._out_at = 0  # the out pipe holds the stream's bytes from here...
         self._out_left = 0  # ...this many
 
     @classmethod
-    def create(cls, limit: int, on_error: Callable[[str], None]) -> Spool | None:
+    def create(cls, on_error: Callable[[str], None]) -> Spool | None:
+        """A new spool, or None (logged at -v) when this system cannot have one;
+        ``on_error(message)``: reading it back failed (the session ends)."""
         if not hasattr(os, "splice"):
             log.info("STDIN: no splice here: a pipe is read as bytes")
             return None
@@ -117,21 +119,19 @@ class Spool:
             return None
         return cls(out, null, on_error)
 
-    def room(self, offset: int, acked: int, count: int) -> tuple[int, int]:
-        return offset, count
-
     def fill(self, pipe_fd: int, position: int, count: int) -> int:
         """Splice up to ``count`` bytes of ``pipe_fd`` (stream offset
         ``position`` on) into the last chunk, or a new one: how many, 0 at
         the pipe's end.  BlockingIOError: the pipe is empty."""
         chunk = self._chunks[-1] if self._chunks else None
-        if chunk is None or chunk.end - chunk.start >= CHUNK or chunk.end != position:
+        if chunk is None or chunk.end - chunk.start > CHUNK - FILL_MIN or chunk.end != position:
+            # (A fill of a few bytes would pass for the end of the burst.)
             chunk = self._new_chunk(position)
         count = min(count, CHUNK - (chunk.end - chunk.start))
         try:
             moved = os.splice(pipe_fd, chunk.w, count, flags=SPLICE_F_NONBLOCK)
         except BlockingIOError:
-            if chunk.end == chunk.start or not _pending(pipe_fd):
+            if chunk.end == chunk.start or not pending(pipe_fd):
                 raise
             # STDIN has bytes, so the chunk's slots are full (of partial pages).
             chunk = self._new_chunk(position)
