@@ -10,7 +10,7 @@ holding an Extent into a pipe of its own (references again), drops what
 comes before the Extent, and splices the rest into the socket, which on
 Linux takes the pages by reference too.  The chunk keeps its pages for
 re-sends until the peer has acknowledged them (release()): the spool holds
-at most the send buffer limit and a chunk more, in pipes of up to 1 MiB.
+at most the send buffer limit and two chunks more, in pipes of 1 MiB.
 
 Should anything here be missing (no splice or tee, out of descriptors, a
 pipe that cannot grow), the input goes on as bytes: one -v line at most,
@@ -111,8 +111,12 @@ class Spool:
                 log.info("STDIN: no tee in libc: a pipe is read as bytes")
                 return None
         try:
-            out = _grown_pipe()
             null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+            try:
+                out = _grown_pipe()
+            except OSError:
+                os.close(null)
+                raise
         except OSError as exc:
             log.info("STDIN: no spool for a pipe in bulk (%s): it is read as bytes",
                      exc.strerror or exc)
@@ -209,13 +213,16 @@ class Spool:
         """splice() as much of ``extent`` into the socket as it takes now."""
         sent, position, left = 0, extent.position, extent.length
         while left:
+            count = 0
             try:
                 count = self._stage(position, left)
                 moved = os.splice(self._out_r, sock_fd, count, flags=SPLICE_F_NONBLOCK)
             except BlockingIOError:
                 moved = 0
-            except OSError:
-                moved = 0  # the socket failed (the transport will say so), or tee did
+            except OSError as exc:
+                if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+                    self.sendfile = False  # this socket takes no splice: read from now on
+                moved = 0  # or the socket failed (the transport will say so), or tee did
             self._took(moved)
             sent += moved
             if moved < count or not moved:
@@ -225,9 +232,12 @@ class Spool:
         return sent
 
     def holds(self, extent: Extent) -> bool:
+        """Always: the spool keeps every byte not yet acknowledged."""
         return True
 
     def read_extent(self, extent: Extent) -> bytes | None:
+        """The bytes of ``extent`` (small ones go with their headers, and where
+        nothing can be spliced); None if that failed (the session is ended)."""
         parts = []
         position, left = extent.position, extent.length
         try:
