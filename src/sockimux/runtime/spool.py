@@ -6,7 +6,7 @@ from it into the socket (write).  While a pipe STDIN is kept full, LoopInput
 (source.py) splices its bytes into pipes of the spool instead (*chunks*:
 splice between pipes moves page references, no copy) and hands them out as
 Extents whose position is their stream offset.  send() tee()s the chunk
-holding an Extent into a pipe of its own (references again), drops what
+holding an Extent into an out pipe (references again), drops what
 comes before the Extent, and splices the rest into the socket, which on
 Linux takes the pages by reference too.  The chunk keeps its pages for
 re-sends until the peer has acknowledged them (release()): the spool holds
@@ -20,6 +20,7 @@ never an error.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -39,6 +40,7 @@ F_SETPIPE_SZ = 1031
 CHUNK = 1024 * 1024  # a chunk pipe's size (what an unprivileged process may ask for)
 FILL_MIN = 64 * 1024  # a chunk with less room left than this is full
 SPLICE_F_NONBLOCK = 2
+MAX_OUTS = 8  # sockets with an out pipe of their own (Spool._out)
 
 Tee = Callable[[int, int, int, int], int]
 
@@ -73,6 +75,17 @@ def pending(fd: int) -> int:
     return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]  # type: ignore[no-any-return]
 
 
+class Out:
+    """A pipe that send() tee()s chunks into: it holds the stream's bytes from
+    ``at``, ``left`` of them (the rest of a chunk, after what was sent)."""
+
+    __slots__ = ("r", "w", "at", "left")
+
+    def __init__(self, r: int, w: int) -> None:
+        self.r, self.w = r, w
+        self.at = self.left = 0
+
+
 class Chunk:
     __slots__ = ("start", "end", "r", "w")
 
@@ -88,15 +101,14 @@ class Spool:
     _tee: Tee | None = None
 
     def __init__(self, out: tuple[int, int], null: int, on_error: Callable[[str], None]) -> None:
-        self._out_r, self._out_w = out  # where send() tee()s a chunk
+        self._shared = Out(*out)  # where read_extent(), and send() to a socket without its own, tee()
+        self._outs: dict[int, Out] = {}  # a socket's own, by its descriptor: see _out()
         self._null = null
         self._on_error = on_error
         self.sendfile = True
         self._chunks: list[Chunk] = []
         self._starts: list[int] = []
         self._free: list[tuple[int, int]] = []  # emptied chunk pipes, for the next ones
-        self._out_at = 0  # the out pipe holds the stream's bytes from here...
-        self._out_left = 0  # ...this many
 
     @classmethod
     def create(cls, on_error: Callable[[str], None]) -> Spool | None:
@@ -176,54 +188,69 @@ class Spool:
         for r, w in self._free:
             os.close(r)
             os.close(w)
-        os.close(self._out_r)
-        os.close(self._out_w)
+        for out in (self._shared, *(o for o in self._outs.values() if o is not self._shared)):
+            os.close(out.r)
+            os.close(out.w)
+        self._outs = {}
         os.close(self._null)
         self._chunks, self._starts, self._free = [], [], []
 
     # -- sending Extents -----------------------------------------------------------
 
-    def _stage(self, position: int, length: int) -> int:
-        """Have the bytes at ``position`` at the head of the out pipe: how many
-        of them, up to ``length`` (within one chunk).  The out pipe keeps the
-        rest of the chunk after what is sent: pieces handed out in stream
-        order (the common case, across subflows too) need no tee() of their
-        own."""
-        if position != self._out_at or not self._out_left:
-            self._drain(self._out_r, self._out_left)
+    def _out(self, sock_fd: int) -> Out:
+        """The out pipe for the socket ``sock_fd``: its own, up to MAX_OUTS of
+        them.  Its next piece mostly continues its last one (what the socket
+        did not take at once, held), which is then at its head already,
+        where one shared by subflows would have been filled by another's
+        piece meanwhile.  (A descriptor reused by another socket finds bytes
+        of the stream at their offsets all the same.)"""
+        out = self._outs.get(sock_fd)
+        if out is None:
+            out = self._shared
+            if len(self._outs) < MAX_OUTS:
+                with contextlib.suppress(OSError):  # (then it shares one, for good)
+                    out = Out(*_grown_pipe())
+                self._outs[sock_fd] = out
+        return out
+
+    def _stage(self, out: Out, position: int, length: int) -> int:
+        """Have the bytes at ``position`` at the head of ``out``: how many of
+        them, up to ``length`` (within one chunk).  ``out`` keeps the rest of
+        the chunk after what is sent: pieces in stream order need no tee()
+        of their own."""
+        if position != out.at or not out.left:
+            self._drain(out.r, out.left)
             i = bisect.bisect_right(self._starts, position) - 1
             chunk = self._chunks[i]
             skip, rest = position - chunk.start, chunk.end - position
             tee = Spool._tee
             assert tee is not None
-            self._out_at, self._out_left = position, 0
-            teed = tee(chunk.r, self._out_w, skip + rest, SPLICE_F_NONBLOCK)
+            out.at, out.left = position, 0
+            teed = tee(chunk.r, out.w, skip + rest, SPLICE_F_NONBLOCK)
             if teed != skip + rest:
-                self._drain(self._out_r, max(teed, 0))
+                self._drain(out.r, max(teed, 0))
                 raise OSError(ctypes.get_errno() or errno.EIO, "tee of the STDIN spool failed")
-            self._drain(self._out_r, skip)
-            self._out_left = rest
-        return min(length, self._out_left)
-
-    def _took(self, count: int) -> None:
-        self._out_at += count
-        self._out_left -= count
+            self._drain(out.r, skip)
+            out.left = rest
+        return min(length, out.left)
 
     def send(self, sock_fd: int, extent: Extent) -> int:
         """splice() as much of ``extent`` into the socket as it takes now."""
+        out = self._out(sock_fd)
         sent, position, left = 0, extent.position, extent.length
         while left:
             count = 0
             try:
-                count = self._stage(position, left)
-                moved = os.splice(self._out_r, sock_fd, count, flags=SPLICE_F_NONBLOCK)
+                count = self._stage(out, position, left)
+                moved = os.splice(out.r, sock_fd, count, flags=SPLICE_F_NONBLOCK)
             except BlockingIOError:
                 moved = 0
             except OSError as exc:
                 if exc.errno in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
                     self.sendfile = False  # this socket takes no splice: read from now on
                 moved = 0  # or the socket failed (the transport will say so), or tee did
-            self._took(moved)
+            out.at += moved
+            out.left -= moved
             sent += moved
             if moved < count or not moved:
                 break
@@ -239,12 +266,14 @@ class Spool:
         """The bytes of ``extent`` (small ones go with their headers, and where
         nothing can be spliced); None if that failed (the session is ended)."""
         parts = []
+        out = self._shared
         position, left = extent.position, extent.length
         try:
             while left:
-                count = self._stage(position, left)
-                data = os.read(self._out_r, count)
-                self._took(len(data))
+                count = self._stage(out, position, left)
+                data = os.read(out.r, count)
+                out.at += len(data)
+                out.left -= len(data)
                 parts.append(data)
                 position += len(data)
                 left -= len(data)
