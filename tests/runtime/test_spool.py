@@ -11,6 +11,8 @@ import socket
 import termios
 import threading
 
+import pytest
+
 from sockimux.core import Extent
 from sockimux.runtime import source, spool
 
@@ -25,12 +27,17 @@ def held(sp: spool.Spool) -> int:
     return total
 
 
-def test_keystrokes_stay_bytes_and_only_bulk_is_spooled() -> None:
+@pytest.mark.parametrize("max_chunks", [spool.MAX_CHUNKS, 1])
+def test_keystrokes_stay_bytes_and_only_bulk_is_spooled(monkeypatch: pytest.MonkeyPatch,
+                                                         max_chunks: int) -> None:
     """Keystrokes through a STDIN pipe go as bytes, with no spool made; a
     writer that keeps the pipe full is spooled (Extents, the spool announced
     to the runner) once a read of SPOOL_FROM came back full; once that burst
     is over and acknowledged the spool is let go (announced gone) and
-    keystrokes are bytes again.  Every byte arrives once, in order."""
+    keystrokes are bytes again.  A spool that holds all the chunks it may
+    (max_chunks 1: always, its last one being kept) has the next bytes read
+    instead.  Every byte arrives once, in order."""
+    monkeypatch.setattr(spool, "MAX_CHUNKS", max_chunks)
     bulk = os.urandom(8 * MB)
     keys = [bytes([c]) for c in b"hello"]
 
@@ -86,8 +93,11 @@ def test_keystrokes_stay_bytes_and_only_bulk_is_spooled() -> None:
     assert not made_for_keys
     assert got[:len(keys)] == keys and got[-len(keys):] == keys  # keystrokes: bytes, one each
     extents = [p for p in got if isinstance(p, Extent)]
-    assert sum(map(len, extents)) > len(bulk) // 2  # most of the bulk went by the spool
     assert isinstance(announced[0], spool.Spool) and announced[-1] is None
+    if max_chunks == 1:  # full after its first chunk: the rest of the bulk is read
+        assert 0 < sum(map(len, extents)) <= spool.CHUNK
+    else:
+        assert sum(map(len, extents)) > len(bulk) // 2  # most of the bulk went by the spool
 
 
 def test_the_spool_holds_only_what_is_not_acknowledged() -> None:
@@ -132,3 +142,31 @@ def test_the_spool_holds_only_what_is_not_acknowledged() -> None:
         sp.close()
     assert lag <= most <= lag + 2 * spool.CHUNK
     assert max(fds) <= lag // spool.CHUNK + 3  # pipes held, the free ones with them
+
+
+def test_a_full_spool_has_bytes_read_until_a_chunk_is_acknowledged(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A spool holding MAX_CHUNKS takes nothing more (fill() says -1: the
+    caller reads those bytes) until the peer has acknowledged a chunk whole."""
+    monkeypatch.setattr(spool, "MAX_CHUNKS", 2)
+    sp = spool.Spool.create(lambda message: None)
+    assert sp is not None
+    r, w = os.pipe()
+    fcntl.fcntl(w, source.F_SETPIPE_SZ, MB)
+    try:
+        offset = 0
+        for _ in range(2):
+            os.write(w, os.urandom(MB))
+            offset += sp.fill(r, offset, MB)
+        assert offset == 2 * MB and len(sp._chunks) == 2
+        os.write(w, b"x" * MB)
+        assert sp.fill(r, offset, MB) == -1
+        sp.release(MB - 1)  # not the first chunk whole
+        assert sp.fill(r, offset, MB) == -1
+        sp.release(MB)
+        assert sp.fill(r, offset, MB) == MB and len(sp._chunks) == 2
+        assert sp.read_extent(Extent(offset, MB)) == b"x" * MB
+    finally:
+        os.close(r)
+        os.close(w)
+        sp.close()

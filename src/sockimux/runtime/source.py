@@ -319,8 +319,12 @@ class LoopInput(Input):
             self._spooling = self._spoolable = False
             self._read()
             return
-        if not moved:
-            self.ended(None)
+        if moved <= 0:
+            if moved:  # the spool is full: these bytes are read (then spooled again)
+                self._spooling = False
+                self._read()
+            else:
+                self.ended(None)
             return
         self.offset = self._spooled = start + moved
         if moved < PIPE_READ_MIN:  # the burst is over

@@ -41,6 +41,9 @@ CHUNK = 1024 * 1024  # a chunk pipe's size (what an unprivileged process may ask
 FILL_MIN = 64 * 1024  # a chunk with less room left than this is full
 SPLICE_F_NONBLOCK = 2
 MAX_OUTS = 8  # sockets with an out pipe of their own (Spool._out)
+MAX_CHUNKS = 32  # chunks held at once: a window of about 30 MiB
+# Descriptors a spool may hold: its chunks, out pipes, and /dev/null.
+SPOOL_FDS = 2 * MAX_CHUNKS + 2 * (MAX_OUTS + 1) + 1
 
 Tee = Callable[[int, int, int, int], int]
 
@@ -138,10 +141,13 @@ class Spool:
     def fill(self, pipe_fd: int, position: int, count: int) -> int:
         """Splice up to ``count`` bytes of ``pipe_fd`` (stream offset
         ``position`` on) into the last chunk, or a new one: how many, 0 at
-        the pipe's end.  BlockingIOError: the pipe is empty."""
+        the pipe's end; -1 when the spool holds MAX_CHUNKS (a window larger
+        than that: these bytes are read).  BlockingIOError: the pipe is empty."""
         chunk = self._chunks[-1] if self._chunks else None
         if chunk is None or chunk.end - chunk.start > CHUNK - FILL_MIN or chunk.end != position:
             # (A fill of a few bytes would pass for the end of the burst.)
+            if len(self._chunks) >= MAX_CHUNKS:
+                return -1
             chunk = self._new_chunk(position)
         count = min(count, CHUNK - (chunk.end - chunk.start))
         try:
@@ -150,6 +156,8 @@ class Spool:
             if chunk.end == chunk.start or not pending(pipe_fd):
                 raise
             # STDIN has bytes, so the chunk's slots are full (of partial pages).
+            if len(self._chunks) >= MAX_CHUNKS:
+                return -1
             chunk = self._new_chunk(position)
             moved = os.splice(pipe_fd, chunk.w, count, flags=SPLICE_F_NONBLOCK)
         chunk.end += moved
