@@ -15,7 +15,6 @@ import threading
 from typing import NoReturn
 
 from ..core.errors import LocalError
-from .spool import SPOOL_FDS
 
 STDIN, STDOUT, STDERR = 0, 1, 2
 NAMES = {STDIN: "STDIN", STDOUT: "STDOUT", STDERR: "STDERR"}
@@ -25,9 +24,8 @@ NAMES = {STDIN: "STDIN", STDOUT: "STDOUT", STDERR: "STDERR"}
 FDS_PER_SUBFLOW = 2
 # Descriptors that are not subflows: STDIO and our private copies of it, the
 # listener, the event loop's epoll, eventfd and signal pipe, the pipes of the
-# splice path, the key file, a few connections being refused as they close;
-# and the pipes of a STDIN pipe's spool (spool.py).
-RESERVED_FDS = 32 + SPOOL_FDS
+# splice path, the key file, a few connections being refused as they close.
+RESERVED_FDS = 32
 # The kernel's ceiling on RLIMIT_NOFILE when the hard limit is "unlimited".
 NR_OPEN = "/proc/sys/fs/nr_open"
 

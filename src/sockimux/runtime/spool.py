@@ -26,6 +26,7 @@ import errno
 import fcntl
 import logging
 import os
+import resource
 import struct
 import termios
 from collections.abc import Callable
@@ -42,8 +43,10 @@ FILL_MIN = 64 * 1024  # a chunk with less room left than this is full
 SPLICE_F_NONBLOCK = 2
 MAX_OUTS = 8  # sockets with an out pipe of their own (Spool._out)
 MAX_CHUNKS = 32  # chunks held at once: a window of about 30 MiB
-# Descriptors a spool may hold: its chunks, out pipes, and /dev/null.
+# Descriptors a spool may hold: its chunks, out pipes, and /dev/null.  Under
+# an open file limit of FD_LIMIT_MIN it is not made: those go to subflows.
 SPOOL_FDS = 2 * MAX_CHUNKS + 2 * (MAX_OUTS + 1) + 1
+FD_LIMIT_MIN = 1024
 
 Tee = Callable[[int, int, int, int], int]
 
@@ -119,6 +122,11 @@ class Spool:
         ``on_error(message)``: reading it back failed (the session ends)."""
         if not hasattr(os, "splice"):
             log.info("STDIN: no splice here: a pipe is read as bytes")
+            return None
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if limit != resource.RLIM_INFINITY and limit < FD_LIMIT_MIN:
+            log.info("STDIN: open file limit %d: a pipe is read as bytes (a spool would "
+                     "take up to %d descriptors)", limit, SPOOL_FDS)
             return None
         if cls._tee is None:
             cls._tee = _tee()
