@@ -208,10 +208,11 @@ class LoopInput(Input):
     Once a read of SPOOL_FROM bytes or more comes back full, and the runner
     gave spool_with(), the pipe is in bulk: its bytes are spliced into a
     spool (spool.py: pipes of our own, holding the pages by reference) and
-    handed out as Extents whose position is their stream offset, until a
-    splice brings less than PIPE_READ_MIN (the burst is over: reads again).
-    Keystrokes never get there: they go as bytes, with the same system
-    calls as ever.
+    handed out as Extents whose position is their stream offset, until the
+    pipe holds less than PIPE_READ_MIN before a splice (FIONREAD), or a
+    splice brings less: the burst is over, and reads start again.
+    Keystrokes never get there, nor the first one after a burst: they go as
+    bytes, with the same system calls as ever.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
