@@ -27,16 +27,18 @@ def held(sp: spool.Spool) -> int:
     return total
 
 
-@pytest.mark.parametrize("max_chunks", [spool.MAX_CHUNKS, 1])
+@pytest.mark.parametrize(("max_chunks", "worth"),
+                         [(spool.MAX_CHUNKS, True), (1, True), (spool.MAX_CHUNKS, False)])
 def test_keystrokes_stay_bytes_and_only_bulk_is_spooled(monkeypatch: pytest.MonkeyPatch,
-                                                         max_chunks: int) -> None:
+                                                         max_chunks: int, worth: bool) -> None:
     """Keystrokes through a STDIN pipe go as bytes, with no spool made; a
     writer that keeps the pipe full is spooled (Extents, the spool announced
     to the runner) once a read of SPOOL_FROM came back full; once that burst
     is over and acknowledged the spool is let go (announced gone) and
     keystrokes are bytes again.  A spool that holds all the chunks it may
     (max_chunks 1: always, its last one being kept) has the next bytes read
-    instead.  Every byte arrives once, in order."""
+    instead.  Without a subflow that takes spliced pages (``worth`` False:
+    channels of pipes) nothing is spooled.  Every byte arrives once, in order."""
     monkeypatch.setattr(spool, "MAX_CHUNKS", max_chunks)
     bulk = os.urandom(8 * MB)
     keys = [bytes([c]) for c in b"hello"]
@@ -69,7 +71,7 @@ def test_keystrokes_stay_bytes_and_only_bulk_is_spooled(monkeypatch: pytest.Monk
                 await asyncio.wait_for(arrived.wait(), 20)
 
         reader = source.LoopInput(loop, r, on_data, lambda error: None)
-        reader.spool_with(lambda: acked[0], announced.append)
+        reader.spool_with(lambda: acked[0], announced.append, lambda: worth)
         await reader.start()
         reader.set_room(16 * MB)
         for key in keys:
@@ -93,11 +95,14 @@ def test_keystrokes_stay_bytes_and_only_bulk_is_spooled(monkeypatch: pytest.Monk
     assert not made_for_keys
     assert got[:len(keys)] == keys and got[-len(keys):] == keys  # keystrokes: bytes, one each
     extents = [p for p in got if isinstance(p, Extent)]
-    assert isinstance(announced[0], spool.Spool) and announced[-1] is None
-    if max_chunks == 1:  # full once it holds a chunk: the next bulk bytes are read
+    if not worth:
+        assert not extents and not announced
+    elif max_chunks == 1:  # full once it holds a chunk: the next bulk bytes are read
+        assert isinstance(announced[0], spool.Spool) and announced[-1] is None
         assert any(isinstance(a, Extent) and not isinstance(b, Extent) and len(b) >= source.SPOOL_FROM
                    for a, b in zip(got, got[1:], strict=False))
     else:
+        assert isinstance(announced[0], spool.Spool) and announced[-1] is None
         assert sum(map(len, extents)) > len(bulk) // 2  # most of the bulk went by the spool
 
 

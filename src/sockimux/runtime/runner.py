@@ -99,7 +99,8 @@ class Runner(Teardown):
         self.file_source: ExtentSource | None = (
             self.source if isinstance(self.source, FileInput) else None)
         if isinstance(self.source, LoopInput):
-            self.source.spool_with(lambda: self.session.sender.acked, self._extents_from)
+            self.source.spool_with(lambda: self.session.sender.acked, self._extents_from,
+                                   lambda: any(c.splices() for c in self.connections.values()))
         # DATA bodies that continue the stream go from the socket to a STDOUT
         # pipe or file by splice(), never through our memory.
         self.splice_sink = splice_target(self.sink)

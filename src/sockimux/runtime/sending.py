@@ -50,6 +50,12 @@ class Sending:
     def _direct_fd(self) -> int:
         raise NotImplementedError  # (the connection's)
 
+    def splices(self) -> bool:
+        """Whether Extents go to this connection without a copy of ours: a
+        socket, not a channel of pipes (remote/pipepair.py)."""
+        transport = self.transport
+        return transport is not None and transport.get_extra_info("socket") is not None
+
     def send(self, buffers: list[Outgoing]) -> None:
         """Write ``buffers`` in order (see the module's comment)."""
         transport = self.transport

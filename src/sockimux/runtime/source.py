@@ -230,16 +230,20 @@ class LoopInput(Input):
         self._spoolable = False  # bulk may be spooled (spool_with(), and no failure since)
         self._spooled = 0  # the stream offset after the last byte spooled
         self._announce: Callable[[ExtentSource | None], None] = lambda source: None
+        self._worth: Callable[[], bool] = lambda: False
         self._announced = False  # the spool is the runner's ExtentSource
 
     def spool_with(self, acked: Callable[[], int],
-                   announce: Callable[[ExtentSource | None], None]) -> None:
-        """Spool bulk input (see the class's comment).  ``acked()``: the offset
-        below which the peer has written the stream (the spool lets it go);
+                   announce: Callable[[ExtentSource | None], None],
+                   worth: Callable[[], bool]) -> None:
+        """Spool bulk input (see the class's comment) when ``worth()`` (some
+        subflow is a socket: a channel of pipes takes the spool's bytes read
+        back, which costs more calls than reading STDIN).  ``acked()``: the
+        offset below which the peer has written the stream (the spool lets it go);
         ``announce(spool)`` before the first Extent of a burst is handed out,
         ``announce(None)`` once every Extent is acknowledged (sending needs no
         spool then: the keystroke path stays as short as ever)."""
-        self._acked, self._announce = acked, announce
+        self._acked, self._announce, self._worth = acked, announce, worth
         self._spoolable = True
 
     async def start(self) -> None:
@@ -280,7 +284,7 @@ class LoopInput(Input):
         self.offset += len(data)
         if len(data) == size:
             self._size = min(2 * size, PIPE_READ_MAX)
-            if size >= SPOOL_FROM and self._spoolable:
+            if size >= SPOOL_FROM and self._spoolable and self._worth():
                 self._spooling = self._spool_ready()
         else:
             self._size = PIPE_READ_MIN
