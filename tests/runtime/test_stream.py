@@ -187,7 +187,8 @@ def test_small_extents_are_read_in_runs_and_written_with_their_headers(tmp_path:
     Extents are read, one pread for each run contiguous in the file, and go
     with their headers in one write (issue 15 target 4); a large Extent still
     goes by sendfile(), and a file that shrank under them ends the session."""
-    from sockimux.runtime.connection import SMALL_EXTENT, SubflowConnection
+    from sockimux.runtime.connection import SubflowConnection
+    from sockimux.runtime.sending import SMALL_EXTENT
 
     data = os.urandom(200 * 1024)
     path = tmp_path / "in"
@@ -291,3 +292,93 @@ def test_a_short_read_of_a_stdin_pipe_starts_small_again() -> None:
     k = 1024
     # full 64 KiB, full 128 KiB then 5 bytes (short: back to 64 KiB), 1 byte, 64 KiB
     assert [len(g) for g in got] == [64 * k, 128 * k, 5, 1, 64 * k]
+
+
+class _Runner:
+    """What a SubflowConnection asks of the runner, recorded."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, reader: file_source.FileInput) -> None:
+        self.loop = loop
+        self.file_source = reader
+        self.writable: list[int] = []
+
+    def subflow_opened(self, conn: object) -> int:
+        return 1
+
+    def subflow_writable(self, sid: int) -> None:
+        self.writable.append(sid)
+
+    subflow_drained = subflow_writable
+
+    def subflow_lost(self, sid: int, reason: str) -> None:
+        pass
+
+    def resource_warning(self, kind: str, message: str) -> None:
+        raise AssertionError(message)
+
+    def internal_error(self, exc: BaseException) -> None:
+        raise exc
+
+
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_what_the_socket_does_not_take_of_an_extent_waits_and_goes_by_sendfile(
+        tmp_path: Path, loop_kind: str) -> None:
+    """An Extent of a regular-file STDIN larger than the socket's buffer: what
+    sendfile() cannot put in the socket at once is held until the socket is
+    writable and sent by sendfile() then, never read into our memory (it
+    was read and queued in the transport: two copies of most of the bytes).
+    Meanwhile the connection counts as full; frames after the Extent wait
+    behind it, in order; once all has gone the runner is told at once."""
+    import socket
+
+    import uvloop
+
+    from sockimux.runtime.connection import SubflowConnection
+
+    data = os.urandom(3 * 1024 * 1024)
+    path = tmp_path / "in"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    loop = uvloop.new_event_loop() if loop_kind == "uvloop" else asyncio.new_event_loop()
+
+    async def main() -> tuple[bytes, list[Extent], bool, list[int]]:
+        reader = file_source.FileInput(loop, fd, lambda d: None, lambda e: None, extents=True)
+        reads: list[Extent] = []
+        read_extent = reader.read_extent
+
+        def counted(extent: Extent) -> bytes | None:
+            reads.append(extent)
+            return read_extent(extent)
+
+        reader.read_extent = counted  # type: ignore[method-assign]
+        runner = _Runner(loop, reader)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
+        theirs.setblocking(False)
+        conn = SubflowConnection(runner)  # type: ignore[arg-type]
+        await loop.connect_accepted_socket(lambda: conn, ours)
+        conn.send([b"head", Extent(0, len(data)), b"tail", Extent(0, 1000)])
+        full = conn.full  # the socket took part of it: the rest is held
+        got = bytearray()
+        want = 4 + len(data) + 4 + 1000
+        while len(got) < want:
+            await asyncio.sleep(0.001)
+            try:
+                while chunk := theirs.recv(1 << 20):
+                    got += chunk
+            except BlockingIOError:
+                pass
+        await asyncio.sleep(0.01)
+        assert conn.transport is not None
+        conn.transport.close()
+        theirs.close()
+        return bytes(got), reads, full, runner.writable
+
+    try:
+        got, reads, full, writable = loop.run_until_complete(main())
+    finally:
+        loop.close()
+        os.close(fd)
+    assert got == b"head" + data + b"tail" + data[:1000]
+    assert reads == [Extent(0, 1000)]  # only the small Extent, with its header
+    assert full and writable == [1]

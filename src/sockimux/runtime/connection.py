@@ -7,7 +7,7 @@ transport.  It also owns the two paths around our memory, both through a
 duplicate of the socket's descriptor (direct_source()):
 
 - sendfile(): an Extent of a regular-file STDIN goes from the page cache
-  to the socket (send()).
+  to the socket (send(), sending.py).
 - splice(): a DATA body moves from the socket to STDOUT, or to a holding
   pipe until its turn comes (``bodies``, runtime/splicing.py).
 
@@ -27,24 +27,15 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 from ..core.driver import WRITE_HIGH, WRITE_LOW
 from ..core.errors import CloseCode
-from ..core.sender import Extent, Outgoing
+from ..core.sender import Outgoing
 from ..core.subflow import SubflowState
-from .file_source import FileInput
+from .sending import Sending
 from .splicing import BodyMover
 
 if TYPE_CHECKING:
     from .runner import Runner
 
 log = logging.getLogger("sockimux")
-
-# Extents shorter than this are read and written with the frames around them
-# (one pread for each run of them that is contiguous in the file, one writev
-# for the lot) rather than each by sendfile() after a write of its header: a
-# subflow of unknown rate is handed 8 KiB pieces, and for those the two
-# system calls per frame cost far more than the copy.  From 16 KiB up the
-# copy costs more (over 128 subflows, with many pieces of 16-64 KiB, the
-# sender's CPU per GiB fell from 0.58 to 0.54 s when the bound fell from 64).
-SMALL_EXTENT = 16 * 1024
 
 # A UNIX stream socket queues at most its sender's send buffer (208 KiB by
 # default): each splice, sendfile or read on either end moves at most that.
@@ -76,7 +67,7 @@ class SubflowWatch(Protocol):
         refusal, a stall), None when the connection itself ended (EOF, error)."""
 
 
-class SubflowConnection(asyncio.BufferedProtocol):
+class SubflowConnection(Sending, asyncio.BufferedProtocol):
     """One connection, from connection_made on: see the module's comment."""
 
     def __init__(self, runner: Runner, admit: Admission | None = None,
@@ -87,7 +78,10 @@ class SubflowConnection(asyncio.BufferedProtocol):
         self.reported_open = False  # watch.established() was called
         self.sid = 0
         self.transport: asyncio.Transport | None = None
-        self.full = False  # the transport holds WRITE_HIGH bytes or more
+        self.full = False  # the session may hand it nothing more (sending.py)
+        self.paused = False  # the transport holds WRITE_HIGH bytes or more
+        self.held: list[Outgoing] = []  # waiting for the socket, to go by sendfile()
+        self.holding = False  # the loop watches direct_fd for writing (held)
         self.direct_fd = -1  # our duplicate of the socket, for splice and sendfile
         self.sends_direct = False  # direct_fd is the socket itself (not a channel's read pipe)
         self.bodies = BodyMover(self)  # DATA bodies spliced from direct_fd (splicing.py)
@@ -113,88 +107,9 @@ class SubflowConnection(asyncio.BufferedProtocol):
                 return -1
         return self.direct_fd
 
-    # -- sending ------------------------------------------------------------------
-
-    def send(self, buffers: list[Outgoing]) -> None:
-        """Write ``buffers`` in order.  An Extent of the input file goes by
-        sendfile() as far as the socket takes it at once, when nothing is
-        queued before it; the rest of it is read and queued as usual."""
-        transport = self.transport
-        if transport is None:
-            return
-        if self.runner.file_source is None:
-            # Only a regular-file STDIN hands out Extents: without one, every
-            # buffer is bytes, and a keystroke's frame goes in one call.
-            transport.writelines(buffers)  # type: ignore[arg-type]
-            return
-        read = self._read_small(self.runner.file_source, buffers)
-        if read is None:  # the input file shrank: the session is over
-            transport.abort()
-            return
-        buffers = read
-        start = 0
-        for i, buf in enumerate(buffers):
-            if not isinstance(buf, Extent):
-                continue
-            source = self.runner.file_source
-            assert source is not None  # only a regular-file STDIN hands out Extents
-            if not source.holds(buf):  # the session is over: not even its header goes
-                return
-            if i > start:
-                transport.writelines(cast(list[bytes], buffers[start:i]))
-            start = i + 1
-            sent = 0
-            if (source.sendfile and transport.get_write_buffer_size() == 0
-                    and not transport.is_closing() and self.direct_source() >= 0 and self.sends_direct):
-                sent = source.send(self.direct_fd, buf)
-            if 0 <= sent < len(buf):
-                data = source.read_extent(buf.cut(sent, len(buf)))
-                if data is not None:
-                    transport.write(data)
-                    sent = len(buf)
-                else:
-                    sent = -1
-            if sent < 0:  # the input file shrank: the session is over
-                transport.abort()
-                return
-        if start < len(buffers):
-            transport.writelines(cast(list[bytes], buffers[start:]))
-
-    @staticmethod
-    def _read_small(source: FileInput, buffers: list[Outgoing]) -> list[Outgoing] | None:
-        """``buffers`` with each Extent under SMALL_EXTENT replaced by its bytes,
-        a run of them contiguous in the file (headers between) read at once;
-        None if the file no longer holds them."""
-        out: list[Outgoing] = []
-        i, count = 0, len(buffers)
-        while i < count:
-            first = buffers[i]
-            if not isinstance(first, Extent) or first.length >= SMALL_EXTENT:
-                out.append(first)
-                i += 1
-                continue
-            last, end = i, first.position + first.length
-            while last + 2 < count:
-                header, after = buffers[last + 1], buffers[last + 2]
-                if (isinstance(header, Extent) or not isinstance(after, Extent)
-                        or after.position != end or after.length >= SMALL_EXTENT):
-                    break
-                last, end = last + 2, end + after.length
-            data = source.read_extent(Extent(first.position, end - first.position))
-            if data is None:
-                return None
-            view = memoryview(data)
-            for buf in buffers[i:last + 1]:
-                if isinstance(buf, Extent):
-                    offset = buf.position - first.position
-                    out.append(view[offset:offset + buf.length])
-                else:
-                    out.append(buf)
-            i = last + 1
-        return out
-
     def forget_direct(self) -> None:
         self.bodies.stop()
+        self.unhold()
         if self.direct_fd >= 0:
             os.close(self.direct_fd)
             self.direct_fd = -1
@@ -218,16 +133,6 @@ class SubflowConnection(asyncio.BufferedProtocol):
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UNIX_SEND_BUFFER)
             self.sid = self.runner.subflow_opened(self)
-        except Exception as exc:
-            self.runner.internal_error(exc)
-
-    def pause_writing(self) -> None:
-        self.full = True
-
-    def resume_writing(self) -> None:
-        self.full = False
-        try:
-            self.runner.subflow_writable(self.sid)
         except Exception as exc:
             self.runner.internal_error(exc)
 

@@ -19,10 +19,8 @@ detach() as soon as the session is over, before the last frames drain
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
-import signal
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Protocol, cast
@@ -38,8 +36,9 @@ from .file_source import FileInput
 from .observe import peer_label
 from .render import render
 from .sink import StreamSink
-from .source import LoopInput, StreamSource
+from .source import ExtentSource, LoopInput, StreamSource
 from .splicing import Diverter
+from .stdio_ends import StdioEnds
 from .stream import StreamEnds, open_sink, open_source
 from .teardown import Teardown
 
@@ -58,7 +57,6 @@ TIMER_SLACK = 0.001
 # alone (in a bulk transfer the reader asks for one after each large body),
 # come in bursts and share one step per loop pass.
 SMALL_READ = 8192
-BROKEN_PIPE = os.strerror(errno.EPIPE)  # the sinks' word for a reader gone
 
 
 class Attached(Protocol):
@@ -72,7 +70,7 @@ class Attached(Protocol):
         """The session is over: stop (no more connections)."""
 
 
-class Runner(Teardown):
+class Runner(StdioEnds, Teardown):
     def __init__(self, session: Session, in_fd: int = -1, out_fd: int = -1,
                  ends: StreamEnds | None = None) -> None:
         self.session = session
@@ -93,8 +91,13 @@ class Runner(Teardown):
         # read, the API's source hands bytes on, the thread's counts down).
         self._room_on_change = isinstance(self.source, LoopInput)
         self._room = -1  # what the source was last given
-        # A regular-file STDIN hands out Extents, which connections send from it.
-        self.file_source = self.source if isinstance(self.source, FileInput) else None
+        # A regular-file STDIN hands out Extents, which connections send from it;
+        # a pipe in bulk too, from its spool while it holds any (spool.py).
+        self.file_source: ExtentSource | None = (
+            self.source if isinstance(self.source, FileInput) else None)
+        if isinstance(self.source, LoopInput):
+            self.source.spool_with(lambda: self.session.sender.acked, self._extents_from,
+                                   lambda: any(c.splices() for c in self.connections.values()))
         # DATA bodies go around our memory when STDOUT is a pipe or a file:
         # by splice() to it, or into a pipe of ours until their turn.
         self.diverter = Diverter(self.sink, lambda message: self.resource_warning("pipe", message))
@@ -173,6 +176,14 @@ class Runner(Teardown):
         self._writable.add(sid)
         self.kick()
 
+    def subflow_drained(self, sid: int) -> None:
+        """What the connection held has all gone to the socket (sending.py):
+        as subflow_writable, but its step at once, in the loop's callback."""
+        self._writable.add(sid)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._flush()
+
     def subflow_lost(self, sid: int, reason: str) -> None:
         if sid not in self.session.subflows:
             # The session closed it first (its end arrived with the frames that
@@ -201,31 +212,8 @@ class Runner(Teardown):
                 else:
                     self.loop.call_soon(self._flush)
 
-    def _stdin_eof(self, error: str | None) -> None:
-        """STDIN ended (``error`` None) or failed.  A failure ends the session
-        (exit 7, the peer told): taken for the end of the input, it would
-        pass what was read so far off as the whole stream."""
-        if error is None and self.input_status is not None:
-            # (kept: the loop holds only a weak reference to a task)
-            self._status_task = self.loop.create_task(self._input_ended(self.input_status()))
-            return
-        if error is None:
-            self.session.stdin_eof(self.loop.time())
-        else:
-            self.session.abort(Outcome.INPUT_CHANGED, error, self.loop.time())
-        self.kick()
-
-    async def _input_ended(self, status: Awaitable[int | None]) -> None:
-        """The end of the input waits for how its command ended (bounded by
-        the caller), so the FIN can say it."""
-        try:
-            code = await status
-        except Exception as exc:  # noqa: BLE001 (the end of the input must not be lost)
-            log.debug("the input command's status is unknown: %s", exc)
-            code = None
-        if self.session.outcome is None:
-            self.session.stdin_eof(self.loop.time(), code)
-            self.kick()
+    def _extents_from(self, source: ExtentSource | None) -> None:
+        self.file_source = source
 
     def _output_written(self, count: int) -> None:
         self._output_pending -= count
@@ -233,17 +221,6 @@ class Runner(Teardown):
         if not self._flush_scheduled:  # kick(), inline (inside _flush it is scheduled still)
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
-
-    def output_failed(self, message: str) -> None:
-        # A reader gone (EPIPE) closed it; anything else (a disk full) failed it.
-        what = "STDOUT closed" if message == BROKEN_PIPE else "writing STDOUT failed"
-        self.session.abort(Outcome.OUTPUT_CLOSED, f"{what} before the stream ended ({message})",
-                           self.loop.time())
-        self.kick()
-
-    def _output_closed(self) -> None:
-        self.session.output_closed(self.loop.time())
-        self.kick()
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -253,14 +230,6 @@ class Runner(Teardown):
         self._flush(now)
 
     # -- what the process tells us (the CLI's signal and exception handlers) ----------
-
-    def interrupt(self, signo: int) -> None:
-        """End the session: we were stopped by signal ``signo``."""
-        if self.signal is None:
-            self.signal = signo
-        self.session.abort(Outcome.INTERRUPTED, f"interrupted by {signal.Signals(signo).name}",
-                           self.loop.time())
-        self.kick()
 
     def resource_warning(self, kind: str, message: str) -> None:
         """One line about running short of resources, at most one of each

@@ -6,7 +6,9 @@ then ``set_room(n)`` whenever the session's room for input changes; bytes
 failure through ``on_eof``.  stream.open_source picks the kind:
 
 - LoopInput: a pipe, driven by the event loop on a file description of our
-  own: no thread hand-off, which is most of a keystroke's latency.
+  own: no thread hand-off, which is most of a keystroke's latency.  In
+  bulk its bytes go to a spool (spool.py) and out as Extents, as a file's,
+  by splice() instead of sendfile().
 - FileInput (file_source.py): a regular file, read by the loop itself (a
   file never waits for a peer); it hands out Extents that stay in the file
   until sent, and sends them itself (sendfile, or pread when that cannot be
@@ -22,15 +24,22 @@ import asyncio
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import select
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from ..core import Extent
+from .spool import Spool, pending
+
+log = logging.getLogger("sockimux")
+
 READ_SIZE = 256 * 1024
 PIPE_READ_MIN = 64 * 1024  # a STDIN pipe's first read, and after every short one
 PIPE_READ_MAX = 1024 * 1024  # a STDIN pipe's reads while they come back full (a grown pipe)
+SPOOL_FROM = 256 * 1024  # a full read of a STDIN pipe this large: bulk, spooled from then on
 
 
 F_GETPIPE_SZ = 1032  # fcntl commands, Linux
@@ -59,6 +68,22 @@ class StreamSource(Protocol):
 
     def set_room(self, room: int) -> None:
         """How many bytes the session will take now; called after every change."""
+
+
+class ExtentSource(Protocol):
+    """What holds the Extents a source handed out (FileInput, Spool), for the
+    connections that send them (connection.py)."""
+
+    sendfile: bool  # Extents may go by send()
+
+    def send(self, sock_fd: int, extent: Extent) -> int:
+        """sendfile() what the socket takes of ``extent`` now: how much; -1: it is gone."""
+
+    def holds(self, extent: Extent) -> bool:
+        """Whether ``extent`` can still be sent (if not, the session is ended)."""
+
+    def read_extent(self, extent: Extent) -> bytes | None:
+        """The bytes of ``extent``; None if they are gone (the session is ended)."""
 
 
 def thread_poster(loop: asyncio.AbstractEventLoop) -> Callable[..., bool]:
@@ -179,15 +204,47 @@ class LoopInput(Input):
     1 MiB (each at most a DATA body: fewer, larger bodies, and fewer events on
     both sides), while keystrokes, each a short read, keep small reads.  A
     short read starts again from PIPE_READ_MIN.
+
+    Once a read of SPOOL_FROM bytes or more comes back full, and the runner
+    gave spool_with(), the pipe is in bulk: its bytes are spliced into a
+    spool (spool.py: pipes of our own, holding the pages by reference) and
+    handed out as Extents whose position is their stream offset, until the
+    pipe holds less than PIPE_READ_MIN before a splice (FIONREAD), or a
+    splice brings less: the burst is over, and reads start again.
+    Keystrokes never get there, nor the first one after a burst: they go as
+    bytes, with the same system calls as ever.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, fd: int,
-                 on_data: Callable[[bytes], None], on_eof: Callable[[str | None], None]) -> None:
+                 on_data: Callable[[bytes | Extent], None],
+                 on_eof: Callable[[str | None], None]) -> None:
         super().__init__(loop, fd, on_data, on_eof)
         self._started = False
         self._watching = False
         self._ended = False
         self._size = PIPE_READ_MIN
+        self.offset = 0  # the stream offset of the next byte read
+        self.spool: Spool | None = None
+        self._spooling = False  # in bulk: the next bytes go to the spool
+        self._acked: Callable[[], int] = lambda: 0
+        self._spoolable = False  # bulk may be spooled (spool_with(), and no failure since)
+        self._spooled = 0  # the stream offset after the last byte spooled
+        self._announce: Callable[[ExtentSource | None], None] = lambda source: None
+        self._worth: Callable[[], bool] = lambda: False
+        self._announced = False  # the spool is the runner's ExtentSource
+
+    def spool_with(self, acked: Callable[[], int],
+                   announce: Callable[[ExtentSource | None], None],
+                   worth: Callable[[], bool]) -> None:
+        """Spool bulk input (see the class's comment) when ``worth()`` (some
+        subflow is a socket: a channel of pipes takes the spool's bytes read
+        back, which costs more calls than reading STDIN).  ``acked()``: the
+        offset below which the peer has written the stream (the spool lets it go);
+        ``announce(spool)`` before the first Extent of a burst is handed out,
+        ``announce(None)`` once every Extent is acknowledged (sending needs no
+        spool then: the keystroke path stays as short as ever)."""
+        self._acked, self._announce, self._worth = acked, announce, worth
+        self._spoolable = True
 
     async def start(self) -> None:
         os.set_blocking(self._fd, False)  # our own file description (stream.py)
@@ -197,6 +254,9 @@ class LoopInput(Input):
 
     def set_room(self, room: int) -> None:
         self._room = room
+        if self.spool is not None:  # (after every step: lets go of what was acknowledged)
+            self.spool.release(self._acked())
+            self._release()
         if not self._started or self._ended:
             return
         if room > 0 and not self._watching:
@@ -207,6 +267,9 @@ class LoopInput(Input):
             self._watching = False
 
     def _read(self) -> None:
+        if self._spooling:
+            self._splice()
+            return
         size = self._size
         try:
             data = os.read(self._fd, size)
@@ -218,17 +281,86 @@ class LoopInput(Input):
         if not data:
             self.ended(None)
             return
-        self._size = min(2 * size, PIPE_READ_MAX) if len(data) == size else PIPE_READ_MIN
+        self.offset += len(data)
+        if len(data) == size:
+            self._size = min(2 * size, PIPE_READ_MAX)
+            if size >= SPOOL_FROM and self._spoolable and self._worth():
+                self._spooling = self._spool_ready()
+        else:
+            self._size = PIPE_READ_MIN
         self._on_data(data)
+
+    def _spool_ready(self) -> bool:
+        if self.spool is None:
+            self.spool = Spool.create(self._on_eof)
+            if self.spool is None:
+                self._spoolable = False  # (Spool.create said why, once)
+                return False
+        return True
+
+    def _splice(self) -> None:
+        spool = self.spool
+        assert spool is not None
+        start = self.offset
+        try:
+            bulk = pending(self._fd) >= PIPE_READ_MIN
+        except OSError:
+            bulk = False
+        if not bulk:
+            # The burst is over (or the input's end, or a keystroke after
+            # it): these bytes are read, as every keystroke is.
+            self._spooling, self._size = False, PIPE_READ_MIN
+            self._read()
+            return
+        try:
+            moved = spool.fill(self._fd, start, PIPE_READ_MAX)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            # The spool's failure (out of descriptors, a pipe that cannot
+            # grow...), or STDIN's, which a read then reports as it always did.
+            log.info("STDIN: spooling stopped (%s): the pipe is read as bytes",
+                     exc.strerror or exc)
+            self._spooling = self._spoolable = False
+            self._read()
+            return
+        if moved <= 0:
+            if moved:  # the spool is full: these bytes are read (then spooled again)
+                self._spooling = False
+                self._read()
+            else:
+                self.ended(None)
+            return
+        self.offset = self._spooled = start + moved
+        if moved < PIPE_READ_MIN:  # the burst is over
+            self._spooling, self._size = False, PIPE_READ_MIN
+        if not self._announced:
+            self._announced = True
+            log.debug("STDIN in bulk: spooled from stream offset %d", start)
+            self._announce(spool)
+        self._on_data(Extent(start, moved))
+
+    def _release(self) -> None:
+        """Once a burst is over and every byte of it acknowledged, sending
+        needs the spool no more: it goes (its memory with it), and the next
+        burst makes another."""
+        if self._spooling or self._acked() < self._spooled:
+            return
+        spool = self.spool
+        assert spool is not None
+        if self._announced:
+            self._announced = False
+            self._announce(None)
+        spool.close()
+        self.spool = None
 
     def ended(self, error: str | None) -> None:
         if not self._ended:
             self._ended = True
+            self._spooling = False
             if self._watching:
                 self._loop.remove_reader(self._fd)
                 self._watching = False
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._on_eof(error)
-
-
