@@ -17,6 +17,19 @@ TOTALS = re.compile(r"received (\d+) written \((\d+) of them moved straight to S
                     r"(\d+) held in pipes until their turn\)")
 
 
+def exact(a: Peer, b: Peer, a_in: Path, size: int) -> tuple[int, int]:
+    """Both ends exit 0 with B's output the input exactly; the bytes B
+    moved straight to STDOUT and those it held in pipes (its -vv summary)."""
+    assert a.wait(60) == 0, a.stderr()
+    assert b.wait(60) == 0, b.stderr()
+    assert sha256_file(b.out) == sha256_file(a_in)
+    found = TOTALS.search(b.stderr())
+    assert found, b.stderr()
+    written, moved, held = map(int, found.groups())
+    assert written == size, b.stderr()
+    return moved, held
+
+
 @pytest.mark.parametrize("stdout", ["pipe", "slow pipe", "file"])
 def test_bodies_ahead_of_their_turn_wait_in_pipes_while_subflows_die(tmp_path: Path,
                                                                      stdout: str) -> None:
@@ -37,13 +50,8 @@ def test_bodies_ahead_of_their_turn_wait_in_pipes_while_subflows_die(tmp_path: P
     relays = [socat_subflow(a, b) for _ in range(4)]
     try:
         replace_relays(a, b, relays, 3, written=2 * MB, pause=0.3)
-        assert a.wait(60) == 0, a.stderr()
-        assert b.wait(60) == 0, b.stderr()
-        assert sha256_file(b.out) == sha256_file(a_in)
-        found = TOTALS.search(b.stderr())
-        assert found, b.stderr()
-        written, moved, held = map(int, found.groups())
-        assert written == size and held > 0 and moved + held <= written, b.stderr()
+        moved, held = exact(a, b, a_in, size)
+        assert held > 0 and moved + held <= size, b.stderr()
         assert "Traceback" not in a.stderr() + b.stderr()
     finally:
         for r in relays:
@@ -87,13 +95,8 @@ def test_a_busy_stdout_pipe_parks_what_would_continue_the_stream(tmp_path: Path)
     b = Peer(tmp_path, "b", None, "-vv", stdout_pipe=1 << 20, stdout_rate=16e6)
     relay = socat_subflow(a, b)
     try:
-        assert a.wait(60) == 0, a.stderr()
-        assert b.wait(60) == 0, b.stderr()
-        assert sha256_file(b.out) == sha256_file(a_in)
-        found = TOTALS.search(b.stderr())
-        assert found, b.stderr()
-        written, moved, held = map(int, found.groups())
-        assert written == size and held > size // 4, b.stderr()
+        moved, held = exact(a, b, a_in, size)
+        assert held > size // 4, b.stderr()
     finally:
         kill(relay)
         a.close(), b.close()

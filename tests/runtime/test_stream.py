@@ -181,6 +181,19 @@ def test_a_stdout_pipe_reports_what_it_took_before_write_returns() -> None:
     assert drained > 0
 
 
+def counting_reads(reader: file_source.FileInput) -> list[Extent]:
+    """The Extents ``reader`` is asked to read from here on, in order."""
+    reads: list[Extent] = []
+    read_extent = reader.read_extent
+
+    def counted(extent: Extent) -> bytes | None:
+        reads.append(extent)
+        return read_extent(extent)
+
+    reader.read_extent = counted  # type: ignore[method-assign]
+    return reads
+
+
 def test_small_extents_are_read_in_runs_and_written_with_their_headers(tmp_path: Path) -> None:
     """A subflow of unknown rate is handed 8 KiB pieces; from a regular file
     each was a write of its header and a sendfile() of its body.  Now small
@@ -198,14 +211,7 @@ def test_small_extents_are_read_in_runs_and_written_with_their_headers(tmp_path:
     loop = asyncio.new_event_loop()
     try:
         reader = file_source.FileInput(loop, fd, lambda d: None, errors.append, extents=True)
-        reads: list[Extent] = []
-        read_extent = reader.read_extent
-
-        def counted(extent: Extent) -> bytes | None:
-            reads.append(extent)
-            return read_extent(extent)
-
-        reader.read_extent = counted  # type: ignore[method-assign]
+        reads = counting_reads(reader)
         k = 8 * 1024
         big = Extent(4 * k, SMALL_EXTENT)
         buffers = [b"h1", Extent(0, k), b"h2", Extent(k, k), b"h3", Extent(2 * k, k),
@@ -343,14 +349,7 @@ def test_what_the_socket_does_not_take_of_an_extent_waits_and_goes_by_sendfile(
 
     async def main() -> tuple[bytes, list[Extent], bool, list[int]]:
         reader = file_source.FileInput(loop, fd, lambda d: None, lambda e: None, extents=True)
-        reads: list[Extent] = []
-        read_extent = reader.read_extent
-
-        def counted(extent: Extent) -> bytes | None:
-            reads.append(extent)
-            return read_extent(extent)
-
-        reader.read_extent = counted  # type: ignore[method-assign]
+        reads = counting_reads(reader)
         runner = _Runner(loop, reader)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)
