@@ -9,8 +9,9 @@ receiver's ``written_direct``).  Anything else (another subflow delivered
 those bytes first, STDOUT is full, a FIN came) gives the rest of the body
 back to the reader, which reads it as a frame of its own.
 
-A DATA body that does not continue the stream yet may be *parked* instead
-(park()): the runtime moves it from the connection into a pipe of its own,
+A DATA body that does not continue the stream yet (or one the runtime's
+STDOUT cannot take now) may be *parked* instead (park()): the runtime
+moves it from the connection into a pipe of its own,
 and the receiver holds it as a Parked piece, which goes out in its turn as
 an item of the output for the runtime to move from that pipe to STDOUT.
 The bytes then never enter our memory either (with several subflows, most
@@ -133,7 +134,8 @@ class DirectOutput(SessionParts):
         """Offer subflow ``sid``'s next DATA body to the runtime, to park (see
         the module's comment).  Returns its stream offset and length if it
         may (no byte of it has been read, it is at least PARK_MIN bytes,
-        ahead of the stream, and nothing received overlaps it), else None."""
+        not below what was delivered, and nothing received overlaps it),
+        else None."""
         sub = self.subflows.get(sid)
         if sub is None or sub.state is not OPEN or self.outcome:
             return None

@@ -5,8 +5,9 @@ to one of two places:
 
 - ToOutput: the body continues the stream: straight to STDOUT, a pipe or a
   regular file (the sink's splice_from()).
-- ToPipe: the body is ahead of the stream: into a holding pipe of ours
-  (runtime/holding.py), from which the sink takes it in its turn.
+- ToPipe: the body is ahead of the stream, or STDOUT cannot take it now:
+  into a holding pipe of ours (runtime/holding.py), from which the sink
+  takes it in its turn.
 
 Meanwhile the transport's reading is paused and BodyMover splices from a
 duplicate of the socket's descriptor, watched by the loop; when a body is
@@ -107,7 +108,8 @@ class ToPipe:
 class Diverter:
     """A runner's choice of bodies to move around our memory: none unless
     its sink can be spliced into; then a body that continues the stream
-    goes straight to it, and one ahead of the stream into a holding pipe."""
+    goes straight to it, and one ahead of the stream (or one the sink
+    cannot take now) into a holding pipe."""
 
     def __init__(self, sink: StreamSink, warn: Callable[[str], None]) -> None:
         self.target = splice_target(sink)
