@@ -95,17 +95,17 @@ def _check(report: dict[str, Any], payload: Payload, what: str, t0: float,
     return float(report["t_eof"] - t0)
 
 
-def _all_connected(a_sock: str, b_sock: str, count: int, t0: float, timeout: float) -> float | None:
-    """Seconds from t0 until /proc/net/unix shows ``count`` connections on both sockets
-    (None if the transfer ended, or too long passed, before that)."""
+def _all_connected(socks: tuple[str, ...], count: int, t0: float, timeout: float) -> float | None:
+    """Seconds from t0 until /proc/net/unix shows ``count`` connections on each
+    of ``socks`` (None if the transfer ended, or too long passed, before that)."""
     deadline = t0 + min(timeout, 60.0)
     while time.monotonic() < deadline:
         try:
-            if connections(a_sock) >= count and connections(b_sock) >= count:
+            if all(connections(sock) >= count for sock in socks):
                 return time.monotonic() - t0
         except OSError:
             return None
-        if not os.path.exists(a_sock):  # sockimux is done: it removes its socket
+        if not os.path.exists(socks[0]):  # sockimux is done: it removes its socket
             return None
         time.sleep(0.01)
     return None
@@ -131,7 +131,7 @@ def run_sockimux(tmp: Path, payload: Payload, subflows: int, block: int, verify:
         for i in range(subflows):
             procs.spawn(f"relay{i}", argv, stderr_file=relay_err)
         t_spawned = time.monotonic()
-        connected_s = _all_connected(a_sock, b_sock, subflows, t0, timeout)
+        connected_s = _all_connected((a_sock, b_sock), subflows, t0, timeout)
         report = sink.result(max(1.0, timeout - (time.monotonic() - t0)))
         seconds = _check(report, payload, what, t0, timeout, [a, b])
         return {"seconds": seconds, "first_byte_s": report["t_first"] - t0,
@@ -197,9 +197,9 @@ def _run_dialed(tmp: Path, payload: Payload, subflows: int, verify: bool, timeou
             a = procs.spawn("sockimux-A", [*SOCKIMUX_CMD, "--connect",
                                            f"UNIX-CONNECT:{b_sock},count={subflows}"], stdin=feed.fd)
         # A's start-up ends with its first subflow: its CPU counts from there.
-        if _all_connected(b_sock, b_sock, 1, t0, timeout) is not None:
+        if _all_connected((b_sock,), 1, t0, timeout) is not None:
             cpu0 += _cpu_now(a)
-        connected_s = _all_connected(b_sock, b_sock, subflows, t0, timeout)
+        connected_s = _all_connected((b_sock,), subflows, t0, timeout)
         report = sink.result(max(1.0, timeout - (time.monotonic() - t0)))
         seconds = _check(report, payload, what, report["t_first"], timeout, [a, b])
         first = report["t_first"] - t0
