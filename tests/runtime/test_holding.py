@@ -12,8 +12,8 @@ import pytest
 
 from sockimux.core import Parked
 from sockimux.runtime.holding import (
+    CAPACITY,
     DESCRIPTORS_PER_PIPE,
-    PIPE_SIZE,
     HoldingPipe,
     HoldingPipes,
     read_out,
@@ -101,7 +101,7 @@ def test_bodies_share_a_pipe_in_the_order_of_their_offsets() -> None:
         filling = pool.take(500 * KB, 10 * KB)
         assert filling is a
         assert pool.take(600 * KB, 10 * KB) is c  # a takes one body at a time
-        assert put(700 * KB, PIPE_SIZE) not in (a, c)  # room: a full body fits in neither
+        assert put(700 * KB, CAPACITY) not in (a, c)  # room: a full body fits in neither
     finally:
         pool.close()
 

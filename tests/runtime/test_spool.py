@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from sockimux.core import Extent
-from sockimux.runtime import source, spool
+from sockimux.runtime import pipes, source, spool
 
 MB = 1 << 20
 
@@ -114,7 +114,7 @@ def test_the_spool_holds_only_what_is_not_acknowledged() -> None:
     sp = spool.Spool.create(lambda message: None)
     assert sp is not None
     r, w = os.pipe()
-    fcntl.fcntl(w, source.F_SETPIPE_SZ, MB)
+    fcntl.fcntl(w, pipes.F_SETPIPE_SZ, MB)
     os.set_blocking(r, False)
     writer = threading.Thread(target=os.write, args=(w, payload))
     writer.start()
@@ -158,7 +158,7 @@ def test_a_full_spool_has_bytes_read_until_a_chunk_is_acknowledged(
     sp = spool.Spool.create(lambda message: None)
     assert sp is not None
     r, w = os.pipe()
-    fcntl.fcntl(w, source.F_SETPIPE_SZ, MB)
+    fcntl.fcntl(w, pipes.F_SETPIPE_SZ, MB)
     try:
         offset = 0
         for _ in range(2):

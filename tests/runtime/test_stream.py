@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sockimux.core import Extent
-from sockimux.runtime import file_source, sink, source
+from sockimux.runtime import file_source, pipes, sink, source
 
 
 def read_through(path: Path, room: int, extents: bool = False,
@@ -82,11 +82,11 @@ def test_a_stdout_pipe_is_grown_to_one_mebibyte_and_splice_sees_it_idle() -> Non
         await out.start()
         idle_at_start = out.idle
         out.write([bytes(2 << 20)])  # more than the pipe holds: some waits in the transport
-        return fcntl.fcntl(read_end, source.F_GETPIPE_SZ), idle_at_start, out.idle
+        return fcntl.fcntl(read_end, pipes.F_GETPIPE_SZ), idle_at_start, out.idle
 
     size, idle_at_start, idle_when_full = asyncio.run(main())
     os.close(read_end)
-    assert size == source.PIPE_SIZE
+    assert size == pipes.PIPE_SIZE
     assert idle_at_start and not idle_when_full
 
 
@@ -241,7 +241,7 @@ def read_pipe(read_end: int, write_end: int, payload: bytes) -> tuple[list[bytes
         got: list[bytes] = []
         reader = source.LoopInput(loop, read_end, got.append, done.set_result)
         await reader.start()
-        size = fcntl.fcntl(write_end, source.F_GETPIPE_SZ)
+        size = fcntl.fcntl(write_end, pipes.F_GETPIPE_SZ)
         os.set_blocking(write_end, False)  # a pipe not grown fails here, never hangs
         assert os.write(write_end, payload) == len(payload)  # the pipe holds it all
         os.close(write_end)
@@ -258,9 +258,9 @@ def test_a_stdin_pipe_is_grown_and_read_in_growing_pieces() -> None:
     PIPE_READ_MAX: fewer, larger DATA bodies (uvloop's transport read 256 KiB
     at most).  After a short read the next starts small again."""
     read_end, write_end = os.pipe()
-    payload = os.urandom(source.PIPE_SIZE)
+    payload = os.urandom(pipes.PIPE_SIZE)
     got, size = read_pipe(read_end, write_end, payload)
-    assert size == source.PIPE_SIZE
+    assert size == pipes.PIPE_SIZE
     assert b"".join(got) == payload
     k = 1024
     # 64 KiB, doubling while full; the last 64 KiB is a short read of a 1 MiB request

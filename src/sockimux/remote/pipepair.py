@@ -37,7 +37,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..runtime.source import grow_pipe
+from ..runtime.pipes import grow_pipe
 
 READ_SIZE = 256 << 10  # one read for a plain protocol (as asyncio's pipe transport)
 IOV_MAX = 1024  # buffers per writev()

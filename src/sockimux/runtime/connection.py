@@ -81,7 +81,7 @@ class SubflowConnection(Sending, asyncio.BufferedProtocol):
         self.full = False  # the session may hand it nothing more (sending.py)
         self.paused = False  # the transport holds WRITE_HIGH bytes or more
         self.held: list[Outgoing] = []  # waiting for the socket, to go by sendfile()
-        self.holding = False  # the loop watches direct_fd for writing (held)
+        self.watching = False  # the loop watches direct_fd for writing (held)
         self.direct_fd = -1  # our duplicate of the socket, for splice and sendfile
         self.sends_direct = False  # direct_fd is the socket itself (not a channel's read pipe)
         self.bodies = BodyMover(self)  # DATA bodies spliced from direct_fd (splicing.py)

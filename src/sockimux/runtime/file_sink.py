@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 
 from ..core import Parked
 from ..core.receiver import Piece
-from .holding import SPLICE_FLAGS, read_out, splice_out
+from .holding import read_out, splice_out
+from .pipes import PIPE_SIZE, SPLICE_FLAGS, new_pipe
 from .sink import Output, OutputFailed, OutputWriter, write_all
-from .source import grow_pipe
 
 SLOW_WRITE = 0.05  # seconds: a file write slower than this moves writes to a thread
 
@@ -48,11 +48,9 @@ class FileOutput(Output):
         try:
             if fcntl.fcntl(self._fd, fcntl.F_GETFL) & os.O_APPEND:
                 return None  # splice() refuses files opened to append (EINVAL)
-            read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            return new_pipe(PIPE_SIZE)  # a bigger pipe: fewer splices per body
         except OSError:
             return None
-        grow_pipe(write_end)  # a bigger pipe: fewer splices per body
-        return read_end, write_end
 
     @property
     def spliceable(self) -> bool:

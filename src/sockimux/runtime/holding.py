@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
 import resource
 from collections.abc import Callable
 from typing import cast
 
 from ..core import Parked
-
-SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
+from .pipes import SPLICE_FLAGS, new_pipe
 
 MAX_PIPES = 32  # pipes at once; bodies that find none are read into memory as before
 # ...and a pipe's two descriptors per this many of the open file limit, at
@@ -39,8 +37,7 @@ DESCRIPTORS_PER_PIPE = 32
 # Each pipe's capacity.  A body (at most 512 KiB) spliced from a UNIX socket
 # takes a slot per page; the kernel charges a user's pipes by their slots
 # (fs.pipe-user-pages-soft, 64 MiB by default), so not more than this.
-PIPE_SIZE = 512 * 1024
-F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+CAPACITY = 512 * 1024
 
 
 class HoldingPipe:
@@ -99,7 +96,7 @@ class HoldingPipes:
         None if none will do now."""
         best: HoldingPipe | None = None
         for pipe in self._open:
-            if pipe.end <= offset and pipe.held + length <= PIPE_SIZE and (
+            if pipe.end <= offset and pipe.held + length <= CAPACITY and (
                     best is None or pipe.end > best.end):
                 best = pipe
         if best is not None:
@@ -110,15 +107,13 @@ class HoldingPipes:
         elif self._closed or len(self._all) >= self.most:
             return None
         else:
-            try:
-                read_end, write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            try:  # (a user over the pipe quota gets a smaller pipe)
+                read_end, write_end = new_pipe(CAPACITY)
             except OSError as exc:
                 if exc.errno not in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
                     raise
                 self._warn(f"holding bodies in memory: no pipe ({exc.strerror})")
                 return None
-            with contextlib.suppress(OSError):  # (a user over the pipe quota: a smaller pipe)
-                fcntl.fcntl(write_end, F_SETPIPE_SZ, PIPE_SIZE)
             pipe = HoldingPipe(self, read_end, write_end)
             self._all.append(pipe)
         pipe.filling = True

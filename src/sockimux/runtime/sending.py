@@ -47,7 +47,7 @@ class Sending:
     full: bool  # the session may hand it nothing more: paused, or held
     paused: bool  # the transport holds WRITE_HIGH bytes or more
     held: list[Outgoing]  # what waits for the socket to take it by sendfile()
-    holding: bool  # the loop watches direct_fd for writing (held)
+    watching: bool  # the loop watches direct_fd for writing (held)
 
     def direct_source(self) -> int:
         raise NotImplementedError  # (the connection's)
@@ -120,12 +120,12 @@ class Sending:
     def _hold(self, rest: list[Outgoing]) -> bool:
         """Keep ``rest`` until the socket is writable; False if the loop cannot
         watch it (then it is read and queued now)."""
-        if not self.holding:
+        if not self.watching:
             try:
                 self.runner.loop.add_writer(self.direct_fd, self._send_held)
             except OSError:
                 return False
-            self.holding = True
+            self.watching = True
         self.held = rest
         self.full = True
         return True
@@ -156,8 +156,8 @@ class Sending:
     def unhold(self) -> None:
         """Stop watching the socket for writing; what is held is dropped (the
         caller sends it, or the connection is gone)."""
-        if self.holding:
-            self.holding = False
+        if self.watching:
+            self.watching = False
             self.runner.loop.remove_writer(self.direct_fd)
         self.held = []
         self.full = self.paused

@@ -33,8 +33,9 @@ from typing import Protocol
 
 from ..core import Parked
 from ..core.receiver import Piece
-from .holding import SPLICE_FLAGS, read_out, splice_out
-from .source import grow_pipe, thread_poster, wait_until_ready  # grow_pipe: STDIN's pipe is grown too
+from .holding import read_out, splice_out
+from .pipes import SPLICE_FLAGS, grow_pipe
+from .source import thread_poster, wait_until_ready
 
 IOV_MAX = 1024
 Buffers = list[bytes | bytearray | memoryview]

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import select
@@ -32,6 +31,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..core import Extent
+from .pipes import grow_pipe
 from .spool import Spool, pending
 
 log = logging.getLogger("sockimux")
@@ -40,24 +40,6 @@ READ_SIZE = 256 * 1024
 PIPE_READ_MIN = 64 * 1024  # a STDIN pipe's first read, and after every short one
 PIPE_READ_MAX = 1024 * 1024  # a STDIN pipe's reads while they come back full (a grown pipe)
 SPOOL_FROM = 256 * 1024  # a full read of a STDIN pipe this large: bulk, spooled from then on
-
-
-F_GETPIPE_SZ = 1032  # fcntl commands, Linux
-F_SETPIPE_SZ = 1031
-PIPE_SIZE = 1 << 20  # what an unprivileged process may ask for (/proc/sys/fs/pipe-max-size)
-
-
-def grow_pipe(fd: int) -> None:
-    """Make a pipe hold up to 1 MiB, if the kernel lets us.  STDOUT: with the
-    default 64 KiB, a pipe is mostly full, so few bodies could be spliced
-    into it and each write wakes the consumer for little.  STDIN: a writer
-    that keeps it full (``cat file |``) fills 1 MiB between our reads, and a
-    read takes it in one piece instead of 64 KiB ones."""
-    try:
-        if fcntl.fcntl(fd, F_GETPIPE_SZ) < PIPE_SIZE:
-            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
-    except OSError:
-        pass  # not Linux, or over the user's pipe-buffer allowance: keep its size
 
 
 class StreamSource(Protocol):

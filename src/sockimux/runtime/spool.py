@@ -33,14 +33,12 @@ from collections.abc import Callable
 from typing import cast
 
 from ..core import Extent
+from .pipes import PIPE_SIZE, SPLICE_NONBLOCK, new_pipe
 
 log = logging.getLogger("sockimux")
 
-F_GETPIPE_SZ = 1032
-F_SETPIPE_SZ = 1031
-CHUNK = 1024 * 1024  # a chunk pipe's size (what an unprivileged process may ask for)
+CHUNK = PIPE_SIZE  # a chunk pipe's size (what an unprivileged process may ask for)
 FILL_MIN = 64 * 1024  # a chunk with less room left than this is full
-SPLICE_F_NONBLOCK = 2
 MAX_OUTS = 8  # sockets with an out pipe of their own (Spool._out)
 MAX_CHUNKS = 32  # chunks held at once: a window of about 30 MiB
 # Descriptors a spool may hold: its chunks, out pipes, and /dev/null.  Under
@@ -60,20 +58,6 @@ def _tee() -> Tee | None:
     call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_size_t, ctypes.c_uint]
     call.restype = ctypes.c_ssize_t
     return cast(Tee, call)
-
-
-def _grown_pipe() -> tuple[int, int]:
-    """A pipe of CHUNK bytes, both ends non-blocking; OSError if it cannot be had."""
-    r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        fcntl.fcntl(w, F_SETPIPE_SZ, CHUNK)
-        if fcntl.fcntl(w, F_GETPIPE_SZ) < CHUNK:
-            raise OSError(errno.ENOBUFS, "a pipe too small")
-    except OSError:
-        os.close(r)
-        os.close(w)
-        raise
-    return r, w
 
 
 def pending(fd: int) -> int:
@@ -136,7 +120,7 @@ class Spool:
         try:
             null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
             try:
-                out = _grown_pipe()
+                out = new_pipe(CHUNK, exact=True)
             except OSError:
                 os.close(null)
                 raise
@@ -159,7 +143,7 @@ class Spool:
             chunk = self._new_chunk(position)
         count = min(count, CHUNK - (chunk.end - chunk.start))
         try:
-            moved = os.splice(pipe_fd, chunk.w, count, flags=SPLICE_F_NONBLOCK)
+            moved = os.splice(pipe_fd, chunk.w, count, flags=SPLICE_NONBLOCK)
         except BlockingIOError:
             if chunk.end == chunk.start or not pending(pipe_fd):
                 raise
@@ -167,12 +151,12 @@ class Spool:
             if len(self._chunks) >= MAX_CHUNKS:
                 return -1
             chunk = self._new_chunk(position)
-            moved = os.splice(pipe_fd, chunk.w, count, flags=SPLICE_F_NONBLOCK)
+            moved = os.splice(pipe_fd, chunk.w, count, flags=SPLICE_NONBLOCK)
         chunk.end += moved
         return moved
 
     def _new_chunk(self, position: int) -> Chunk:
-        r, w = self._free.pop() if self._free else _grown_pipe()
+        r, w = self._free.pop() if self._free else new_pipe(CHUNK, exact=True)
         chunk = Chunk(position, r, w)
         self._chunks.append(chunk)
         self._starts.append(position)
@@ -190,7 +174,7 @@ class Spool:
     def _drain(self, r: int, count: int) -> None:
         while count > 0:
             try:
-                moved = os.splice(r, self._null, count, flags=SPLICE_F_NONBLOCK)
+                moved = os.splice(r, self._null, count, flags=SPLICE_NONBLOCK)
             except BlockingIOError:
                 return
             if not moved:
@@ -225,7 +209,7 @@ class Spool:
             out = self._shared
             if len(self._outs) < MAX_OUTS:
                 with contextlib.suppress(OSError):  # (then it shares one, for good)
-                    out = Out(*_grown_pipe())
+                    out = Out(*new_pipe(CHUNK, exact=True))
                 self._outs[sock_fd] = out
         return out
 
@@ -242,7 +226,7 @@ class Spool:
             tee = Spool._tee
             assert tee is not None
             out.at, out.left = position, 0
-            teed = tee(chunk.r, out.w, skip + rest, SPLICE_F_NONBLOCK)
+            teed = tee(chunk.r, out.w, skip + rest, SPLICE_NONBLOCK)
             if teed != skip + rest:
                 self._drain(out.r, max(teed, 0))
                 raise OSError(ctypes.get_errno() or errno.EIO, "tee of the STDIN spool failed")
@@ -258,7 +242,7 @@ class Spool:
             count = 0
             try:
                 count = self._stage(out, position, left)
-                moved = os.splice(out.r, sock_fd, count, flags=SPLICE_F_NONBLOCK)
+                moved = os.splice(out.r, sock_fd, count, flags=SPLICE_NONBLOCK)
             except BlockingIOError:
                 moved = 0
             except OSError as exc:
