@@ -176,3 +176,35 @@ def test_a_full_spool_has_bytes_read_until_a_chunk_is_acknowledged(
         os.close(r)
         os.close(w)
         sp.close()
+
+
+def test_the_spool_keeps_what_a_connection_still_holds_to_send() -> None:
+    """An acknowledged range may still be held by a connection (the rest of
+    a head-of-line copy whose original arrived first: its header is out, so
+    its bytes must follow).  The spool lets go only below both what the peer
+    acknowledged and what any connection holds; before, only the first
+    counted, and a held Extent's chunk could be emptied under it."""
+    from sockimux.core import Session
+    from sockimux.runtime.runner import Runner
+
+    class Holding:
+        def __init__(self, held: list[object]) -> None:
+            self.held = held
+
+    async def main() -> list[int]:
+        runner = Runner(Session(os.urandom(16), 0.0), os.open(os.devnull, os.O_RDONLY),
+                        os.open(os.devnull, os.O_WRONLY))
+        runner.session.sender.acked = 5 * MB
+        seen = [runner._spool_keeps()]
+        runner.connections[1] = Holding([b"header", Extent(3 * MB, 1000)])  # type: ignore[assignment]
+        runner.connections[2] = Holding([Extent(4 * MB, 10), b"x"])  # type: ignore[assignment]
+        seen.append(runner._spool_keeps())
+        runner.connections[1].held = []
+        seen.append(runner._spool_keeps())
+        return seen
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(main()) == [5 * MB, 3 * MB, 4 * MB]
+    finally:
+        loop.close()

@@ -96,7 +96,7 @@ class Runner(StdioEnds, Teardown):
         self.file_source: ExtentSource | None = (
             self.source if isinstance(self.source, FileInput) else None)
         if isinstance(self.source, LoopInput):
-            self.source.spool_with(lambda: self.session.sender.acked, self._extents_from,
+            self.source.spool_with(self._spool_keeps, self._extents_from,
                                    lambda: any(c.splices() for c in self.connections.values()))
         # DATA bodies go around our memory when STDOUT is a pipe or a file:
         # by splice() to it, or into a pipe of ours until their turn.
@@ -214,6 +214,19 @@ class Runner(StdioEnds, Teardown):
 
     def _extents_from(self, source: ExtentSource | None) -> None:
         self.file_source = source
+
+    def _spool_keeps(self) -> int:
+        """The stream offset below which a STDIN spool may let bytes go:
+        acknowledged, and none of them held by a connection to send still.
+        (An acknowledged range can be held: a head-of-line copy whose
+        original arrived first; its frame's header is out, so its bytes
+        must follow, whatever the peer then does with them.)"""
+        keep = self.session.sender.acked
+        for conn in self.connections.values():
+            for buf in conn.held:
+                if isinstance(buf, Extent) and buf.position < keep:
+                    keep = buf.position
+        return keep
 
     def _output_written(self, count: int) -> None:
         self._output_pending -= count

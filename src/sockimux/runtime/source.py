@@ -221,7 +221,8 @@ class LoopInput(Input):
         """Spool bulk input (see the class's comment) when ``worth()`` (some
         subflow is a socket: a channel of pipes takes the spool's bytes read
         back, which costs more calls than reading STDIN).  ``acked()``: the
-        offset below which the peer has written the stream (the spool lets it go);
+        offset below which the spool may let bytes go (the peer has them,
+        and no connection holds any of them to send still);
         ``announce(spool)`` before the first Extent of a burst is handed out,
         ``announce(None)`` once every Extent is acknowledged (sending needs no
         spool then: the keystroke path stays as short as ever)."""
