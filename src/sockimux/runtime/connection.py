@@ -133,6 +133,8 @@ class SubflowConnection(Sending, asyncio.BufferedProtocol):
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UNIX_SEND_BUFFER)
             self.sid = self.runner.subflow_opened(self)
+            if not self.sid:
+                self.transport.abort()
         except Exception as exc:
             self.runner.internal_error(exc)
 

@@ -145,10 +145,21 @@ class Runner(StdioEnds, Teardown):
         return SubflowConnection(self, admit, watch)
 
     async def adopt(self, sock: socket.socket, watch: SubflowWatch | None = None) -> None:
-        """Make ``sock``, a connected stream socket, a subflow (the runner owns it)."""
-        await self.loop.connect_accepted_socket(lambda: self.connection(None, watch), sock)
+        """Make ``sock``, a connected stream socket, a subflow (the runner owns it).
+
+        Shielded from a dialer's cancellation at the session's end: once in
+        the session, the transport must live until its end is seen (closed
+        under it, the end waited CLOSE_GRACE for a connection long gone)."""
+        adoption = asyncio.ensure_future(
+            self.loop.connect_accepted_socket(lambda: self.connection(None, watch), sock))
+        adoption.add_done_callback(_retrieve)
+        await asyncio.shield(adoption)
 
     def subflow_opened(self, conn: SubflowConnection) -> int:
+        """The session's id for ``conn``, or 0 once the session is over:
+        then nothing joins it (the caller aborts the connection)."""
+        if self._ended:
+            return 0
         sid = self.session.open_subflow(self.loop.time(), os.urandom(16))
         self.connections[sid] = conn
         if conn.watch is not None:  # the stats name it by the address it was opened to
@@ -383,3 +394,9 @@ class Runner(StdioEnds, Teardown):
         outcome = self.session.outcome
         assert outcome is not None
         return outcome
+
+
+def _retrieve(adoption: asyncio.Future[object]) -> None:
+    """An adoption whose dialer stopped waiting: its failure is not news."""
+    if not adoption.cancelled():
+        adoption.exception()
