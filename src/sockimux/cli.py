@@ -235,8 +235,12 @@ def _new_loop() -> asyncio.AbstractEventLoop:
 
 def _max_subflows(requested: int | None, log: logging.Logger) -> int:
     """--max-subflows, or by default as many as the open file limit allows
-    (raised to its hard limit first), at most the built-in default."""
+    (raised to its hard limit first), at most the built-in default
+    (LocalError: a limit too low for any subflow)."""
     fd_limit = process.raise_fd_limit()
+    if fd_limit < process.MIN_FD_LIMIT:
+        raise LocalError(f"the open file limit ({fd_limit}) is too low: sockimux needs at least "
+                         f"{process.MIN_FD_LIMIT} (ulimit -n)")
     fitting = process.subflows_allowed(fd_limit)
     if requested is None:
         chosen = min(SessionConfig().max_subflows, fitting)
@@ -295,9 +299,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         except LocalError as exc:
             log.error("%s", exc)
             return EXIT_USAGE
+    try:
+        max_subflows = _max_subflows(args.max_subflows, log)
+    except LocalError as exc:
+        log.error("%s", exc)
+        return EXIT_SOCKET
     config = SessionConfig(window=args.window, stall_timeout=args.stall_timeout,
-                           handshake_timeout=args.handshake_timeout,
-                           max_subflows=_max_subflows(args.max_subflows, log),
+                           handshake_timeout=args.handshake_timeout, max_subflows=max_subflows,
                            alone_timeout=args.no_subflow_timeout)
     psk = None
     if args.psk_file is not None:

@@ -63,7 +63,8 @@ exit codes:
      STDOUT a directory or open the wrong way)
   3  the socket cannot be used (exists and is not a socket, in use, a stale one
      that cannot be removed, no permission), a TCP port cannot be listened on,
-     the --stream cannot be opened, or no descriptor left to start
+     the --stream cannot be opened, or no descriptor left to start (an open
+     file limit under 24)
   4  our STDOUT was closed (e.g. | head), or a write to it failed (a full
      disk), before the peer's stream ended
   5  the peer ended the session with an error (its STDOUT closed, or it was interrupted)

@@ -90,3 +90,24 @@ def test_a_spawn_short_of_descriptors_prints_no_traceback() -> None:
         for never in ("Traceback", "Exception ignored", "RuntimeError"):
             assert never not in run.stderr, (room, run.stderr)
     assert failed, "no room tried made the spawn fail: the case is not the one meant"
+
+
+@pytest.mark.parametrize("limit", [16, 23])
+def test_an_open_file_limit_too_low_for_any_subflow_is_refused_at_start(tmp_path: Path,
+                                                                       limit: int) -> None:
+    """At 16 descriptors, all of them were taken before any subflow (STDIO
+    and its copies, the event loop's): each side waited forever, A retrying
+    a connect that failed with EMFILE, B's accepts failing unseen.  Now
+    either side says so in one line and exits 3 at once."""
+    import subprocess
+
+    from .harness import SOCKIMUX
+
+    for args in ([str(tmp_path / "a.sock")], ["--connect", f"UNIX-CONNECT:{tmp_path / 'b.sock'}"]):
+        run = subprocess.run([SOCKIMUX, *args], stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True, timeout=30, preexec_fn=fd_limit(limit))
+        assert run.returncode == 3, run
+        lines = run.stderr.splitlines()
+        assert len(lines) == 1, run.stderr
+        assert f"open file limit ({limit}) is too low" in lines[0], run.stderr
+        assert "ulimit -n" in lines[0]

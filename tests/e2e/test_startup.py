@@ -375,7 +375,7 @@ def test_a_stale_socket_that_cannot_be_removed(read_only_dir: Path) -> None:
 
 def test_startup_errors_are_one_line_exit_3(tmp_path: Path) -> None:
     """An OSError at any step of setting up the socket: here a directory we may not
-    search, and no descriptor left (RLIMIT_NOFILE 3: STDIO only)."""
+    search; and an open file limit far too low (4: STDIO and one more)."""
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o000)
     err = tmp_path / "err"
@@ -390,7 +390,7 @@ def test_startup_errors_are_one_line_exit_3(tmp_path: Path) -> None:
             "resource.setrlimit(resource.RLIMIT_NOFILE, (4, 4)); sys.exit(main())")
     proc = start([str(ROOT / ".venv" / "bin" / "python"), "-c", code], tmp_path / "s.sock", err=err2)
     assert finish(proc, 10, err2) == 3
-    assert "Too many open files" in one_line(err2.read_text())
+    assert "the open file limit (4) is too low" in one_line(err2.read_text())
     assert not (tmp_path / "s.sock").exists()
 
 

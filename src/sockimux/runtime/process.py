@@ -26,6 +26,11 @@ FDS_PER_SUBFLOW = 2
 # listener, the event loop's epoll, eventfd and signal pipe, the pipes of the
 # splice path, the key file, a few connections being refused as they close.
 RESERVED_FDS = 32
+# Below this limit not even one subflow fits beside what sockimux holds
+# before any (16 descriptors: STDIO and its copies, the event loop's): no
+# connection could be opened or accepted, and the session would wait for
+# one forever.  So it is refused at start.
+MIN_FD_LIMIT = 24
 # The kernel's ceiling on RLIMIT_NOFILE when the hard limit is "unlimited".
 NR_OPEN = "/proc/sys/fs/nr_open"
 
