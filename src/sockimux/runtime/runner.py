@@ -23,7 +23,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from ..core import driver, frames
 from ..core.receiver import Piece
@@ -396,7 +396,7 @@ class Runner(StdioEnds, Teardown):
         return outcome
 
 
-def _retrieve(adoption: asyncio.Future[object]) -> None:
+def _retrieve(adoption: asyncio.Future[Any]) -> None:
     """An adoption whose dialer stopped waiting: its failure is not news."""
     if not adoption.cancelled():
         adoption.exception()
