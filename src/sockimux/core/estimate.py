@@ -31,7 +31,9 @@ MIN_CAP = 64 * 1024  # always allow this much in flight, so a subflow can show i
 INITIAL_CAP = 256 * 1024
 MAX_CAP = 8 * 1024 * 1024
 TARGET_QUEUE_TIME = 0.25  # seconds of the subflow's rate we are willing to queue on it
-SAMPLE_MIN_INTERVAL = 0.05  # seconds; shorter samples are too noisy to use
+SAMPLE_MIN_INTERVAL = 0.05  # seconds: the longest a rate sample needs to span...
+SAMPLE_RTTS = 4  # ...and on a path with a measured round trip, this many round trips...
+SAMPLE_SHORTEST = 0.005  # ...but never less than this (a loaded machine's scheduling jitter)
 PTO_MIN = 0.025  # seconds: the shortest probe timeout (a loopback path, a delayed ACK)
 PTO_GRANULARITY = 0.005  # seconds: the least allowance for jitter in the probe timeout
 PTO_INITIAL = 0.2  # seconds: the probe timeout before any round trip was measured
@@ -85,7 +87,7 @@ class PathEstimate:
             return
         base, acked_at, base_sent_at = self._sample
         elapsed = max(now - acked_at, sent_at - base_sent_at)
-        if elapsed < SAMPLE_MIN_INTERVAL:
+        if elapsed < self._sample_interval():
             return
         sample = (total - base) / elapsed
         self._sample = (total, now, sent_at)
@@ -95,6 +97,23 @@ class PathEstimate:
             self.rate = sample
         elif saturated:
             self.rate = 0.75 * self.rate + 0.25 * sample
+
+    def _sample_interval(self) -> float:
+        """The least time a rate sample spans: a few round trips, as a
+        delivery-rate estimate needs (fewer, and ACKs that left the peer
+        together would count as a rate), at most SAMPLE_MIN_INTERVAL.
+
+        Until its rate is known a subflow is sent small pieces (scheduler.py)
+        and allowed only INITIAL_CAP in flight.  With 128 subflows joining a
+        fast transfer, a fixed 50 ms before the first rate made most of the
+        stream go in those pieces; on loopback a round trip is a fraction of
+        a millisecond."""
+        srtt = self.srtt
+        if srtt is None:
+            return SAMPLE_MIN_INTERVAL
+        interval = SAMPLE_RTTS * srtt
+        return (SAMPLE_MIN_INTERVAL if interval > SAMPLE_MIN_INTERVAL
+                else SAMPLE_SHORTEST if interval < SAMPLE_SHORTEST else interval)
 
     def on_rtt(self, sample: float) -> None:
         # As TCP's (RFC 6298): the deviation is what keeps the probe timeout
