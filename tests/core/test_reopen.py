@@ -21,6 +21,7 @@ from sockimux.core.reopen import (
     SubflowLost,
     Verdict,
     describe,
+    fit_counts,
     verdict,
 )
 
@@ -406,3 +407,16 @@ def test_invariants_hold_for_any_sequence(actions: list[tuple[str, int, EndReaso
     assert len(stops) == len(set(stops))  # each address is stopped at most once
     gaps = [b - a for (a, _), (b, _) in zip(clock.started, clock.started[1:], strict=False)]
     assert all(g >= cfg.stagger - 1e-9 for g in gaps)
+
+
+@pytest.mark.parametrize("counts, most, fitted", [
+    ([128], 4, [4]),
+    ([3, 3], 1024, [3, 3]),
+    ([64, 64], 16, [8, 8]),
+    ([100, 10, 1], 20, [18, 1, 1]),
+])
+def test_counts_beyond_max_subflows_are_shared_in_proportion(counts: list[int], most: int,
+                                                             fitted: list[int]) -> None:
+    """Slots past --max-subflows would be refused by our own session and
+    retried for ever; every address keeps at least one."""
+    assert fit_counts(counts, most) == fitted

@@ -111,3 +111,31 @@ def test_an_open_file_limit_too_low_for_any_subflow_is_refused_at_start(tmp_path
         assert len(lines) == 1, run.stderr
         assert f"open file limit ({limit}) is too low" in lines[0], run.stderr
         assert "ulimit -n" in lines[0]
+
+
+def test_a_count_beyond_what_the_descriptors_allow_is_opened_as_far_as_they_do(
+        tmp_path: Path) -> None:
+    """count=128 under an open file limit of 40 (room for 4 subflows): A
+    opens 4 and says so in one line.  It opened all 128, its own session
+    refused 124 of them and retried each for ever, a line per subflow."""
+    import subprocess
+
+    from .harness import SOCKIMUX
+
+    a_in = random_file(tmp_path / "a.in", 16 * MB, seed=41)
+    b = Piped(tmp_path, "b", preexec_fn=fd_limit(64))
+    try:
+        with open(a_in, "rb") as stdin:
+            a = subprocess.run([SOCKIMUX, "--connect", f"UNIX-CONNECT:{b.socket},count=128"],
+                               stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, timeout=60, preexec_fn=fd_limit(40))
+        assert a.returncode == 0, a.stderr
+        assert b.wait(60) == 0, b.stderr()
+        assert sha256_file(b.out) == sha256_file(a_in)
+        lines = a.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].endswith(
+            "--connect asks for 128 subflows, more than --max-subflows (4, by default what the "
+            "open file limit leaves room for): opening 4"), a.stderr
+        assert b.stderr() == ""
+    finally:
+        b.close()

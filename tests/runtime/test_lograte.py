@@ -134,3 +134,26 @@ def test_resource_warnings_are_one_per_kind_every_period_at_any_verbosity(
         f"subflow {i}: sending and receiving without sendfile/splice (Too many open files)"
         for i in (0, 1000, 2000)]
     assert clock.timers == []
+
+
+@pytest.mark.parametrize("line, kind", [
+    ("subflow UNIX-CONNECT:b.sock ({n} of 128) could not be opened (too many subflows (one end "
+     "is at its --max-subflows): already 4 subflows); retrying until it can", "subflows not opened"),
+    ("subflow TCP:10.0.0.2:7000 ({n} of 128) lost (closed by the other end); re-opening it in "
+     "0.3 s", "subflows lost"),
+    ("subflow TCP:10.0.0.2:7000 ({n} of 128) back after 3 attempts (2.1 s)", "subflows back"),
+    ("subflow EXEC:'socat STDIO UNIX-CONNECT:a' ({n} of 128) open after 1 attempt (0.0 s)",
+     "subflows back"),
+])
+def test_a_count_of_subflows_failing_at_once_is_a_few_lines(
+        setup: tuple[logging.Logger, Clock, Lines, RefusalLimiter], line: str, kind: str) -> None:
+    """--connect ADDR,count=128 to a peer that takes 4 (or restarts): a
+    line per subflow was 124 lines at once."""
+    logger, clock, lines, _ = setup
+    for n in range(5, 129):
+        logger.warning("%s", line.format(n=n))
+    clock.advance(clock.now + 10.0)
+    assert len(lines.lines) == lograte.DIALED_BURST + 1, lines.lines
+    assert lines.lines[-1].startswith(f"{124 - lograte.DIALED_BURST} more {kind} in the last "
+                                      "10 s (the last: ")
+    assert "(128 of 128)" in lines.lines[-1]

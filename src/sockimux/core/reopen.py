@@ -70,6 +70,7 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from .endings import EndReason, Failure, Verdict, describe, verdict
@@ -356,3 +357,14 @@ class Reopener:
     def snapshot(self, now: float) -> tuple[AddressStats, ...]:
         """Every address's counters, in the order added (Session.stats' ``addresses``)."""
         return tuple(self.stats(index, now) for index in range(len(self._addresses)))
+
+
+def fit_counts(counts: Sequence[int], most: int) -> list[int]:
+    """The subflows to open per address when ``counts`` add up to more than
+    ``most`` (the session's --max-subflows): shared in proportion, at least
+    one each.  Slots beyond what the session admits would be refused and
+    retried for ever, each failure a line of its own."""
+    total = sum(counts)
+    if total <= most:
+        return list(counts)
+    return [max(1, count * most // total) for count in counts]

@@ -50,6 +50,7 @@ from ..core.reopen import (
     Slot,
     SubflowBack,
     SubflowLost,
+    fit_counts,
 )
 from ..core.session import Outcome
 from .connect import connect_tcp, connect_unix
@@ -130,9 +131,16 @@ class Dialer:
         self._runner = runner
         runner.address_stats = self.policy.snapshot  # our addresses, in its stats snapshot
         now = runner.loop.time()
-        for address in self.addresses:
+        asked = [address.count for address in self.addresses]
+        most = runner.session.config.max_subflows
+        counts = fit_counts(asked, most)
+        if counts != asked:
+            log.warning("--connect asks for %d subflows, more than --max-subflows (%d, by default "
+                        "what the open file limit leaves room for): opening %d", sum(asked), most,
+                        sum(counts))
+        for address, count in zip(self.addresses, counts, strict=True):
             # The policy numbers the slots ("2 of 4"): the label leaves count= out.
-            self.policy.add(str(replace(address, count=1)), address.count, now,
+            self.policy.add(str(replace(address, count=1)), count, now,
                             paced=isinstance(address, (Exec, SshSubflows)))
         self._pump()
 

@@ -1,5 +1,6 @@
 """Rate limit for log lines a stranger (or a misbehaving peer) can cause by the
-thousand: connections refused, subflows dropped as stalled.
+thousand: connections refused, subflows dropped as stalled; and for those a
+count=N makes N of at once (subflows not opened, lost, back).
 
 Anyone who can reach the socket can open connections by the thousand, and
 each refusal is a warning; when sockimux is ssh's ProxyCommand those land on
@@ -22,13 +23,22 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-# (what a line of the kind looks like, how the summary names the kind)
-KINDS: list[tuple[re.Pattern[str], str]] = [
+DIALED_BURST = 8  # lines per period of each kind about our own --connect subflows
+# (what a line of the kind looks like, how the summary names the kind, and
+# the lines of it logged per period: None for the limiter's burst)
+KINDS: list[tuple[re.Pattern[str], str, int | None]] = [
     # Refusals, whoever decided them: the session (a REFUSE we send, or one
     # we received) or the runtime (SO_PEERCRED).
     (re.compile(r"subflow \d+ refused: |subflow \d+: peer refused it: |^refused a connection"),
-     "connections refused"),
-    (re.compile(r"^subflow \d+ stalled \("), "subflows dropped as stalled"),
+     "connections refused", None),
+    (re.compile(r"^subflow \d+ stalled \("), "subflows dropped as stalled", None),
+    # The addresses we open ourselves (dialer.py), one line per subflow of
+    # a count=N: a peer restarting, or refusing most of them, is N lines.
+    # Twice four subflows lost and back are still told one by one.
+    (re.compile(r"^subflow .* could not be opened \("), "subflows not opened", DIALED_BURST),
+    (re.compile(r"^subflow .* lost \(.*; re-opening it in "), "subflows lost", DIALED_BURST),
+    (re.compile(r"^subflow .* (?:open|back) after \d+ attempts? \("), "subflows back",
+     DIALED_BURST),
 ]
 SUMMARY = "lograte_summary"  # attribute marking our own summary records
 KIND = "lograte_kind"  # attribute naming the resource kind of a record (see above)
@@ -63,7 +73,7 @@ class RefusalLimiter(logging.Filter):
         self.schedule = schedule
         self.burst = burst
         self.period = period
-        self.kinds = [(pattern, _Kind(name, burst, period)) for pattern, name in KINDS]
+        self.kinds = [(pattern, _Kind(name, most or burst, period)) for pattern, name, most in KINDS]
         self.resources: dict[str, _Kind] = {}  # tagged kinds, by tag
 
     def filter(self, record: logging.LogRecord) -> bool:
