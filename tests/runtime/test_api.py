@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import threading
+import traceback
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -37,6 +38,18 @@ def run(make_loop: Callable[[], asyncio.AbstractEventLoop], main: Awaitable[None
         loop.run_until_complete(asyncio.wait_for(main, timeout))
     finally:
         loop.close()
+
+
+def internal_errors(*streams: Stream) -> str:
+    """The tracebacks of the streams' sessions that ended with a bug: a peer's
+    shows only as "internal error in the peer" on the other side."""
+    found = []
+    for stream in streams:
+        task = stream._task
+        failure = task.exception() if task.done() and not task.cancelled() else None
+        if failure is not None:
+            found.append("".join(traceback.format_exception(failure)))
+    return "\n".join(found) or "no internal error in these sessions"
 
 
 async def send_all(stream: Stream, data: bytes, piece: int = 100_000) -> None:
@@ -187,8 +200,11 @@ def test_subflows_killed_mid_stream(tmp_path: Path, loop: str) -> None:
                     await asyncio.sleep(0.005)  # time for the dialer to re-open
                 return b"".join(parts)
 
-            got = await asyncio.gather(send_all(b, to_a), send_all(a, to_b),
-                                       read_killing(a), read_all(b))
+            try:
+                got = await asyncio.gather(send_all(b, to_a), send_all(a, to_b),
+                                           read_killing(a), read_all(b))
+            except SessionError as exc:  # name the bug, whichever side had it
+                raise AssertionError(f"{exc}\n{internal_errors(a, b)}") from exc
             assert got[2] == to_a
             assert got[3] == to_b
             assert kills >= 3, kills  # more than were ever opened at once: re-opened
