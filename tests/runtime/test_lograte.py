@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
 
 import pytest
+import uvloop
 
 from sockimux.runtime import lograte
 from sockimux.runtime.lograte import RefusalLimiter
@@ -157,3 +159,28 @@ def test_a_count_of_subflows_failing_at_once_is_a_few_lines(
     assert lines.lines[-1].startswith(f"{124 - lograte.DIALED_BURST} more {kind} in the last "
                                       "10 s (the last: ")
     assert "(128 of 128)" in lines.lines[-1]
+
+
+@pytest.mark.parametrize("make_loop", [asyncio.new_event_loop, uvloop.new_event_loop])
+def test_a_limiter_whose_loop_closed_steps_aside(make_loop: Callable[[], asyncio.AbstractEventLoop],
+                                                 setup: tuple[logging.Logger, Clock, Lines,
+                                                              RefusalLimiter]) -> None:
+    """The logger is the process's: an API program that closes a loop under
+    a session that never ended leaves that session's filter on it.  Past
+    its burst it scheduled a summary on the closed loop, which raised
+    RuntimeError into whatever logged: a later session's dialer, as an
+    internal error there.  Now it lets lines pass, and the next install()
+    takes it off the logger."""
+    logger, _, lines, live = setup
+    loop = make_loop()
+    logger.removeFilter(live)
+    stale = lograte.install(logger, loop.time, loop.call_later, loop.is_closed)  # the older one
+    logger.addFilter(live)
+    loop.close()
+    for n in range(12):
+        logger.warning("subflow UNIX-CONNECT:b.sock (%d of 12) lost (connection closed); "
+                       "re-opening it in 0.3 s", n + 1)
+    assert len(lines.lines) == lograte.DIALED_BURST  # the live limiter's count, nothing raised
+    assert stale in logger.filters
+    lograte.uninstall(logger, lograte.install(logger, lambda: 0.0, None))
+    assert stale not in logger.filters and live in logger.filters

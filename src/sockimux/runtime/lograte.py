@@ -62,15 +62,24 @@ class _Kind:
 class RefusalLimiter(logging.Filter):
     """A filter for the ``sockimux`` logger.  ``clock()`` is the time in
     seconds; ``schedule(delay, callback)`` runs ``callback`` later (the event
-    loop's call_later), so a summary is written even if the flood stops."""
+    loop's call_later), so a summary is written even if the flood stops.
+
+    ``closed()`` says the event loop behind those is closed: then the filter
+    limits nothing, and the next install() takes it off the logger.  The logger is shared
+    by every session of a process: a Python program using the API may close
+    a loop under a session that never ended (so never uninstalled its
+    filter), and that filter, scheduling on the closed loop, raised in the
+    next session's logging: an internal error there."""
 
     def __init__(self, logger: logging.Logger, clock: Callable[[], float],
                  schedule: Callable[[float, Callable[[], None]], Any] | None = None,
-                 burst: int = 5, period: float = 10.0) -> None:
+                 burst: int = 5, period: float = 10.0,
+                 closed: Callable[[], bool] | None = None) -> None:
         super().__init__()
         self.logger = logger
         self.clock = clock
         self.schedule = schedule
+        self.closed = closed
         self.burst = burst
         self.period = period
         self.kinds = [(pattern, _Kind(name, most or burst, period)) for pattern, name, most in KINDS]
@@ -79,6 +88,8 @@ class RefusalLimiter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, SUMMARY, False):
             return True
+        if self.closed is not None and self.closed():
+            return True  # (not removed here: the logger is iterating its filters)
         tag = getattr(record, KIND, None)
         if tag is not None:
             kind = self.resources.get(tag)
@@ -139,8 +150,12 @@ class RefusalLimiter(logging.Filter):
 
 
 def install(logger: logging.Logger, clock: Callable[[], float],
-            schedule: Callable[[float, Callable[[], None]], Any] | None) -> RefusalLimiter:
-    limiter = RefusalLimiter(logger, clock, schedule)
+            schedule: Callable[[float, Callable[[], None]], Any] | None,
+            closed: Callable[[], bool] | None = None) -> RefusalLimiter:
+    for stale in [f for f in logger.filters if isinstance(f, RefusalLimiter)
+                  and f.closed is not None and f.closed()]:
+        logger.removeFilter(stale)  # a session whose loop was closed before it ended
+    limiter = RefusalLimiter(logger, clock, schedule, closed=closed)
     logger.addFilter(limiter)
     return limiter
 

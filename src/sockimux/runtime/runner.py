@@ -118,7 +118,8 @@ class Runner(StdioEnds, Teardown):
         # _drain_and_close has written every subflow's last frames and its end
         # (write_eof): what arrives meanwhile (a PING) must not make a step write.
         self._ended = False
-        self._lograte = lograte.install(log, self.loop.time, self.loop.call_later)
+        self._lograte = lograte.install(log, self.loop.time, self.loop.call_later,
+                                        self.loop.is_closed)
         # The addresses we open ourselves, per the dialer's re-open policy
         # (set by Dialer.attach): joined with the session's counters in stats().
         self.address_stats: Callable[[float], tuple[AddressStats, ...]] | None = None
