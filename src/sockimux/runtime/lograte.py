@@ -65,11 +65,11 @@ class RefusalLimiter(logging.Filter):
     loop's call_later), so a summary is written even if the flood stops.
 
     ``closed()`` says the event loop behind those is closed: then the filter
-    limits nothing, and the next install() takes it off the logger.  The logger is shared
-    by every session of a process: a Python program using the API may close
-    a loop under a session that never ended (so never uninstalled its
-    filter), and that filter, scheduling on the closed loop, raised in the
-    next session's logging: an internal error there."""
+    limits nothing, and the next install() takes it off the logger.  The
+    logger is shared by every session of a process: a Python program using
+    the API may close a loop under a session that never ended (so never
+    uninstalled its filter), and that filter, scheduling on the closed
+    loop, raised in the next session's logging: an internal error there."""
 
     def __init__(self, logger: logging.Logger, clock: Callable[[], float],
                  schedule: Callable[[float, Callable[[], None]], Any] | None = None,

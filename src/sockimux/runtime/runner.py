@@ -146,19 +146,16 @@ class Runner(StdioEnds, Teardown):
         return SubflowConnection(self, admit, watch)
 
     async def adopt(self, sock: socket.socket, watch: SubflowWatch | None = None) -> None:
-        """Make ``sock``, a connected stream socket, a subflow (the runner owns it).
-
-        Shielded from a dialer's cancellation at the session's end: once in
-        the session, the transport must live until its end is seen (closed
-        under it, the end waited CLOSE_GRACE for a connection long gone)."""
+        """Make ``sock``, a connected stream socket, a subflow (the runner owns
+        it); shielded from a dialer's cancellation at the session's end: closed
+        under its transport, the end waited CLOSE_GRACE for it, unseen."""
         adoption = asyncio.ensure_future(
             self.loop.connect_accepted_socket(lambda: self.connection(None, watch), sock))
         adoption.add_done_callback(_retrieve)
         await asyncio.shield(adoption)
 
     def subflow_opened(self, conn: SubflowConnection) -> int:
-        """The session's id for ``conn``, or 0 once the session is over:
-        then nothing joins it (the caller aborts the connection)."""
+        """The session's id for ``conn``; 0 once the session is over (abort it)."""
         if self._ended:
             return 0
         sid = self.session.open_subflow(self.loop.time(), os.urandom(16))
