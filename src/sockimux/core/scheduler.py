@@ -18,7 +18,10 @@ keeps two sets rather than passing over all subflows:
   last arrived on, if it is hungry: a path just shown alive, and the one
   the peer's side of an exchange used.  When a subflow stops, the peer's
   probe copy arrives on another, and the reply follows it there instead
-  of being caught on the stopped one a second time.
+  of being caught on the stopped one a second time.  Subflows whose rate
+  is known are woken before those that have not shown one yet (just
+  joined, or never needed): a newcomer starts with small pieces, so while
+  the window binds, feeding it only cuts the stream into more frames.
 
 What a subflow takes, in the sender's order (re-sends first, then new
 bytes within credit), is cut into pieces of at most an eighth of its cap.
@@ -63,6 +66,7 @@ class Scheduler:
         self._ready: set[int] = set()
         self._ready_all = False
         self._hungry: dict[int, None] = {}  # insertion order: oldest first
+        self._hungry_new: dict[int, None] = {}  # ...and those whose rate is not known yet
         self.freshest: int | None = None  # the subflow the peer's DATA last arrived on
         self._head_copied_to = 0  # stream offsets below this were copied as head of line once
         self.head_copies = 0  # bytes copied that way (statistics)
@@ -81,11 +85,12 @@ class Scheduler:
 
     def forget(self, sid: int) -> None:
         self._hungry.pop(sid, None)
+        self._hungry_new.pop(sid, None)
 
     def quiet(self, sub: Subflow) -> None:
         """``sub`` has just gone quiet: no new bytes for it, and what it holds
         (lowest offsets first, the peer writes in order) is to be copied."""
-        self._hungry.pop(sub.id, None)
+        self.forget(sub.id)
         acked = self.sender.acked
         budget = PROBE_COPY_LIMIT
         probes = self._probes
@@ -139,18 +144,25 @@ class Scheduler:
         return ready
 
     def fed(self, count: int) -> None:
-        """``count`` new bytes of input: wake as many hungry subflows as they can feed."""
-        hungry = self._hungry
+        """``count`` new bytes of input (or credit): wake as many hungry
+        subflows as they can feed, those of known rate first."""
+        hungry, new = self._hungry, self._hungry_new
         fresh = self.freshest
-        if count < MIN_PIECE and fresh is not None and fresh in hungry:
-            del hungry[fresh]
+        if count < MIN_PIECE and fresh is not None and (fresh in hungry or fresh in new):
+            self.forget(fresh)
             sub = self.subflows.get(fresh)
             if sub is not None and sub.state is OPEN:
                 self._ready.add(fresh)
                 return
-        while hungry and count > 0:
-            sid = next(iter(hungry))
-            del hungry[sid]
+        while count > 0:
+            if hungry:
+                sid = next(iter(hungry))
+                del hungry[sid]
+            elif new:
+                sid = next(iter(new))
+                del new[sid]
+            else:
+                return
             sub = self.subflows.get(sid)
             if sub is not None and sub.state is OPEN:
                 self._ready.add(sid)
@@ -185,6 +197,7 @@ class Scheduler:
         if size < chunk:
             chunk = size
         self._hungry.pop(sub.id, None)
+        self._hungry_new.pop(sub.id, None)
         if sub.quiet:
             return  # neither stream bytes nor the FIN until it shows progress
         # (Comparisons rather than min(): a keystroke's pull runs this once.)
@@ -201,7 +214,8 @@ class Scheduler:
                 sub.probe_copies += len(piece[1])
                 self.probe_copies += len(piece[1])
             elif (piece := sender.take(most)) is None:
-                self._hungry[sub.id] = None  # room, but nothing to send
+                # room, but nothing to send
+                (self._hungry if path.rate > 0 else self._hungry_new)[sub.id] = None
                 if starved is None:
                     starved = sender.starved
                 if starved and allowance >= 2 * MIN_PIECE:
