@@ -109,11 +109,14 @@ class FrameDispatch(SessionParts):
             sub.delivered(peer_in, now)
             sender = self.sender
             credit_blocked = sender.next_new >= sender.credit
+            head = sender.acked
             sender.on_ack(frame.value, limit, bool(frame.flags & frames.ACK_FIN_DONE))
             if credit_blocked and sender.credit > sender.next_new:
                 # New credit: for the subflows that had room and nothing to
                 # send (the others are pulled when their own room comes).
                 self.scheduler.fed(sender.credit - sender.next_new)
+            if sender.acked > head and sender.eof and sender.next_new >= sender.end:
+                self.scheduler.head_moved()
             sub.trim(sender.acked)
             self._check_done()
         elif ftype is FrameType.FIN:

@@ -28,7 +28,9 @@ bytes within credit), is cut into pieces of at most an eighth of its cap.
 When it has room and nothing is left to send, it may carry a copy of the
 head of the stream, if a much slower subflow holds it up: the peer writes
 in order, so those bytes gate everything behind them (docs/PROTOCOL.md
-section 8).  Each byte is copied that way once.
+section 8).  Each byte is copied that way once.  Once the last byte is
+sent, nothing else wakes an idle subflow, so each time the head moves on
+the fastest idle one is pulled to try this (head_moved()).
 
 A subflow that has gone *quiet* (subflow.py: DATA in flight and no sign of
 progress for a probe timeout) takes nothing: it may have stopped without a
@@ -167,6 +169,25 @@ class Scheduler:
             if sub is not None and sub.state is OPEN:
                 self._ready.add(sid)
                 count -= max(frames.HEADER_SIZE + 1, sub.path.cap() - sub.in_flight)
+
+    def head_moved(self) -> None:
+        """All of the stream has been sent and the peer has written more of
+        it: no input or credit will wake an idle subflow now, so the fastest
+        idle one is pulled, to copy the new head if a much slower subflow
+        holds it (_head_of_line()).  Otherwise the end of a transfer waited
+        for the slowest subflow to deliver all it held (up to MIN_CAP: half
+        a second on a 1 Mbit/s link).  (A pass over the idle subflows: only
+        for ACKs after the last byte was sent.)"""
+        if not self.config.head_resend:
+            return
+        best: Subflow | None = None
+        for sid in self._hungry:
+            sub = self.subflows.get(sid)
+            if sub is not None and (best is None or sub.path.rate > best.path.rate):
+                best = sub
+        if best is not None:
+            del self._hungry[best.id]
+            self._ready.add(best.id)
 
     # -- what it takes ------------------------------------------------------------
 
