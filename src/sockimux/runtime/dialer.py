@@ -54,6 +54,7 @@ from ..core.reopen import (
 )
 from ..core.session import Outcome
 from .connect import connect_tcp, connect_unix
+from .held_lines import HeldLines
 from .runner import Runner
 
 if TYPE_CHECKING:  # remote/ is imported only for ssh subflows (start-up time)
@@ -124,6 +125,7 @@ class Dialer:
         self._children: set[asyncio.subprocess.Process] = set()  # EXEC children, some exited
         self._waiting: set[asyncio.Task[None]] = set()  # the loop holds tasks only weakly
         self._far_start: asyncio.Lock | None = None  # one ssh starts the far side, the others wait
+        self._held = HeldLines(log)  # lines about subflows lost or not opened (held_lines.py)
 
     # -- runner.Attached -----------------------------------------------------------
 
@@ -148,6 +150,11 @@ class Dialer:
         """Start nothing more.  The subflows open now stay open while the
         last frames drain; close() ends the children after that."""
         self._detached = True
+        runner = self._runner
+        if runner is not None and runner.session.outcome is Outcome.DONE:
+            self._held.drop("the session was over")
+        else:
+            self._held.flush()
         self.policy.stop()
         if self._timer is not None:
             self._timer.cancel()
@@ -204,9 +211,13 @@ class Dialer:
 
     def _log_events(self) -> None:
         for event in self.policy.take_events():
+            if isinstance(event, SubflowLost) and self._runner is not None:
+                self._held.add(self._runner.loop, event.message)
+                continue
+            self._held.flush()  # (in order)
             if isinstance(event, AddressStopped):
                 log.error("%s", event.message)
-            elif isinstance(event, (SubflowLost, SubflowBack)):
+            elif isinstance(event, SubflowBack):
                 log.warning("%s", event.message)
 
     def _check_gave_up(self) -> None:
