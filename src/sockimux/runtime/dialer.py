@@ -196,7 +196,7 @@ class Dialer:
             address = self.addresses[slot.address]
             log.info("opening subflow %s", self._label(slot))
             attempt.task = runner.loop.create_task(self._open(attempt, address))
-        self._log_events()
+        self._log_events(runner.loop)
         self._check_gave_up()
         if self._timer is not None:
             self._timer.cancel()
@@ -209,10 +209,10 @@ class Dialer:
         self._timer = None
         self._pump()
 
-    def _log_events(self) -> None:
+    def _log_events(self, loop: asyncio.AbstractEventLoop) -> None:
         for event in self.policy.take_events():
-            if isinstance(event, SubflowLost) and self._runner is not None:
-                self._held.add(self._runner.loop, event.message)
+            if isinstance(event, SubflowLost):
+                self._held.add(loop, event.message)
                 continue
             self._held.flush()  # (in order)
             if isinstance(event, AddressStopped):
