@@ -28,9 +28,10 @@ def test_established_closed_by_the_connection_and_final_counters() -> None:
     link = Link.between(payload(500 * KB, 1), payload(300 * KB, 2), subflows=3, rate=(2e5, 1e6))
     killed = []
 
-    def kill_the_busiest() -> None:  # of A's subflows, the one carrying the most
+    def kill_the_busiest() -> None:  # of A's subflows that carried B's data, the one carrying the most
         subs = link.a.session.subflows
-        pair = max(link.live_pairs(), key=lambda p: subs[p.x.sid].in_flight)
+        pair = max(link.live_pairs(),
+                   key=lambda p: (subs[p.x.sid].data_in > 0, subs[p.x.sid].in_flight))
         killed.append(pair)
         link.kill(pair)
 

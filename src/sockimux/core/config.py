@@ -29,7 +29,7 @@ class SessionConfig:
     alone_warning: float = 10.0  # seconds between "no subflow" warnings
     max_handshakes: int = 256  # connections still in HANDSHAKE or AUTH at once
     psk: bytes | None = field(default=None, repr=False)  # shared key: subflows must prove it
-    head_resend: bool = True  # an idle subflow re-sends the bytes a much slower one holds up
+    head_resend: bool = True  # an idle subflow copies bytes a slower one holds up (head, backlog end)
     probe: bool = True  # a subflow quiet for a probe timeout: its bytes copied, no new ones
 
     def __post_init__(self) -> None:

@@ -29,8 +29,10 @@ When it has room and nothing is left to send, it may carry a copy of the
 head of the stream, if a much slower subflow holds it up: the peer writes
 in order, so those bytes gate everything behind them (docs/PROTOCOL.md
 section 8).  Each byte is copied that way once.  Once the last byte is
-sent, nothing else wakes an idle subflow, so each time the head moves on
-the fastest idle one is pulled to try this (head_moved()).
+sent, it may instead carry a copy of the end of another subflow's backlog
+(and the FIN), so that subflows of unequal speed all finish together
+(_tail()).  And nothing else wakes an idle subflow then, so each time the
+head moves on the fastest idle one is pulled to try these (head_moved()).
 
 A subflow that has gone *quiet* (subflow.py: DATA in flight and no sign of
 progress for a probe timeout) takes nothing: it may have stopped without a
@@ -56,6 +58,7 @@ from .subflow import Subflow
 
 MIN_PIECE = 8 * 1024  # smallest DATA payload we cut for a subflow of unknown or low rate
 PROBE_COPY_LIMIT = 64 * 1024  # stream bytes copied per quiet episode of a subflow (keystrokes: all)
+TAIL_MIN_GAIN = 0.02  # seconds: a copy of another subflow's last bytes must end the stream this much sooner
 
 
 class Scheduler:
@@ -71,7 +74,10 @@ class Scheduler:
         self._hungry_new: dict[int, None] = {}  # ...and those whose rate is not known yet
         self.freshest: int | None = None  # the subflow the peer's DATA last arrived on
         self._head_copied_to = 0  # stream offsets below this were copied as head of line once
-        self.head_copies = 0  # bytes copied that way (statistics)
+        self.head_copies = 0  # bytes copied that way or from a backlog's end (statistics)
+        self._tail_floor: dict[int, int] = {}  # subflow -> offsets it holds from here up were copied
+        self._tail_copied: dict[int, int] = {}  # subflow -> how many bytes it holds were copied so
+        self.tail_copies = 0  # of head_copies, those from a backlog's end (_tail())
         self._carrier_of: tuple[int, int, int] | None = None  # (offset, subflow, range end)
         self._probes: list[tuple[int, int, int]] = []  # (start, end, quiet subflow), by start
         self.probe_copies = 0  # bytes copied from quiet subflows (statistics)
@@ -223,6 +229,7 @@ class Scheduler:
             return  # neither stream bytes nor the FIN until it shows progress
         # (Comparisons rather than min(): a keystroke's pull runs this once.)
         starved: bool | None = None  # sender.starved, known since the last piece taken
+        tail_fin = False  # a copy of the stream's last bytes was taken: the FIN goes with it too
         while allowance > HEADER_SIZE and budget > 0:
             most = allowance - HEADER_SIZE
             if chunk < most:
@@ -243,6 +250,10 @@ class Scheduler:
                     self._starved()
                 if self.config.head_resend:
                     piece = self._head_of_line(sub, most)
+                    if piece is None and sender.eof and sender.next_new >= sender.end:
+                        piece = self._tail(sub, most)
+                        if piece is not None and piece[0] + len(piece[1]) == sender.end:
+                            tail_fin = True
                 if piece is None:
                     break
                 sub.head_copies += len(piece[1])
@@ -259,10 +270,62 @@ class Scheduler:
             sub.carry(offset, length, now)
             allowance -= HEADER_SIZE + length
             budget -= length
-        if sender.eof and sender.fin_due:  # (eof first: no call while the input lasts)
+        if sender.eof and (sender.fin_due or tail_fin):  # (eof first: no call while the input lasts)
             out.append(frames.encode_fin(sender.end, sender.status))
             sender.fin_in_flight = True
             sub.carries_fin = True
+
+    def _tail(self, sub: Subflow, max_len: int) -> tuple[int, Piece] | None:
+        """All of the stream is sent and ``sub`` has room: a copy of the last
+        bytes held by the subflow that will be the last to deliver what it
+        holds, if that ends the stream sooner.
+
+        Each subflow delivers what it holds in order, so its last bytes come
+        last: with links of unequal speed, the faster ones would go idle at
+        the end while one still drains its backlog.  ``sub`` takes the share
+        of that backlog (from its end) with which both would finish at once,
+        and the FIN with the stream's last bytes; the peer drops whichever
+        copy comes second.  Only if the stream then ends TAIL_MIN_GAIN sooner,
+        by the measured rates; each byte is copied this way once."""
+        rate = sub.path.rate
+        if rate <= 0 or max_len <= 0:
+            return None
+        copied = self._tail_copied
+        last: Subflow | None = None
+        longest = 0.0
+        for other in self.subflows.values():
+            if other is sub or other.state is not OPEN or other.path.rate <= 0 or not other.ranges:
+                continue
+            left = (other.in_flight - copied.get(other.id, 0)) / other.path.rate
+            if left > longest:
+                last, longest = other, left
+        if last is None:
+            return None
+        their = last.path.rate
+        # Both finish together when (in_flight + x) / rate == longest - x / their.
+        share = (longest * their * rate - sub.in_flight * their) / (rate + their)
+        if share / their < TAIL_MIN_GAIN:
+            return None
+        sender = self.sender
+        top = self._tail_floor.get(last.id, sender.end)
+        for start, end in reversed(last.ranges):
+            if start < top:
+                top = min(top, end)
+                if top <= sender.acked:
+                    return None
+                low = max(start, top - int(min(share, max_len)), sender.acked,
+                          sender.chunk_start(top - 1))
+                break
+        else:
+            return None
+        if low >= top:
+            return None
+        piece = sender.peek(low, top)
+        self._tail_floor[last.id] = low
+        copied[last.id] = copied.get(last.id, 0) + top - low
+        self.tail_copies += top - low
+        self.head_copies += top - low
+        return piece
 
     def _head_of_line(self, sub: Subflow, max_len: int) -> tuple[int, Piece] | None:
         """The first unacknowledged bytes, to send again on ``sub``, if a much

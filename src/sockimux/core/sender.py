@@ -198,6 +198,11 @@ class StreamSender:
             raise UsageError(f"no retained bytes at {start}")
         return start, self._slice(start, min(stop, self.next_new))
 
+    def chunk_start(self, offset: int) -> int:
+        """Where the retained chunk holding ``offset`` begins: a piece that
+        ends at ``offset`` may begin there, and no lower (see peek())."""
+        return self._starts[bisect.bisect_right(self._starts, offset) - 1]
+
     def _slice(self, start: int, stop: int) -> Piece:
         """Retained bytes from start, up to stop, within one chunk (no copy)."""
         i = bisect.bisect_right(self._starts, start) - 1
