@@ -855,7 +855,8 @@ def test_an_idle_fast_subflow_resends_what_a_slow_one_holds_up() -> None:
     assert with_.now < 0.5 * without.now, (with_.now, without.now)
     summary = [log.message for _, log in with_.a.logs if log.message.startswith("sent ")]
     assert summary == [f"sent {4096 * KB} bytes acknowledged of {4096 * KB} (re-sent 0 for lost subflows, "
-                       f"{with_.a.session.head_resent} as head-of-line copies), received 0 written "
+                       f"{with_.a.session.head_resent} as copies of bytes a slower subflow held), "
+                       "received 0 written "
                        "(0 of them moved straight to STDOUT, 0 held in pipes until their turn); "
                        "subflows established: 2"]
 

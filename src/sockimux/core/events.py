@@ -54,7 +54,7 @@ class Counters:
     data_out: int  # DATA frame bytes (header + payload) we sent on it
     data_in: int  # DATA frame bytes we received on it
     resent: int  # stream bytes it carried again because another subflow was lost
-    head_copies: int  # stream bytes it carried as copies of the head a slower one held
+    head_copies: int  # stream bytes it carried as copies of bytes a slower one held up (head, backlog end)
     rtt: float | None  # smoothed round trip (PING to PONG, DATA to its ACK), seconds
 
 

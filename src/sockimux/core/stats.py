@@ -66,7 +66,7 @@ class SubflowStats:
     rtt: float | None  # smoothed round trip, seconds: keepalive PINGs and DATA to its ACK
     in_flight: int  # DATA bytes sent, not yet reported received
     resent: int  # stream bytes it carried again because another subflow was lost
-    head_copies: int  # stream bytes it carried as copies of the head a slower one held
+    head_copies: int  # stream bytes it carried as copies of bytes a slower one held up (head, backlog end)
     probe_copies: int  # stream bytes it carried as copies of what a quiet subflow held
     quiet: bool  # no progress for a probe timeout: it takes no new stream bytes
     pto: float  # its probe timeout now, seconds
@@ -105,7 +105,7 @@ class SessionStats:
     sent: int  # sent at least once
     acked: int  # the peer has written (acknowledged)
     resent: int  # carried again because a subflow was lost or stalled (all subflows)
-    head_copies: int  # carried again as copies of a held-up head (all subflows)
+    head_copies: int  # carried again as copies of held-up bytes (head, backlog end; all subflows)
     probe_copies: int  # carried again as copies of what a quiet subflow held (all subflows)
     # The peer's stream (to STDOUT), in stream bytes.
     received: int  # delivered in order

@@ -88,7 +88,7 @@ class Subflow:
     path: PathEstimate = field(default_factory=PathEstimate)
     # Final counters (events.SubflowClosed): stream bytes put on this subflow.
     resent: int = 0  # of them, re-sends of ranges a lost subflow carried
-    head_copies: int = 0  # of them, copies of the head of the stream a slower subflow held
+    head_copies: int = 0  # of them, copies of bytes a slower subflow held up (head, backlog end)
     probe_copies: int = 0  # of them, copies of what a quiet subflow held
     label: str = ""  # where the runtime says it came from or went to (stats only)
     # The receive rate, for the stats (stats.py): data_in over the last

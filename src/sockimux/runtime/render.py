@@ -59,7 +59,7 @@ def render(event: ev.Event) -> list[tuple[int, str]]:
         t = event.totals
         return [(DEBUG if event.outcome is ev.Outcome.DONE else WARNING, f"session over: {event.reason}"),
                 (INFO, f"sent {t.sent_acked} bytes acknowledged of {t.sent} (re-sent {t.resent} "
-                       f"for lost subflows, {t.head_copies} as head-of-line copies), "
+                       f"for lost subflows, {t.head_copies} as copies of bytes a slower subflow held), "
                        f"received {t.written} written ({t.direct} of them moved straight to "
                        f"STDOUT, {t.parked} held in pipes until their turn); "
                        f"subflows established: {t.established}")]
