@@ -3,7 +3,7 @@ its stream (source and sink) and the clock.
 
 All protocol decisions are the session's.  The runner only moves bytes:
 connections enter through connection() (a protocol factory, for servers)
-or adopt() (a socket already connected), whoever made them; the source's
+or adopt() (a socket already connected), whoever made them (joining.py); the source's
 bytes go to the session, the session's output to the sink, and it calls
 ``handle_timer`` when the session's deadline comes.  After any event it
 runs one coalesced ``_flush``: one ``Session.step()`` (core/driver.py),
@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 from ..core import driver, frames
 from ..core.receiver import Piece
@@ -31,9 +29,9 @@ from ..core.sender import Extent, Outgoing
 from ..core.session import CloseSubflow, Outcome, Session
 from ..core.stats import AddressStats, SessionStats
 from . import lograte
-from .connection import Admission, SubflowConnection, SubflowWatch
+from .connection import SubflowConnection
 from .file_source import FileInput
-from .observe import peer_label
+from .joining import Joining
 from .render import render
 from .sink import StreamSink
 from .source import ExtentSource, LoopInput, StreamSource
@@ -70,7 +68,7 @@ class Attached(Protocol):
         """The session is over: stop (no more connections)."""
 
 
-class Runner(StdioEnds, Teardown):
+class Runner(Joining, StdioEnds, Teardown):
     def __init__(self, session: Session, in_fd: int = -1, out_fd: int = -1,
                  ends: StreamEnds | None = None) -> None:
         self.session = session
@@ -134,38 +132,6 @@ class Runner(StdioEnds, Teardown):
         now = self.loop.time()
         addresses = self.address_stats(now) if self.address_stats is not None else ()
         return self.session.stats(now, addresses)
-
-    # -- connections in ----------------------------------------------------------------
-
-    def connection(self, admit: Admission | None = None,
-                   watch: SubflowWatch | None = None) -> SubflowConnection:
-        """The protocol for a new connection, for a server or create_connection:
-        every connection enters the session through it.  ``admit`` may refuse
-        the connection first (see connection.Admission); ``watch`` learns when
-        it is established and when it ends, and why (a dialer)."""
-        return SubflowConnection(self, admit, watch)
-
-    async def adopt(self, sock: socket.socket, watch: SubflowWatch | None = None) -> None:
-        """Make ``sock``, a connected stream socket, a subflow (the runner owns
-        it); shielded from a dialer's cancellation at the session's end: closed
-        under its transport, the end waited CLOSE_GRACE for it, unseen."""
-        adoption = asyncio.ensure_future(
-            self.loop.connect_accepted_socket(lambda: self.connection(None, watch), sock))
-        adoption.add_done_callback(_retrieve)
-        await asyncio.shield(adoption)
-
-    def subflow_opened(self, conn: SubflowConnection) -> int:
-        """The session's id for ``conn``; 0 once the session is over (abort it)."""
-        if self._ended:
-            return 0
-        sid = self.session.open_subflow(self.loop.time(), os.urandom(16))
-        self.connections[sid] = conn
-        if conn.watch is not None:  # the stats name it by the address it was opened to
-            self.session.label(sid, conn.watch.label)
-        elif conn.transport is not None:  # ...or by where it came from
-            self.session.label(sid, peer_label(conn.transport.get_extra_info("socket")))
-        self.kick()
-        return sid
 
     # -- events in ---------------------------------------------------------------
 
@@ -392,9 +358,3 @@ class Runner(StdioEnds, Teardown):
         outcome = self.session.outcome
         assert outcome is not None
         return outcome
-
-
-def _retrieve(adoption: asyncio.Future[Any]) -> None:
-    """An adoption whose dialer stopped waiting: its failure is not news."""
-    if not adoption.cancelled():
-        adoption.exception()
