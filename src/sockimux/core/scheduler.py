@@ -288,8 +288,9 @@ class Scheduler:
         copy comes second.  Only if the stream then ends TAIL_MIN_GAIN sooner,
         by the measured rates; each byte is copied this way once."""
         rate = sub.path.rate
-        if rate <= 0 or max_len <= 0:
-            return None
+        sender = self.sender
+        if rate <= 0 or max_len <= 0 or sender.acked >= sender.end:
+            return None  # (all acknowledged: no pass over the subflows on each pull)
         copied = self._tail_copied
         last: Subflow | None = None
         longest = 0.0
@@ -306,7 +307,6 @@ class Scheduler:
         share = (longest * their * rate - sub.in_flight * their) / (rate + their)
         if share / their < TAIL_MIN_GAIN:
             return None
-        sender = self.sender
         top = self._tail_floor.get(last.id, sender.end)
         for start, end in reversed(last.ranges):
             if start < top:
