@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import kill, random_file, require, sha256_file
+from .harness import kill, random_file, require, sha256_file, wait_for
 from .launch import Piped, fd_limit, subflow
 
 MB = 1 << 20
@@ -32,15 +32,19 @@ def test_more_subflows_than_descriptors(tmp_path: Path, loop: str) -> None:
     with open(a_in, "rb") as f:
         a = Piped(tmp_path, "a", "-v", *MORE_THAN_FIT, stdin=f.fileno(), asyncio_loop=asyncio_loop,
                   preexec_fn=fd_limit(40))
+    # B's output is read only once the limit was met: the stream (more than
+    # the window) cannot end before the relays have tried to connect.
     b = Piped(tmp_path, "b", "-v", *MORE_THAN_FIT, asyncio_loop=asyncio_loop,
-              preexec_fn=fd_limit(40))
+              preexec_fn=fd_limit(40), held=True)
     relays = [subflow(a.socket, b.socket) for _ in range(60)]
     try:
+        wait_for(lambda: "Too many open files" in a.stderr() + b.stderr(), 30,
+                 "a side to meet its descriptor limit")
+        b.release()
         assert a.wait(60) == 0, a.stderr()
         assert b.wait(60) == 0, b.stderr()
         assert sha256_file(b.out) == sha256_file(a_in)
         both = a.stderr() + b.stderr()
-        assert "Too many open files" in both  # the limit was reached
         assert "internal error" not in both and "Traceback" not in both
     finally:
         for r in relays:
