@@ -75,8 +75,8 @@ class Scheduler:
         self.freshest: int | None = None  # the subflow the peer's DATA last arrived on
         self._head_copied_to = 0  # stream offsets below this were copied as head of line once
         self.head_copies = 0  # bytes copied that way or from a backlog's end (statistics)
-        self._tail_floor: dict[int, int] = {}  # subflow -> offsets it holds from here up were copied
-        self._tail_copied: dict[int, int] = {}  # subflow -> how many bytes it holds were copied so
+        # subflow -> (offset from which what it holds was copied by _tail(), bytes copied so)
+        self._tail_copied: dict[int, tuple[int, int]] = {}
         self.tail_copies = 0  # of head_copies, those from a backlog's end (_tail())
         self._carrier_of: tuple[int, int, int] | None = None  # (offset, subflow, range end)
         self._probes: list[tuple[int, int, int]] = []  # (start, end, quiet subflow), by start
@@ -297,7 +297,7 @@ class Scheduler:
         for other in self.subflows.values():
             if other is sub or other.state is not OPEN or other.path.rate <= 0 or not other.ranges:
                 continue
-            left = (other.in_flight - copied.get(other.id, 0)) / other.path.rate
+            left = (other.in_flight - copied.get(other.id, (0, 0))[1]) / other.path.rate
             if left > longest:
                 last, longest = other, left
         if last is None:
@@ -307,7 +307,7 @@ class Scheduler:
         share = (longest * their * rate - sub.in_flight * their) / (rate + their)
         if share / their < TAIL_MIN_GAIN:
             return None
-        top = self._tail_floor.get(last.id, sender.end)
+        top, already = copied.get(last.id, (sender.end, 0))
         for start, end in reversed(last.ranges):
             if start < top:
                 top = min(top, end)
@@ -321,8 +321,7 @@ class Scheduler:
         if low >= top:
             return None
         piece = sender.peek(low, top)
-        self._tail_floor[last.id] = low
-        copied[last.id] = copied.get(last.id, 0) + top - low
+        copied[last.id] = (low, already + top - low)
         self.tail_copies += top - low
         self.head_copies += top - low
         return piece

@@ -3,9 +3,9 @@ its stream (source and sink) and the clock.
 
 All protocol decisions are the session's.  The runner only moves bytes:
 connections enter through connection() (a protocol factory, for servers)
-or adopt() (a socket already connected), whoever made them (joining.py); the source's
-bytes go to the session, the session's output to the sink, and it calls
-``handle_timer`` when the session's deadline comes.  After any event it
+or adopt() (a socket already connected), whoever made them (joining.py);
+the source's bytes go to the session, the session's output to the sink,
+and it calls ``handle_timer`` when the session's deadline comes.  After any event it
 runs one coalesced ``_flush``: one ``Session.step()`` (core/driver.py),
 which writes on each subflow what it may take, and the step's events
 (rendered as log lines by render.py), output and deadline.
