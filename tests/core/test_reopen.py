@@ -348,7 +348,7 @@ def test_settings_are_checked() -> None:
         with pytest.raises(UsageError, match="inconsistent re-open settings"):
             ReopenConfig(**bad)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="count"):
-        Reopener(NoJitter()).add("EXEC:a", 0, 0.0)
+        Reopener(NoJitter()).add("EXEC:a", -1, 0.0)
 
 
 def test_a_huge_number_of_failures_stays_at_the_cap() -> None:
@@ -414,9 +414,30 @@ def test_invariants_hold_for_any_sequence(actions: list[tuple[str, int, EndReaso
     ([3, 3], 1024, [3, 3]),
     ([64, 64], 16, [8, 8]),
     ([100, 10, 1], 20, [18, 1, 1]),
+    ([100, 1, 1, 1], 4, [1, 1, 1, 1]),  # the floor of 1 each: never more than `most` in all
+    ([100, 1, 1], 5, [3, 1, 1]),
+    ([1, 1, 1], 2, [1, 1, 0]),  # more addresses than `most`: the last opens none
+    ([4, 4, 4, 4, 4], 3, [1, 1, 1, 0, 0]),
 ])
 def test_counts_beyond_max_subflows_are_shared_in_proportion(counts: list[int], most: int,
                                                              fitted: list[int]) -> None:
     """Slots past --max-subflows would be refused by our own session and
-    retried for ever; every address keeps at least one."""
+    retried for ever; every address keeps at least one while there are
+    fewer addresses than --max-subflows."""
     assert fit_counts(counts, most) == fitted
+    assert sum(fit_counts(counts, most)) == min(sum(counts), most)
+
+
+def test_an_address_given_no_slot_is_never_started_and_counts_as_stopped() -> None:
+    """More addresses than --max-subflows: the ones fit_counts gives none
+    are never opened, and the policy gives up only when the others are
+    stopped for good (not at once, not never)."""
+    policy = Reopener(random.Random(1))
+    first = policy.add("UNIX-CONNECT:/a", 1, 0.0)
+    spare = policy.add("UNIX-CONNECT:/b", 0, 0.0)
+    started = policy.start_due(0.0)
+    assert [slot.address for slot in started] == [first]
+    assert policy.stats(spare).count == 0 and policy.stats(spare).stopped
+    assert not policy.gave_up
+    policy.ended(started[0], 0.1, Failure.CANNOT_RUN)  # stops its address for good
+    assert policy.gave_up

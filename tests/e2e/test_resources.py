@@ -143,3 +143,41 @@ def test_a_count_beyond_what_the_descriptors_allow_is_opened_as_far_as_they_do(
         assert b.stderr() == ""
     finally:
         b.close()
+
+
+def test_more_addresses_than_max_subflows_open_no_subflow_beyond_it(tmp_path: Path) -> None:
+    """Three --connect addresses and --max-subflows 2: the first two get a
+    subflow each and the third none, said in one line.  Each address used
+    to keep at least one, so the third was opened, refused by A's own
+    session ("already 2 subflows") and re-opened for as long as the session
+    lasted: a line on each end at every attempt (5 each in 8 s)."""
+    import subprocess
+    import time
+
+    from .harness import SOCKIMUX
+
+    data = random_file(tmp_path / "a.in", 4 * MB, seed=43).read_bytes()
+    b = Piped(tmp_path, "b")
+    try:
+        address = f"UNIX-CONNECT:{b.socket}"
+        a = subprocess.Popen([SOCKIMUX, "--max-subflows", "2", "--connect", address,
+                              "--connect", address, "--connect", address],
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=False)
+        assert a.stdin is not None and a.stderr is not None
+        a.stdin.write(data)
+        a.stdin.flush()
+        time.sleep(3)  # re-opens at 0.2, 0.6, 1.4 s... would each have said so by now
+        a.stdin.close()
+        assert a.wait(60) == 0
+        said = a.stderr.read().decode()
+        assert b.wait(60) == 0, b.stderr()
+        assert b.out.read_bytes() == data
+        lines = said.splitlines()
+        assert len(lines) == 1 and lines[0].endswith(
+            "--connect asks for 3 subflows, more than --max-subflows (2, by default what the "
+            "open file limit leaves room for): opening 2, none to the last 1 of the 3 "
+            "addresses"), said
+        assert b.stderr() == ""
+    finally:
+        b.close()

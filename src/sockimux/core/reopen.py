@@ -158,6 +158,10 @@ class AddressStopped:
 ReopenEvent = SubflowLost | SubflowBack | AddressStopped
 
 
+# Why an address given no slot (fit_counts) is never opened: its stop reason.
+NO_SLOT = "not opened: more addresses than --max-subflows"
+
+
 class _State(enum.Enum):
     WAITING = "waiting"  # to be started at due_at
     STARTING = "starting"
@@ -204,11 +208,16 @@ class Reopener:
 
     def add(self, label: str, count: int, now: float, paced: bool = True) -> int:
         """Add an address with ``count`` slots, all due now; return its index.
-        ``paced``: its starts are at least ``stagger`` apart (it starts a process)."""
-        if count < 1:
-            raise UsageError("count must be at least 1")
-        self._addresses.append(_Address(label, [_SlotState(due_at=now) for _ in range(count)],
-                                        paced=paced))
+        ``paced``: its starts are at least ``stagger`` apart (it starts a process).
+        An address of no slot (more addresses than --max-subflows: fit_counts)
+        is never opened; it counts as stopped, so that the others alone decide
+        whether every address was given up."""
+        if count < 0:
+            raise UsageError("count must not be negative")
+        address = _Address(label, [_SlotState(due_at=now) for _ in range(count)], paced=paced)
+        if not count:
+            address.stopped = NO_SLOT
+        self._addresses.append(address)
         return len(self._addresses) - 1
 
     # -- what to start, and when -----------------------------------------------------
@@ -361,10 +370,17 @@ class Reopener:
 
 def fit_counts(counts: Sequence[int], most: int) -> list[int]:
     """The subflows to open per address when ``counts`` add up to more than
-    ``most`` (the session's --max-subflows): shared in proportion, at least
-    one each.  Slots beyond what the session admits would be refused and
-    retried for ever, each failure a line of its own."""
+    ``most`` (the session's --max-subflows), never more than ``most`` in all:
+    shared in proportion, at least one each; with more addresses than
+    ``most``, one each for the first ``most`` and none for the others.
+    Slots beyond what the session admits would be refused and retried for
+    ever, each failure a line of its own, on both ends."""
     total = sum(counts)
     if total <= most:
         return list(counts)
-    return [max(1, count * most // total) for count in counts]
+    if len(counts) >= most:
+        return [1] * most + [0] * (len(counts) - most)
+    fitted = [max(1, count * most // total) for count in counts]
+    while sum(fitted) > most:  # the ones raised to 1 took more than their share
+        fitted[fitted.index(max(fitted))] -= 1
+    return fitted

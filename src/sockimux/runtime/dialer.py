@@ -137,9 +137,11 @@ class Dialer:
         most = runner.session.config.max_subflows
         counts = fit_counts(asked, most)
         if counts != asked:
+            unused = counts.count(0)
             log.warning("--connect asks for %d subflows, more than --max-subflows (%d, by default "
-                        "what the open file limit leaves room for): opening %d", sum(asked), most,
-                        sum(counts))
+                        "what the open file limit leaves room for): opening %d%s", sum(asked), most,
+                        sum(counts), f", none to the last {unused} of the {len(counts)} addresses"
+                        if unused else "")
         for address, count in zip(self.addresses, counts, strict=True):
             # The policy numbers the slots ("2 of 4"): the label leaves count= out.
             self.policy.add(str(replace(address, count=1)), count, now,

@@ -90,6 +90,8 @@ ADDRESS_TITLE = "addresses we open (re-opened when their subflows end):"
 
 
 def _next(address: AddressStats) -> str:
+    if not address.count:
+        return "none: past --max-subflows"  # (fit_counts gave it no subflow)
     if address.stopped is not None:
         return "stopped for good"
     return "-" if address.next_attempt_in is None else f"in {address.next_attempt_in:.1f} s"
