@@ -49,7 +49,8 @@ addresses (socat's syntax; keywords and options are case-insensitive):
              (default: --handshake-timeout, 10 s; then the next attempt)
              EXEC:'COMMAND' (its STDIN/STDOUT is the subflow; run without a shell)
              each with count=N: N subflows of that address (default 1; counts past
-             --max-subflows are cut to fit it, shared among the addresses)
+             --max-subflows are cut to fit it, shared among the addresses;
+             past one address each, the last addresses get none)
   --listen   UNIX-LISTEN:PATH (mode=0600; safe as SOCKET is), TCP-LISTEN:PORT (bind=ADDR)
   --stream   STDIO (default), EXEC:'COMMAND', TCP:HOST:PORT, UNIX-CONNECT:PATH
   A subflow we opened is re-opened when it ends (exits, fails, stalls),

@@ -158,6 +158,7 @@ def test_more_addresses_than_max_subflows_open_no_subflow_beyond_it(tmp_path: Pa
 
     data = random_file(tmp_path / "a.in", 4 * MB, seed=43).read_bytes()
     b = Piped(tmp_path, "b")
+    a: subprocess.Popen[bytes] | None = None
     try:
         address = f"UNIX-CONNECT:{b.socket}"
         a = subprocess.Popen([SOCKIMUX, "--max-subflows", "2", "--connect", address,
@@ -180,4 +181,6 @@ def test_more_addresses_than_max_subflows_open_no_subflow_beyond_it(tmp_path: Pa
             "addresses"), said
         assert b.stderr() == ""
     finally:
+        if a is not None and a.poll() is None:
+            kill(a)
         b.close()
