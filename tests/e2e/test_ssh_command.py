@@ -454,24 +454,45 @@ def test_ssh_saying_the_same_thing_on_every_reopen_is_shown_once_per_10_s(sshd: 
     assert 1 <= text.count("Connection refused") <= 1, text  # 8 s < QUIET_FOR
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the far sockimux runs COMMAND with its STDERR on /dev/null (remote/far.py _detach: it "
-    "holds no channel's descriptor, so that sshd can close each connection); carrying it "
-    "needs a second stream in the protocol (the exit status is carried: the FIN says it)"))
 @pytest.mark.parametrize(("command", "status", "said"), [
     ("sh -c 'echo to-err >&2; exit 3'", 3, "to-err"),
     ("no-such-command-q16", 127, "not found"),
 ])
 def test_a_remote_commands_failure_comes_back_as_with_ssh(sshd: Sshd, command: str, status: int,  # noqa: F811
                                                           said: str) -> None:
-    """`ssh host -- COMMAND` shows COMMAND's STDERR and exits with its status;
-    `sockimux ssh host -- COMMAND` exits with its status (the FIN carries it)
-    but shows nothing of its STDERR."""
+    """As `ssh host -- COMMAND`: COMMAND's STDERR comes back (as records on
+    the ssh connections' own STDERR) and its exit status is ours (the FIN
+    carries it, sent after the last of its STDERR)."""
     run = subprocess.run(_ssh_mode(sshd, "127.0.0.1", "--", command), capture_output=True,
                          timeout=60, stdin=subprocess.DEVNULL)
     text = run.stderr.decode()
     assert run.returncode == status, text
     assert said in text, text
+
+
+def test_a_remote_commands_stderr_comes_back_byte_for_byte_beside_its_output(
+        sshd: Sshd) -> None:  # noqa: F811
+    """3 MB of arbitrary bytes (every byte value, no newline at the end) on
+    COMMAND's STDERR while 8 MB go through it both ways, then the same line
+    five times: the near side's STDERR is those bytes, in order, and no
+    repeated line is held back as ssh's repeated messages are; STDOUT is
+    the input; the exit status is COMMAND's."""
+    data = random_file(sshd.root / "err-both.bin", 8 * MB, seed=31).read_bytes()
+    noise = random_file(sshd.root / "err-noise.bin", 3 * MB, seed=32).read_bytes()
+    noise = noise[:-1] + b"x" + bytes(range(256)) * 4  # binary, repeated lines, no final newline
+    (sshd.root / "err-noise.bin").write_bytes(noise)
+    # The far COMMAND: its STDERR written in pieces while `cat` copies STDIN.
+    command = (f"{sys.executable} -c 'import os,sys,time;d=open(sys.argv[1],\"rb\").read();"
+               f"[(os.write(2,d[i:i+65536]),time.sleep(0.001)) for i in range(0,len(d),65536)];"
+               f"[(os.write(2,b\"again\\n\"),time.sleep(0.02)) for i in range(5)]' "
+               f"{sshd.root / 'err-noise.bin'} & cat; wait; exit 5")
+    run = subprocess.run(_ssh_mode(sshd, "127.0.0.1", "--", command), input=data,
+                         capture_output=True, timeout=120)
+    assert run.returncode == 5, run.stderr[-2000:]
+    assert run.stdout == data
+    start = run.stderr.find(noise[:64])
+    assert start >= 0, run.stderr[:2000]
+    assert run.stderr[start:start + len(noise) + 30] == noise + b"again\n" * 5
 
 
 def test_sixteen_subflows_with_few_descriptors(sshd: Sshd) -> None:  # noqa: F811

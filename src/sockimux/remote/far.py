@@ -104,6 +104,11 @@ class FarHost:
     def open_channels(self) -> int:
         return len(self._open)
 
+    @property
+    def channels(self) -> set[Channel]:
+        """The channels open now."""
+        return self._open
+
     def stop(self) -> None:
         """End the far process (the session is over)."""
         self._stopped.set()

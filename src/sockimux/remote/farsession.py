@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 
 from ..core.addresses import Exec, TcpConnect, UnixConnect
 from ..core.errors import LocalError
@@ -23,6 +24,7 @@ from ..runtime.runner import Runner
 from ..runtime.sink import OutputWriter
 from ..runtime.stream_address import OpenedStream, open_stream
 from .adopt import adopt_channel
+from .commandstderr import CommandStderr
 from .handoff import Channel
 
 log = logging.getLogger("sockimux.remote")
@@ -43,8 +45,11 @@ async def _run(host_factory: type, path: str, listener: object, idle_timeout: fl
     loop = asyncio.get_running_loop()
     session = Session(os.urandom(16), loop.time(), SessionConfig())
     runner = Runner(session, stream.in_fd, stream.out_fd)
+    host = host_factory(path, listener, idle_timeout, lambda channel: on_channel(channel))
+    stderr = None if stream.err_fd is None else CommandStderr(loop, stream.err_fd,
+                                                              lambda: host.channels)
     if stream.child is not None:  # the FIN tells the near side how COMMAND ended
-        runner.input_status = stream.exit_status
+        runner.input_status = stream.exit_status if stderr is None else _after(stderr, stream)
     if stream.half_close and isinstance(runner.sink, OutputWriter):
         runner.sink.half_close = True
     tasks: set[asyncio.Task[None]] = set()
@@ -62,8 +67,9 @@ async def _run(host_factory: type, path: str, listener: object, idle_timeout: fl
         task = loop.create_task(adopt(channel))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+        if stderr is not None:
+            stderr.send()  # what COMMAND said before any channel was open
 
-    host = host_factory(path, listener, idle_timeout, on_channel)
     hosting = loop.create_task(host.run())
 
     def host_ended(_: object) -> None:
@@ -76,8 +82,22 @@ async def _run(host_factory: type, path: str, listener: object, idle_timeout: fl
         return await runner.run()
     finally:
         hosting.remove_done_callback(host_ended)
+        if stderr is not None:
+            stderr.close()
         host.stop()
         await asyncio.gather(hosting, *tasks, return_exceptions=True)
+
+
+def _after(stderr: CommandStderr, stream: OpenedStream) -> Callable[[], Awaitable[int | None]]:
+    """The command's exit status once its STDERR is in a helper's socket too:
+    the FIN goes after the last of its STDERR (commandstderr.py)."""
+
+    async def status() -> int | None:
+        code = await stream.exit_status()
+        await stderr.sent()
+        return code
+
+    return status
 
 
 def serve_session(loop: asyncio.AbstractEventLoop, host_factory: type, path: str, listener: object,
@@ -85,7 +105,8 @@ def serve_session(loop: asyncio.AbstractEventLoop, host_factory: type, path: str
     """Open the stream (unless it was, before the fork), run the session to
     its end; the far process's exit code."""
     try:
-        stream = target if isinstance(target, OpenedStream) else open_stream(target)
+        stream = (target if isinstance(target, OpenedStream)
+                  else open_stream(target, stderr_pipe=True))
     except LocalError as e:
         log.error("%s", e)
         return 3

@@ -3,16 +3,17 @@
 Every ssh connection after the first runs :data:`HELPER` (``python3 -c``, no
 package needed).  It connects to the far sockimux's private UNIX socket,
 sends its fds 0 and 1 with SCM_RIGHTS, puts /dev/null in their place and
-then waits, reading nothing, until the far sockimux closes that UNIX
-connection: the bytes of the subflow flow between sshd and the far sockimux
-directly, the helper never sees them.
+then copies what comes on that UNIX connection to its STDERR (the far
+command's STDERR, :mod:`.commandstderr`) until the far sockimux closes it:
+the bytes of the subflow flow between sshd and the far sockimux directly,
+the helper never sees them.
 
 Why the helper must wait rather than exit: when a session's command exits,
 sshd stops writing to the command's STDIN ("nobody will be interested in
 data we write", OpenSSH session.c, session_exit_message), so the near-to-far
 direction would go silent while far-to-near still worked; in fact, measured
 here, ssh ends the connection about at once.  A blocked read costs no CPU,
-and the waiting helper is ``sh`` (see :data:`HELPER`), not python.
+and the waiting helper is ``cat`` (see :data:`HELPER`), not python.
 
 Why a read fd and a write fd: OpenSSH on Linux (Debian's 9.2 here) gives the
 command two pipes, not a socketpair; other builds give one socket for both.
@@ -49,9 +50,11 @@ EXIT_NO_SESSION = 3  # the helper's exit code when no far sockimux answers at th
 
 # `python3 -c HELPER SOCKET`: one line, double quotes only (see bootstrap.LOADER).
 # Unexpected errors print one line (no traceback) and exit 1.  Once the far
-# sockimux has the channel, the helper becomes `sh` waiting for EOF on the
-# UNIX connection: a waiting python3 holds ~3.8 MB of memory of its own, sh
-# ~0.1 MB (128 subflows: ~490 MB against ~13 MB on the far host).
+# sockimux has the channel, the helper becomes `cat` from the UNIX connection
+# to the channel's STDERR, until EOF: the far sockimux sends the records of
+# its command's STDERR that way (commandstderr.py), and a waiting python3
+# holds ~3.8 MB of memory of its own, cat ~0.1 MB (128 subflows: ~490 MB
+# against ~13 MB on the far host).  Without a cat, python3 copies.
 HELPER = (
     'import os,socket,sys;p=sys.argv[1];'
     'sys.excepthook=lambda t,v,b:print("sockimux: hand-off to",p,"failed:",v,file=sys.stderr);'
@@ -59,8 +62,9 @@ HELPER = (
     'e and (print("sockimux: no far sockimux at",p+":",os.strerror(e),file=sys.stderr),os._exit(3));'
     'socket.send_fds(s,[b"1"],[0,1]);n=os.open(os.devnull,os.O_RDWR);os.dup2(n,0);os.dup2(n,1);'
     's.recv(1)==b"k" or (print("sockimux: the far sockimux at",p,"refused this connection",'
-    'file=sys.stderr),os._exit(3));c=s.fileno();os.set_inheritable(c,True);'
-    'os.access("/bin/sh",os.X_OK) and os.execv("/bin/sh",["sh","-c","read _ <&%d;exit 0"%c]);s.recv(1)'
+    'file=sys.stderr),os._exit(3));os.dup2(s.fileno(),0);os.dup2(2,1);'
+    '[os.access(x,os.X_OK) and os.execv(x,["cat"]) for x in ("/bin/cat","/usr/bin/cat")];'
+    '[os.write(2,d) for d in iter(lambda:s.recv(65536),b"")]'
 )
 
 

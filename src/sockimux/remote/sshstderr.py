@@ -10,15 +10,20 @@ seconds is not said again.  The last lines are also kept, so that an ssh
 that exits 255 can be told apart: refused for good (authentication, an
 unknown host name, a changed host key) or worth re-opening (refused
 connection, network down).
+
+A line that is a record of the far COMMAND's STDERR (:mod:`.commandstderr`)
+is not ssh's: its bytes are written as they are, and never held back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import os
+import select
 import time
+
+from .commandstderr import decode
 
 QUIET_FOR = 10.0  # seconds before the same line of ssh is shown again
 KEPT = 20  # last lines kept for the exit's diagnosis
@@ -38,6 +43,7 @@ FOR_GOOD = (
 )
 
 _said: dict[bytes, float] = {}  # line -> when it was last shown, over all ssh processes
+_open: set[SshStderr] = set()  # not at their end yet (drain_all)
 
 
 class SshStderr:
@@ -50,6 +56,7 @@ class SshStderr:
         self.lines: collections.deque[str] = collections.deque(maxlen=KEPT)
         os.set_blocking(read_fd, False)
         loop.add_reader(read_fd, self.drain)
+        _open.add(self)
 
     def drain(self) -> None:
         """Pass on what ssh wrote so far (all of it, once ssh has exited)."""
@@ -73,6 +80,10 @@ class SshStderr:
                 self._partial = self._partial[cut:]
 
     def _line(self, line: bytes) -> None:
+        record = decode(line)
+        if record is not None:  # the far COMMAND's STDERR: as it was, every time
+            write_stderr(record)
+            return
         self.lines.append(line.decode(errors="replace").rstrip("\r\n"))
         now = time.monotonic()
         key = line.rstrip(b"\r\n")
@@ -83,8 +94,7 @@ class SshStderr:
         _said[key] = now
         if not line.endswith(b"\n"):
             line += b"\n"
-        with contextlib.suppress(OSError):
-            os.write(2, line)
+        write_stderr(line)
 
     def refused_for_good(self) -> str | None:
         """The line of ssh that says re-opening cannot help, if it said one."""
@@ -98,3 +108,24 @@ class SshStderr:
             self._loop.remove_reader(self._fd)
             os.close(self._fd)
             self._fd = None
+            _open.discard(self)
+
+
+def drain_all() -> None:
+    """Pass on what every ssh still open wrote so far (the session is over:
+    its ssh processes have exited, or have been ended)."""
+    for messages in list(_open):
+        messages.drain()
+
+
+def write_stderr(data: bytes) -> None:
+    """All of ``data`` to our STDERR (waiting for it if it is non-blocking and
+    full; given up if it is gone)."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(2, view):]
+        except (BlockingIOError, InterruptedError):
+            select.select([], [2], [], 1.0)
+        except OSError:
+            return

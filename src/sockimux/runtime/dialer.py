@@ -167,7 +167,8 @@ class Dialer:
 
     async def close(self) -> None:
         """After the session: give the children a moment to exit by themselves
-        (their subflow's end reached them), then terminate, then kill them."""
+        (their subflow's end reached them: an ssh passes on all of its
+        STDERR first), then terminate, then kill them."""
         pending = [*self._waiting, *(a.task for a in self._attempts.values() if a.task is not None)]
         for task in pending:
             task.cancel()  # left pending, the loop's end would report each of them
@@ -175,13 +176,16 @@ class Dialer:
         for sig, wait in ((None, EXIT_WAIT), (signal.SIGTERM, KILL_WAIT), (signal.SIGKILL, KILL_WAIT)):
             live = [c for c in self._children if c.returncode is None]
             if not live:
-                return
+                break
             for child in live:
                 if sig is not None:
                     with contextlib.suppress(ProcessLookupError):
                         child.send_signal(sig)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*(c.wait() for c in live)), wait)
+        if any(isinstance(address, SshSubflows) for address in self.addresses):
+            from ..remote.sshstderr import drain_all
+            drain_all()  # what the far COMMAND said last (the ssh processes' exits came first)
 
     # -- the policy's loop ------------------------------------------------------------
 

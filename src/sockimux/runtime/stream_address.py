@@ -40,6 +40,7 @@ class OpenedStream:
     out_fd: int
     half_close: bool = False  # out_fd is a socket: its end is shutdown(SHUT_WR)
     child: subprocess.Popen[bytes] | None = None
+    err_fd: int | None = None  # the command's STDERR, when asked for (open_stream's stderr_pipe)
 
     def finish(self, carried: bool = True) -> int | None:
         """Wait for the command (EXEC) to exit, terminating it if it does not
@@ -87,10 +88,13 @@ class OpenedStream:
         return None
 
 
-def open_stream(address: Exec | TcpConnect | UnixConnect) -> OpenedStream:
-    """Open the stream at ``address``; LocalError (one line) if it cannot be."""
+def open_stream(address: Exec | TcpConnect | UnixConnect,
+                stderr_pipe: bool = False) -> OpenedStream:
+    """Open the stream at ``address``; LocalError (one line) if it cannot be.
+    ``stderr_pipe``: an EXEC command's STDERR is a pipe whose read end is
+    ``err_fd`` (else it is ours)."""
     if isinstance(address, Exec):
-        return _run(address)
+        return _run(address, stderr_pipe)
     try:
         if isinstance(address, TcpConnect):
             sock = _connect_tcp(address)
@@ -134,17 +138,22 @@ def _connect_tcp(address: TcpConnect) -> socket.socket:
     return sock
 
 
-def _run(address: Exec) -> OpenedStream:
-    to_child, ours_out = os.pipe()
-    ours_in, from_child = os.pipe()
+def _run(address: Exec, stderr_pipe: bool) -> OpenedStream:
+    fds: list[int] = []
     try:
-        child = subprocess.Popen(address.argv, stdin=to_child, stdout=from_child)
+        to_child, ours_out = os.pipe()
+        fds += [to_child, ours_out]
+        ours_in, from_child = os.pipe()
+        fds += [ours_in, from_child]
+        err_in, err_out = os.pipe() if stderr_pipe else (None, None)
+        fds += [fd for fd in (err_in, err_out) if fd is not None]
+        child = subprocess.Popen(address.argv, stdin=to_child, stdout=from_child, stderr=err_out)
     except OSError as exc:
-        for fd in (ours_in, ours_out):
+        for fd in fds:
             os.close(fd)
         raise LocalError(f"cannot run the stream command {address.argv[0]}: "
                          f"{exc.strerror or exc}") from None
-    finally:
-        os.close(to_child)
-        os.close(from_child)
-    return OpenedStream(ours_in, ours_out, child=child)
+    for end in (to_child, from_child, err_out):
+        if end is not None:
+            os.close(end)
+    return OpenedStream(ours_in, ours_out, child=child, err_fd=err_in)

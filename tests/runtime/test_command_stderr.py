@@ -1,0 +1,116 @@
+"""The far COMMAND's STDERR on its own: records, and how CommandStderr hands
+them to the helpers' UNIX connections (real pipes and socketpairs, no ssh)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sockimux.remote.commandstderr import HELD_MAX, MARK, CommandStderr, decode, encode
+from sockimux.remote.handoff import Channel
+from sockimux.remote.sshstderr import LINE_MAX
+
+
+@given(st.binary(max_size=9000))
+def test_any_bytes_come_back_from_their_records(data: bytes) -> None:
+    lines = encode(data)
+    assert all(line.startswith(MARK) and line.endswith(b"\n") for line in lines)
+    assert all(line.count(b"\n") == 1 and len(line) < LINE_MAX for line in lines)
+    assert b"".join(decode(line) or b"" for line in lines) == data
+
+
+def test_a_line_of_ssh_is_not_a_record() -> None:
+    assert decode(b"ssh: connect to host x port 22: Connection refused\n") is None
+    assert decode(MARK + b"not base64!\n") is None
+    assert decode(MARK + b"aGk=\r\n") == b"hi"
+
+
+class Helper:
+    """A channel whose helper is the other end of a socketpair."""
+
+    def __init__(self) -> None:
+        self.far, self.helper = socket.socketpair()
+        self.far.setblocking(False)
+        self.channel = Channel(-1, -1, None, self.far)
+
+    def received(self) -> bytes:
+        self.helper.setblocking(False)
+        out = b""
+        while True:
+            try:
+                chunk = self.helper.recv(1 << 20)
+            except BlockingIOError:
+                return out
+            if not chunk:
+                return out
+            out += chunk
+
+
+def _decoded(raw: bytes) -> bytes:
+    out = []
+    for line in raw.splitlines(keepends=True):
+        data = decode(line)
+        assert data is not None, line
+        out.append(data)
+    return b"".join(out)
+
+
+def test_held_until_a_channel_opens_then_kept_to_one_and_moved_when_it_closes() -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        read_fd, write_fd = os.pipe()
+        open_now: list[Channel] = []
+        stderr = CommandStderr(loop, read_fd, lambda: open_now)
+        first, second = Helper(), Helper()
+        os.write(write_fd, b"before any channel\n")
+        await asyncio.sleep(0.05)
+        assert first.received() == b""
+        open_now += [first.channel, second.channel]
+        stderr.send()
+        os.write(write_fd, b"one")
+        await asyncio.sleep(0.05)
+        assert _decoded(first.received()) == b"before any channel\none"
+        assert second.received() == b""
+        first.channel.close()  # its subflow ended
+        open_now.remove(first.channel)
+        os.write(write_fd, b"two\n")
+        os.close(write_fd)
+        await asyncio.wait_for(stderr.sent(), 5)
+        assert _decoded(second.received()) == b"two\n"
+        stderr.close()
+
+    asyncio.run(main())
+
+
+def test_with_no_helper_taking_them_the_records_held_are_bounded() -> None:
+    """Nobody reads the helpers' side: COMMAND's STDERR stops being read once
+    HELD_MAX is held, so COMMAND waits (its pipe fills) rather than our memory."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        stderr = CommandStderr(loop, read_fd, lambda: [])
+        written = 0
+        for _ in range(400):
+            try:
+                written += os.write(write_fd, b"x" * 65536)
+            except BlockingIOError:
+                await asyncio.sleep(0.01)
+                try:
+                    written += os.write(write_fd, b"x" * 65536)
+                except BlockingIOError:
+                    break
+            await asyncio.sleep(0)
+        assert written < 4 * HELD_MAX, written  # the writer was stopped
+        assert stderr._held_bytes < HELD_MAX + 2 * 65536  # noqa: SLF001 (the bound itself)
+        started = loop.time()
+        await stderr.sent(0.2)  # never ends, nobody takes it: gives up after its wait
+        assert loop.time() - started < 1
+        stderr.close()
+        os.close(write_fd)
+
+    asyncio.run(main())
