@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from sockimux.core import frames as F
+from sockimux.core.events import Outcome
 from sockimux.core.frames import FrameType
 from sockimux.core.reader import FrameReader
 
@@ -60,3 +61,34 @@ def test_the_status_field_on_the_wire(status: int, field: int) -> None:
 
 def test_a_fin_without_status_is_the_old_fin() -> None:
     assert F.encode_fin(99, None) == F.encode_control(FrameType.FIN, 99)
+
+
+def test_the_peers_command_exited_so_the_session_ends_though_our_input_goes_on() -> None:
+    """As ssh ends when the remote command exits: A's input came from a command
+    that exited (its FIN says so); B's STDIN never ends.  Once B has written
+    all of A's stream, both sessions are DONE; B sent only a prefix of its
+    input, and A wrote what it got of it, in order."""
+    link = Link.between(payload(300 * KB, 1), payload(4096 * KB, 2), subflows=3, seed=21)
+    link.a.input_status = 3
+    link.b.eof = False  # (a terminal, or a program that waits for us to exit)
+    assert link.run(until=300)
+    a, b = link.a, link.b
+    assert a.outcome is Outcome.DONE and b.outcome is Outcome.DONE, link.describe()
+    assert bytes(b.output) == a.data and b.output_closed
+    assert b.data.startswith(bytes(a.output))
+    assert b.session.peer_status == 3
+    assert "command exited" in b.session.outcome_reason
+    assert "command exited" in a.session.outcome_reason
+
+
+def test_without_a_command_that_exited_both_streams_must_end() -> None:
+    """No status in A's FIN (no command, or one still running): B's STDIN that
+    never ends keeps the session open, as before; the same with status 0 ends."""
+    for status, ends in ((None, False), (0, True)):
+        link = Link.between(payload(300 * KB, 1), payload(64 * KB, 2), subflows=2, seed=22)
+        link.a.input_status = status
+        link.b.eof = False
+        assert link.run(until=60) is ends, link.describe()
+        assert bytes(link.b.output) == link.a.data
+        if not ends:
+            assert link.a.outcome is None and link.b.outcome is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -168,3 +169,79 @@ def test_git_clone_and_push(sshd: Sshd) -> None:  # noqa: F811
             == _run([git, "rev-parse", "HEAD"], clone, env).stdout)
     fsck = _run([git, "fsck", "--full"], origin, env)
     assert fsck.returncode == 0, fsck
+
+
+# -- sockimux ssh as the clients' ssh: HOST -- COMMAND, no sshd in the stream ------------
+
+
+def _as_ssh(server: Sshd) -> str:
+    """`sockimux ssh` as a client's ssh command (rsync -e, GIT_SSH_COMMAND):
+    the client adds [-l USER] HOST COMMAND... after it."""
+    return f"{SOCKIMUX} ssh -n {SUBFLOWS} --idle-timeout 30 -F {server.client_config}"
+
+
+def _no_far_left(logs: Callable[[], str]) -> None:
+    _wait(lambda: not _strays("sockimux.remote.far"), 20, "the far sockimux to exit", logs)
+
+
+def test_rsync_with_sockimux_ssh_as_its_ssh(sshd: Sshd) -> None:  # noqa: F811
+    """rsync -e 'sockimux ssh': rsync's server runs as the far COMMAND; a copy
+    and a delta both ways, then a source that does not exist, whose error
+    (the far rsync's STDERR) and exit code 23 come back as with ssh."""
+    root = sshd.root / "rsync-command"
+    src = root / "src"
+    for i in range(20):
+        (src / f"d{i % 3}").mkdir(parents=True, exist_ok=True)
+        random_file(src / f"d{i % 3}" / f"f{i}.bin", (i * 53_113) % (400 * 1024) + 1, seed=400 + i)
+    random_file(src / "big.bin", 6 * MB, seed=8)
+    rsync = require("rsync")
+    first = _run([rsync, "-a", "-e", _as_ssh(sshd), f"{src}/", f"root@127.0.0.1:{root}/dst/"])
+    assert first.returncode == 0, first
+    assert _tree(root / "dst") == _tree(src)
+    with open(src / "big.bin", "r+b") as f:
+        f.seek(3 * MB)
+        f.write(b"delta" * 2000)
+    back = _run([rsync, "-a", "-e", _as_ssh(sshd), f"{src}/", f"root@127.0.0.1:{root}/dst/"])
+    assert back.returncode == 0, back
+    pulled = _run([rsync, "-a", "-e", _as_ssh(sshd), f"root@127.0.0.1:{root}/dst/", f"{root}/back/"])
+    assert pulled.returncode == 0, pulled
+    assert _tree(root / "back") == _tree(src)
+    missing = _run([rsync, "-a", "-e", _as_ssh(sshd), "root@127.0.0.1:/no/such/dir/", f"{root}/x/"])
+    assert missing.returncode == 23, missing
+    assert b'change_dir "/no/such/dir" failed' in missing.stderr, missing.stderr
+    assert b"Traceback" not in missing.stderr
+    _no_far_left(lambda: f"{missing!r}\n--- sshd\n{_read(sshd.log)}")
+
+
+def test_git_with_sockimux_ssh_as_its_ssh(sshd: Sshd) -> None:  # noqa: F811
+    """GIT_SSH_COMMAND='sockimux ssh': clone and push run git-upload-pack and
+    git-receive-pack as the far COMMAND.  A repository that does not exist:
+    git's own ssh waits for the ssh process to exit while it holds its STDIN
+    open, so sockimux must end when the far command does (as ssh does), and
+    bring back the far git's message."""
+    root = sshd.root / "git-command"
+    root.mkdir()
+    git = require("git")
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(root),
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid",
+           "GIT_CONFIG_NOSYSTEM": "1", "GIT_SSH_COMMAND": _as_ssh(sshd)}
+    origin, seed = root / "origin.git", root / "seed"
+    for argv in ([git, "init", "-q", "--bare", str(origin)], [git, "init", "-q", str(seed)]):
+        assert _run(argv, None, env).returncode == 0
+    random_file(seed / "blob.bin", 2 * MB, seed=500)
+    for argv in ([git, "add", "-A"], [git, "commit", "-q", "-m", "c"]):
+        assert _run(argv, seed, env).returncode == 0
+    pushed = _run([git, "push", "-q", f"root@127.0.0.1:{origin}", "HEAD:refs/heads/main"], seed, env)
+    assert pushed.returncode == 0, pushed
+    cloned = _run([git, "clone", "-q", "-b", "main", f"root@127.0.0.1:{origin}",
+                   str(root / "clone")], None, env)
+    assert cloned.returncode == 0, cloned
+    assert _tree(root / "clone") == _tree(seed)
+    started = time.monotonic()
+    missing = _run([git, "clone", "-q", "root@127.0.0.1:/no/such/repo.git", str(root / "x")],
+                   None, env)
+    assert time.monotonic() - started < 20, missing  # (it used to wait for ever)
+    assert missing.returncode == 128, missing
+    assert b"does not appear to be a git repository" in missing.stderr, missing.stderr
+    _no_far_left(lambda: f"{missing!r}\n--- sshd\n{_read(sshd.log)}")

@@ -495,6 +495,23 @@ def test_a_remote_commands_stderr_comes_back_byte_for_byte_beside_its_output(
     assert run.stderr[start:start + len(noise) + 30] == noise + b"again\n" * 5
 
 
+def test_the_session_ends_when_the_remote_command_does_though_stdin_stays_open(
+        sshd: Sshd) -> None:  # noqa: F811
+    """As ssh: COMMAND exits, its output is written, and we exit with its
+    status while our STDIN is still open (git waits for its ssh to exit
+    before it closes that STDIN: waiting for its EOF would wait for ever)."""
+    near = subprocess.Popen(_ssh_mode(sshd, "127.0.0.1", "--", "echo out; echo err >&2; exit 3"),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert near.wait(20) == 3
+        assert near.stdout is not None and near.stdout.read() == b"out\n"
+        assert near.stderr is not None and near.stderr.read() == b"err\n"
+    finally:
+        if near.poll() is None:
+            near.kill()
+        near.communicate()
+
+
 def test_sixteen_subflows_with_few_descriptors(sshd: Sshd) -> None:  # noqa: F811
     """`sockimux ssh -n 16` under `ulimit -n 32`, over 6 s so that all 16 are
     tried: the ssh processes beyond what the descriptors allow cannot be

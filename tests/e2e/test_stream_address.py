@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,31 @@ def test_stream_exec(tmp_path: Path, command: str, far_code: int, said: str) -> 
             assert far.stderr().strip().endswith(said), far.stderr()
             peer_said = said.replace("the stream command", "the peer's stream command")
             assert near.stderr().strip().endswith(peer_said), near.stderr()
+    finally:
+        far.close()
+        near.close()
+
+
+@pytest.mark.parametrize(("command", "expected"), [
+    ("head -c 100", lambda data: data[:100]),
+    ("sh -c 'exec 0<&-; sleep 0.5; echo done'", lambda data: b"done\n"),
+])
+def test_a_stream_command_that_stops_reading_is_carried_to_its_end(
+        tmp_path: Path, command: str, expected: Callable[[bytes], bytes]) -> None:
+    """As with `ssh host COMMAND`: a command that reads only part of its input
+    (or closes it at once) and then writes is no error.  What it writes after
+    that comes back, and its exit ends the session on both sides (exit 0)
+    though the near side's 64 MB are not all sent."""
+    sock = str(tmp_path / "far.sock")
+    data = _data(64 * MB, 15)
+    far = Imux(tmp_path, "far", sock, "--stream", f"EXEC:\"{command}\"")
+    wait_for(lambda: os.path.exists(sock) or far.proc.poll() is not None, 10, "far to listen")
+    near = Imux(tmp_path, "near", "--connect", f"UNIX-CONNECT:{sock},count=3", data=data)
+    try:
+        assert near.wait(60) == 0, near.stderr()
+        assert far.wait(60) == 0, far.stderr()
+        assert near.out.read_bytes() == expected(data)
+        assert near.stderr() == "" and far.stderr() == ""
     finally:
         far.close()
         near.close()

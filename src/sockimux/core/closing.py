@@ -28,6 +28,7 @@ from .subflow import Subflow
 class Closing(SessionParts):
     # Provided by Session.
     peer_instance: bytes | None
+    peer_status: int | None
     peer_confirmed: bool
     outcome_reason: str
     subflows_joined: int
@@ -44,9 +45,20 @@ class Closing(SessionParts):
     def _check_done(self) -> None:
         # Our last ACK (FIN_DONE) must have gone out on a subflow first: ending
         # with none open would leave the peer waiting for it forever.
-        if (self.outcome is None and self.sender.done and self.receiver.done
-                and self.acks.fin_done_sent):
-            self._end(Outcome.DONE, "both streams delivered")
+        if self.outcome is not None:
+            return
+        if self.receiver.done and self.acks.fin_done_sent:
+            if self.sender.done:
+                self._end(Outcome.DONE, "both streams delivered")
+            elif self.peer_status is not None:
+                # As ssh ends when the remote command exits: the peer's stream
+                # came from a command that has exited (its FIN says how), so
+                # nothing there reads ours any more; what is left of it is not sent.
+                self._end(Outcome.DONE, "the peer's command exited and its output is written")
+        elif self.sender.done and self.sender.status is not None:
+            # Our side of the same: our input's command has exited and the peer
+            # has written all of its output; it ends now, and nothing reads its stream.
+            self._end(Outcome.DONE, "our command exited and its output is delivered")
 
     def _stalled(self, sub: Subflow, why: str, now: float) -> None:
         self._events.append(ev.SubflowStalled(sub.id, why))

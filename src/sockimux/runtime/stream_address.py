@@ -41,6 +41,7 @@ class OpenedStream:
     half_close: bool = False  # out_fd is a socket: its end is shutdown(SHUT_WR)
     child: subprocess.Popen[bytes] | None = None
     err_fd: int | None = None  # the command's STDERR, when asked for (open_stream's stderr_pipe)
+    held_fd: int | None = None  # our copy of the read end of the command's STDIN (_run)
 
     def finish(self, carried: bool = True) -> int | None:
         """Wait for the command (EXEC) to exit, terminating it if it does not
@@ -53,6 +54,9 @@ class OpenedStream:
         child = self.child
         if child is None:
             return None
+        if self.held_fd is not None:
+            os.close(self.held_fd)
+            self.held_fd = None
         if not carried:
             if child.poll() is not None:
                 return child.returncode
@@ -153,7 +157,12 @@ def _run(address: Exec, stderr_pipe: bool) -> OpenedStream:
             os.close(fd)
         raise LocalError(f"cannot run the stream command {address.argv[0]}: "
                          f"{exc.strerror or exc}") from None
-    for end in (to_child, from_child, err_out):
+    for end in (from_child, err_out):
         if end is not None:
             os.close(end)
-    return OpenedStream(ours_in, ours_out, child=child, err_fd=err_in)
+    # The read end of the command's STDIN stays open here too: a command that
+    # stops reading (exits, closes its STDIN) leaves our writes waiting, not
+    # failing with EPIPE, which would end the session and lose what the
+    # command still writes (its output, its exit status).  Its end ends the
+    # session as ssh's does (the FIN says how it ended; core/closing.py).
+    return OpenedStream(ours_in, ours_out, child=child, err_fd=err_in, held_fd=to_child)
