@@ -10,6 +10,7 @@ once the tool is done, leaving no far process behind.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -68,6 +69,13 @@ def _tree(root: Path) -> dict[str, str]:
             if p.is_file() and ".git" not in p.relative_to(root).parts}
 
 
+def _touch_later(path: Path) -> None:
+    """A changed file's mtime moved on: rsync's quick check (size and mtime)
+    would skip a change made within the second of the first copy."""
+    stamp = path.stat().st_mtime + 10
+    os.utime(path, (stamp, stamp))
+
+
 def test_scp_up_and_down(sshd: Sshd) -> None:  # noqa: F811
     proxy = Proxy(sshd, "scp")
     src = random_file(proxy.dir / "src.bin", 12 * MB, seed=41)
@@ -116,6 +124,7 @@ def test_rsync_a_tree_then_an_update(sshd: Sshd) -> None:  # noqa: F811
     with open(src / "big.bin", "r+b") as f:
         f.seek(4 * MB)
         f.write(b"changed" * 1000)
+    _touch_later(src / "big.bin")
     (src / "d1" / "f1.bin").unlink()
     proxy.rc.unlink()
     second = _run([rsync, "-a", "--delete", "--stats", "-e", proxy.ssh_command(), f"{src}/",
@@ -201,6 +210,7 @@ def test_rsync_with_sockimux_ssh_as_its_ssh(sshd: Sshd) -> None:  # noqa: F811
     with open(src / "big.bin", "r+b") as f:
         f.seek(3 * MB)
         f.write(b"delta" * 2000)
+    _touch_later(src / "big.bin")
     back = _run([rsync, "-a", "-e", _as_ssh(sshd), f"{src}/", f"root@127.0.0.1:{root}/dst/"])
     assert back.returncode == 0, back
     pulled = _run([rsync, "-a", "-e", _as_ssh(sshd), f"root@127.0.0.1:{root}/dst/", f"{root}/back/"])

@@ -14,11 +14,12 @@ passes through ssh's STDERR unchanged and any byte (a partial line, a
 terminal's escape sequence, no newline at all) comes back as it was; a
 line of ssh's own never starts with the mark.
 
-The stream's end waits for the STDERR: once COMMAND's output has ended,
-its exit status (what the FIN carries) is taken only after its STDERR
-has ended too (within :data:`END_WAIT`) and all of it is in a helper's
-socket, and the near side lets each ssh exit by itself before it ends
-them (dialer.py's close()).  What is carried this way is not the
+The stream's end waits for the STDERR: once COMMAND's output has ended
+and it has exited, its exit status (what the FIN carries, and with it
+the end of the session) is taken only after its STDERR has ended too (as
+ssh's session does) and all of it is in a helper's socket (within
+:data:`SEND_WAIT`), and the near side lets each ssh exit by itself before
+it ends them (dialer.py's close()).  What is carried this way is not the
 stream: a record on a connection that dies can be lost, as ssh's own
 STDERR would be with its connection; the next records take another.
 """
@@ -38,7 +39,7 @@ from .handoff import Channel
 MARK = b"#sockimux-stderr:"
 RECORD_BYTES = 2048  # COMMAND's bytes per record: a line under sshstderr.LINE_MAX
 HELD_MAX = 1 << 20  # records held for a helper; past it COMMAND's STDERR is not read
-END_WAIT = 2.0  # seconds COMMAND's STDERR may stay open after its output ended
+SEND_WAIT = 10.0  # seconds, at the end, for the helpers to take what is held
 
 
 def encode(data: bytes) -> list[bytes]:
@@ -164,13 +165,12 @@ class CommandStderr:
 
     # -- the end ----------------------------------------------------------------
 
-    async def sent(self, wait: float = END_WAIT) -> None:
-        """Until COMMAND's STDERR has ended and all of it is in a helper's
-        socket, for at most ``wait`` seconds (a background child of COMMAND
-        may hold its STDERR open for ever)."""
+    async def sent(self, wait: float = SEND_WAIT) -> None:
+        """Until COMMAND's STDERR has ended (as ssh, however long a child of
+        COMMAND that holds it runs on: it may still read the stream), then
+        until all of it is in a helper's socket, for at most ``wait`` seconds."""
+        await self._ended.wait()
         deadline = self._loop.time() + wait
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._ended.wait(), wait)
         while self._held and self._loop.time() < deadline:
             self.send()
             if not self._held or self._target() is None:

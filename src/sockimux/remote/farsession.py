@@ -94,7 +94,8 @@ def _after(stderr: CommandStderr, stream: OpenedStream) -> Callable[[], Awaitabl
 
     async def status() -> int | None:
         code = await stream.exit_status()
-        await stderr.sent()
+        if code is not None:  # (still running: the stream goes on both ways, STDERR too)
+            await stderr.sent()
         return code
 
     return status
