@@ -10,6 +10,10 @@ def _no_stats_yet(signo: int, frame: object) -> None:
 
 def run() -> NoReturn:
     """``sockimux`` (the console script, and ``python -m sockimux``)."""
+    if os.environ.pop("SOCKIMUX_SIGINT", None) == "default":
+        # ./sockimux started python with SIGINT ignored (a ^C while python
+        # starts would be a traceback): from here on, the handler below takes it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # SIGUSR1 asks for the stats "at any time" (README): its default action
     # would end us while the modules load, before the CLI blocks and then
     # handles it.  (A handler, not SIG_IGN: the commands we start get the

@@ -8,6 +8,7 @@ matters the `sockimux` command `pip install` writes) as a separate process.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
 import os
@@ -265,6 +266,29 @@ def test_a_ctrl_c_while_it_starts_is_one_line(tmp_path: Path, command: Cmd, modu
     said = "".join(line + "\n" for line in rest.splitlines() if not line.startswith("import time:"))
     assert proc.wait(20) == 128 + signal.SIGINT, said
     assert "interrupted by SIGINT" in one_line(said)
+
+def test_a_ctrl_c_at_any_moment_of_the_start_is_never_a_traceback(tmp_path: Path) -> None:
+    """^C at every moment of the first 40 ms (python itself starting, before
+    any code of ours runs; then the imports): pressed again every 5 ms until
+    the process is gone, as a user would.  Never a traceback: exit 130 with
+    one line, or ended by the signal before python ran (the launcher)."""
+    for delay_ms in range(0, 42, 3):
+        proc = subprocess.Popen([SOCKIMUX, str(tmp_path / "s.sock")], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(delay_ms / 1000)
+        started = time.monotonic()
+        while proc.poll() is None and time.monotonic() - started < 10:
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.005)
+        assert proc.stderr is not None
+        said = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        assert proc.wait(5) in (128 + signal.SIGINT, -signal.SIGINT), (delay_ms, said)
+        assert "Traceback" not in said, (delay_ms, said)
+        assert said == "" or "interrupted by SIGINT" in one_line(said), (delay_ms, said)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_path / "s.sock")
+
 
 # -- item 4: stale sockets ----------------------------------------------------------
 
