@@ -44,6 +44,9 @@ left behind); the others hand their channel to it.
     ssh -o ProxyCommand='sockimux ssh -n 4 %h' user@host
   with COMMAND: the stream is COMMAND's STDIN/STDOUT on HOST (run by /bin/sh -c)
     tar c dir | sockimux ssh -n 8 host -- tar x -C /dst
+  with -s, as ssh: COMMAND is an ssh subsystem's name (sftp), run on HOST by
+  the program its sshd config names (for sftp, its sftp-server otherwise)
+    sftp -S sockimux-ssh host    (sockimux-ssh: a script: exec sockimux ssh "$@")
 
 options:
   -n N, --subflows N   ssh connections (1 to 64; default 4)
@@ -98,10 +101,29 @@ def _ssh_option(arg: str) -> bool:
     return True
 
 
+def _subsystem_flag(arg: str) -> tuple[str | None, bool]:
+    """ssh's -s (COMMAND is a subsystem's name) taken out of an option's flags
+    (-s, -sT), for the far side to run that subsystem: our own ssh connections
+    run the far sockimux.  The option without it (None: nothing left), and
+    whether it was there."""
+    flags = arg[1:]
+    for at, letter in enumerate(flags):
+        if letter in SSH_WITH_ARGUMENT:
+            flags, rest = flags[:at], flags[at:]
+            break
+    else:
+        rest = ""
+    if "s" not in flags:
+        return arg, False
+    left = flags.replace("s", "") + rest
+    return (f"-{left}" if left else None), True
+
+
 def parse(argv: Sequence[str]) -> SshCommand:
     """UsageError (exit 2) for anything it cannot read."""
     args = list(argv)
     count, far_port, idle, verbose, quiet = DEFAULT_SUBFLOWS, 22, 300.0, 0, False
+    subsystem = False
     python: Sequence[str] = DEFAULT_PYTHON
     ssh_options: list[str] = []
     i = 0
@@ -139,7 +161,11 @@ def parse(argv: Sequence[str]) -> SshCommand:
         elif arg == "-q":
             quiet = True
         else:
-            ssh_options += [arg] if _ssh_option(arg) else [arg, value()]
+            whole = _ssh_option(arg)
+            kept, asks = _subsystem_flag(arg)
+            subsystem = subsystem or asks
+            if kept is not None:  # (None: it was -s alone)
+                ssh_options += [kept] if whole else [kept, value()]
         i += 1
     if i < len(args) and args[i] == "--":
         i += 1
@@ -150,7 +176,11 @@ def parse(argv: Sequence[str]) -> SshCommand:
         i += 1
     command = args[i:]
     far_args = ["--idle-timeout", f"{idle:g}"]
-    if command:
+    if subsystem:
+        if len(command) != 1:
+            raise UsageError("-s needs the subsystem's name as the one word after HOST")
+        far_args += ["--subsystem", command[0]]
+    elif command:
         far_args += ["--command", " ".join(command)]  # as ssh joins a remote command's words
     else:
         far_args += ["--stream", f"TCP:127.0.0.1:{far_port}"]

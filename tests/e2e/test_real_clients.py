@@ -11,6 +11,7 @@ once the tool is done, leaving no far process behind.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -255,3 +256,49 @@ def test_git_with_sockimux_ssh_as_its_ssh(sshd: Sshd) -> None:  # noqa: F811
     assert missing.returncode == 128, missing
     assert b"does not appear to be a git repository" in missing.stderr, missing.stderr
     _no_far_left(lambda: f"{missing!r}\n--- sshd\n{_read(sshd.log)}")
+
+
+def _ssh_program(server: Sshd, root: Path) -> Path:
+    """scp's and sftp's -S PROGRAM: a script that is `sockimux ssh`."""
+    program = root / "sockimux-ssh"
+    program.write_text(f"#!/bin/sh\nexec {_as_ssh(server)} \"$@\"\n")
+    program.chmod(0o755)
+    return program
+
+
+def test_scp_and_sftp_with_sockimux_ssh_as_their_ssh(sshd: Sshd) -> None:  # noqa: F811
+    """scp -S / sftp -S: since OpenSSH 9.0 scp speaks SFTP, asking its ssh for
+    the sftp subsystem (-s ... HOST sftp); the far side runs the sftp-server
+    for it.  Legacy scp (-O) runs `scp -t` as a plain COMMAND."""
+    root = sshd.root / "scp-command"
+    root.mkdir()
+    program = str(_ssh_program(sshd, root))
+    src = random_file(root / "src.bin", 5 * MB, seed=43)
+    scp, sftp = require("scp"), require("sftp")
+    for argv, made in (
+            ([scp, "-q", "-S", program, str(src), f"root@127.0.0.1:{root}/up.bin"], "up.bin"),
+            ([scp, "-q", "-S", program, f"root@127.0.0.1:{root}/up.bin", str(root / "down.bin")],
+             "down.bin"),
+            ([scp, "-q", "-O", "-S", program, str(src), f"root@127.0.0.1:{root}/legacy.bin"],
+             "legacy.bin")):
+        run = _run(argv)
+        assert run.returncode == 0, run
+        assert sha256_file(root / made) == sha256_file(src), argv
+    batch = subprocess.run([sftp, "-q", "-S", program, "-b", "-", "root@127.0.0.1"],
+                           input=f"put {src} {root}/sftp.bin\n".encode(), capture_output=True,
+                           timeout=TOOL_TIMEOUT)
+    assert batch.returncode == 0, batch
+    assert sha256_file(root / "sftp.bin") == sha256_file(src)
+    _no_far_left(lambda: f"--- sshd\n{_read(sshd.log)}")
+
+
+def test_a_subsystem_the_far_host_does_not_serve_is_one_line_and_exit_8(sshd: Sshd) -> None:  # noqa: F811
+    """The far side says it once (its line, then ours quoting it), and no
+    other subflow starts another far side to be told the same."""
+    run = subprocess.run([*_as_ssh(sshd).split(), "-s", "127.0.0.1", "no-such-subsystem"],
+                         capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    text = run.stderr.decode()
+    assert run.returncode == 8, text
+    assert "no program for the ssh subsystem 'no-such-subsystem'" in text, text
+    assert "Traceback" not in text, text
+    assert len(re.findall(r"^sockimux\[\d+\]: no program for", text, re.M)) == 1, text

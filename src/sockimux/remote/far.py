@@ -43,6 +43,7 @@ from ..runtime.stream_address import OpenedStream, open_stream
 from .adopt import adopt_channel
 from .farsession import StreamTarget, serve_session, shell_command
 from .handoff import Channel, helper_argv, preamble, serve_handoffs
+from .subsystem import subsystem_command
 
 log = logging.getLogger("sockimux.remote")
 
@@ -227,6 +228,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--stream", metavar="ADDR", help="the stream to carry: EXEC:'COMMAND', "
                    "TCP:HOST:PORT, UNIX-CONNECT:PATH (e.g. TCP:127.0.0.1:22)")
     p.add_argument("--command", metavar="LINE", help="the stream is this shell command line")
+    p.add_argument("--subsystem", metavar="NAME",
+                   help="the stream is the program that serves this ssh subsystem (sftp)")
     args = p.parse_args(argv)
     args.target = None
     if args.command is not None:
@@ -280,6 +283,12 @@ def _no_session_yet(channel: Channel) -> None:
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
+    if args.subsystem is not None and args.target is None:
+        try:  # (before the fork: a subsystem not served here is said to the user)
+            args.target = shell_command(subsystem_command(args.subsystem))
+        except LookupError as e:
+            print(f"sockimux[{os.getpid()}]: {e}", file=sys.stderr)
+            return EXIT_SETUP
     if isinstance(args.target, (TcpConnect, UnixConnect)) and not args.loopback:
         # Before the fork, while our STDERR is still the first ssh's: a far
         # sshd that is not there (no --far-port for its port) is said to

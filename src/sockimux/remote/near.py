@@ -64,6 +64,7 @@ class FarTarget:
     far_args: Sequence[str] = ()  # for the first connection: the far process's options
     ssh: str = "ssh"
     info: FarInfo | None = field(default=None, init=False)  # known once the first is open
+    failed: OpenFailed | None = field(default=None, init=False)  # starting it cannot heal
 
 
 @dataclass
@@ -134,6 +135,8 @@ async def open_connection(target: FarTarget, timeout: float = PREAMBLE_TIMEOUT) 
     """The first connection of a session (starts the far side, sets
     ``target.info``) or a further one (hands its channel to it)."""
     first = target.info is None
+    if first and target.failed is not None:
+        raise target.failed  # the far side cannot start for good: said once, not per subflow
     if first:
         command = remote_command(FAR_ENTRY, target.far_args, target.python)
     else:
@@ -177,12 +180,14 @@ async def open_connection(target: FarTarget, timeout: float = PREAMBLE_TIMEOUT) 
         elif info != target.info:
             raise OpenFailed(f"reached another far sockimux (pid {info.pid}, not "
                              f"{target.info.pid})", fatal=True)
-    except BaseException:
+    except BaseException as exc:
         ours.close()
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
         messages.drain()
+        if first and isinstance(exc, OpenFailed) and exc.fatal:
+            target.failed = exc
         raise
     return OpenConnection(ours, process, messages)
 

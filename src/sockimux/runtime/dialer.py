@@ -367,7 +367,7 @@ class Dialer:
         if target.info is None:  # no far side yet: one ssh starts it, then the others join it
             if self._far_start is None:
                 self._far_start = asyncio.Lock()
-            async with self._far_start:
+            async with self._far_start:  # (one that cannot start, for good, is not tried again)
                 return self._ssh_open(attempt, await open_connection(target))
         return self._ssh_open(attempt, await open_connection(target))
 
