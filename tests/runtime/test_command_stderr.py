@@ -10,7 +10,7 @@ import socket
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sockimux.remote.commandstderr import HELD_MAX, MARK, CommandStderr, decode, encode
+from sockimux.remote.commandstderr import HELD_MAX, MARK, RECORD_BYTES, CommandStderr, decode, encode
 from sockimux.remote.handoff import Channel
 from sockimux.remote.sshstderr import LINE_MAX
 
@@ -121,6 +121,51 @@ def test_with_no_helper_taking_them_the_records_held_are_bounded() -> None:
             await asyncio.sleep(0.005)
         got += helper.received()
         assert _decoded(bytes(got)) == bytes(written)
+        stderr.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_helper_that_takes_no_more_then_closes_hands_over_to_the_next() -> None:
+    """The first helper stops taking records (its socket full), then its
+    channel closes: the rest goes to the second, in order, losing at most
+    the one record whose start went to the first."""
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        first, second = Helper(), Helper()
+        open_now = [first.channel]
+        stderr = CommandStderr(loop, read_fd, lambda: open_now)
+        data = bytes(range(256)) * 16384  # 4 MiB: more than a socket and HELD_MAX hold
+        written = 0
+        while written < len(data):
+            try:
+                written += os.write(write_fd, data[written:written + 65536])
+            except BlockingIOError:
+                break  # the first helper is full, and HELD_MAX is held
+            await asyncio.sleep(0.001)
+        assert written < len(data)
+        before = first.received()  # what reached it: nobody read it meanwhile
+        open_now[:] = [second.channel]
+        first.channel.close()
+        got = bytearray()
+        while written < len(data):
+            try:
+                written += os.write(write_fd, data[written:written + 65536])
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+            got += second.received()
+        os.close(write_fd)
+        ending = asyncio.ensure_future(stderr.sent())
+        while not ending.done():
+            got += second.received()
+            await asyncio.sleep(0.005)
+        got += second.received()
+        head = _decoded(before[:before.rfind(b"\n") + 1])  # its last record may be cut
+        tail = _decoded(bytes(got))
+        assert data.startswith(head) and data.endswith(tail)
+        assert 0 <= len(data) - len(head) - len(tail) <= RECORD_BYTES
         stderr.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))

@@ -30,7 +30,6 @@ import asyncio
 import base64
 import binascii
 import collections
-import contextlib
 import os
 from collections.abc import Callable, Iterable
 
@@ -40,6 +39,7 @@ MARK = b"#sockimux-stderr:"
 RECORD_BYTES = 2048  # COMMAND's bytes per record: a line under sshstderr.LINE_MAX
 HELD_MAX = 1 << 20  # records held for a helper; past it COMMAND's STDERR is not read
 SEND_WAIT = 10.0  # seconds, at the end, for the helpers to take what is held
+RETRY = 0.02  # seconds before trying again a helper that took nothing more
 
 
 def encode(data: bytes) -> list[bytes]:
@@ -72,7 +72,7 @@ class CommandStderr:
         self._held_bytes = 0
         self._sent = 0  # bytes of the first held record already sent to _to
         self._to: Channel | None = None
-        self._writing: int | None = None  # the keeper fd we wait on to take more
+        self._retry: asyncio.TimerHandle | None = None  # a helper was full: send() again then
         self._reading = False
         self._ended = asyncio.Event()  # COMMAND's STDERR hit its end
         os.set_blocking(read_fd, False)
@@ -137,7 +137,7 @@ class CommandStderr:
             try:
                 sent = to.keeper.send(record[self._sent:])
             except (BlockingIOError, InterruptedError):
-                self._wait_writable(to)
+                self._wait_writable()
                 return
             except OSError:
                 self._to = None  # that helper is gone: the next channel's takes the rest
@@ -150,18 +150,21 @@ class CommandStderr:
         self._unwait()
         self._read_on()
 
-    def _wait_writable(self, to: Channel) -> None:
-        fd = to.keeper.fileno()
-        if self._writing != fd:
-            self._unwait()
-            self._loop.add_writer(fd, self.send)
-            self._writing = fd
+    def _wait_writable(self) -> None:
+        # Tried again a little later, not on the keeper's readiness: its
+        # channel can be closed meanwhile (its subflow ended), and a closed
+        # descriptor must not stay watched by the loop.
+        if self._retry is None:
+            self._retry = self._loop.call_later(RETRY, self._retried)
+
+    def _retried(self) -> None:
+        self._retry = None
+        self.send()
 
     def _unwait(self) -> None:
-        if self._writing is not None:
-            with contextlib.suppress(OSError, ValueError):
-                self._loop.remove_writer(self._writing)
-            self._writing = None
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
 
     # -- the end ----------------------------------------------------------------
 
