@@ -48,6 +48,15 @@ def test_stream_tcp(tmp_path: Path) -> None:
         near.close()
 
 
+def _exec_pair(tmp_path: Path, command: str, data: bytes) -> tuple[Imux, Imux]:
+    """A far side carrying `--stream EXEC:"command"`, and a near side sending
+    ``data`` to it over 3 subflows."""
+    sock = str(tmp_path / "far.sock")
+    far = Imux(tmp_path, "far", sock, "--stream", f"EXEC:\"{command}\"")
+    wait_for(lambda: os.path.exists(sock) or far.proc.poll() is not None, 10, "far to listen")
+    return far, Imux(tmp_path, "near", "--connect", f"UNIX-CONNECT:{sock},count=3", data=data)
+
+
 @pytest.mark.parametrize(("command", "far_code", "said"), [
     ("cat", 0, ""),
     ("sh -c 'cat; exit 3'", 9, "the stream command ended with exit status 3"),
@@ -57,11 +66,8 @@ def test_stream_exec(tmp_path: Path, command: str, far_code: int, said: str) -> 
     """--stream EXEC: the far side carries a command's STDIN/STDOUT; a
     command that fails makes the far side exit 9, naming its status, and
     the near side too, told by the FIN (all bytes delivered all the same)."""
-    sock = str(tmp_path / "far.sock")
     data = _data(8 * MB, 14)
-    far = Imux(tmp_path, "far", sock, "--stream", f"EXEC:\"{command}\"")
-    wait_for(lambda: os.path.exists(sock) or far.proc.poll() is not None, 10, "far to listen")
-    near = Imux(tmp_path, "near", "--connect", f"UNIX-CONNECT:{sock},count=3", data=data)
+    far, near = _exec_pair(tmp_path, command, data)
     try:
         assert near.wait(60) == far_code, near.stderr()
         assert far.wait(60) == far_code, far.stderr()
@@ -85,11 +91,8 @@ def test_a_stream_command_that_stops_reading_is_carried_to_its_end(
     (or closes it at once) and then writes is no error.  What it writes after
     that comes back, and its exit ends the session on both sides (exit 0)
     though the near side's 64 MB are not all sent."""
-    sock = str(tmp_path / "far.sock")
     data = _data(64 * MB, 15)
-    far = Imux(tmp_path, "far", sock, "--stream", f"EXEC:\"{command}\"")
-    wait_for(lambda: os.path.exists(sock) or far.proc.poll() is not None, 10, "far to listen")
-    near = Imux(tmp_path, "near", "--connect", f"UNIX-CONNECT:{sock},count=3", data=data)
+    far, near = _exec_pair(tmp_path, command, data)
     try:
         assert near.wait(60) == 0, near.stderr()
         assert far.wait(60) == 0, far.stderr()
