@@ -60,8 +60,9 @@ latency
     STDOUT pipe; the far end's stream goes through ``cat`` and back.
     sockimux pair with 4 subflows vs socat alone (endpoint ``socat STDIO
     UNIX-LISTEN:a.sock``, relay, endpoint ``socat UNIX-LISTEN:b.sock
-    EXEC:cat``).  Runs alternate, ``--repeat`` times; percentiles over all
-    samples of a kind.  Ratios of p50 and p99 (higher is slower).
+    EXEC:cat,pipes``: cat joined by pipes on both sides).  Runs alternate,
+    ``--repeat`` times; percentiles over all samples of a kind.  Ratios of
+    p50 and p99 (higher is slower).
 
 ssh
     a copy made as users make it, one command timed from start to exit:

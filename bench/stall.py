@@ -70,7 +70,7 @@ def describe(subflows: int, block: int) -> dict[str, str]:
                   f"that moved most is stopped (SIGSTOP) and a new one joins"),
         "quiet": "the same, no stall",
         "socat": (f"bench <-> socat -b{block} STDIO UNIX-LISTEN:a.sock; one relay; "
-                  f"socat -b{block} UNIX-LISTEN:b.sock EXEC:cat"),
+                  f"socat -b{block} UNIX-LISTEN:b.sock EXEC:cat,pipes"),
     }
 
 
