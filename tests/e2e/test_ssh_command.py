@@ -495,6 +495,46 @@ def test_a_remote_commands_stderr_comes_back_byte_for_byte_beside_its_output(
     assert run.stderr[start:start + len(noise) + 30] == noise + b"again\n" * 5
 
 
+def test_a_stderr_nobody_reads_holds_up_the_stderr_not_the_stream(sshd: Sshd) -> None:  # noqa: F811
+    """Our STDERR a pipe nobody reads for now (a paused pager): COMMAND's
+    300 KB of STDERR wait for it, while 32 MB go through COMMAND and back
+    in full; once it is read, all of the STDERR is there, and the exit
+    status is COMMAND's."""
+    data = random_file(sshd.root / "held-err.bin", 32 * MB, seed=33).read_bytes()
+    command = ("i=0; while [ $i -lt 10000 ]; do echo err-line-$i-........................ >&2; "
+               "i=$((i+1)); done; cat; exit 6")
+    near = subprocess.Popen(_ssh_mode(sshd, "127.0.0.1", "--", command), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert near.stdin is not None and near.stdout is not None and near.stderr is not None
+    feeder = threading.Thread(target=lambda: (near.stdin.write(data), near.stdin.close()))  # type: ignore[union-attr]
+    feeder.start()
+    got = bytearray()
+
+    def read_out() -> None:
+        while len(got) < len(data):
+            chunk = near.stdout.read1(1 << 20)  # type: ignore[union-attr]
+            if not chunk:
+                return
+            got.extend(chunk)
+
+    reader = threading.Thread(target=read_out, daemon=True)
+    reader.start()
+    reader.join(60)
+    try:
+        assert bytes(got) == data, len(got)  # with none of its STDERR read yet
+        said = near.stderr.read().decode()
+        assert near.wait(30) == 6, said[-2000:]
+        lines = [line for line in said.splitlines() if line.startswith("err-line-")]
+        assert lines == [f"err-line-{i}-........................" for i in range(10000)]
+    finally:
+        if near.poll() is None:
+            near.kill()
+        near.wait()
+        feeder.join()
+        near.stdout.close()
+        near.stderr.close()
+
+
 def test_the_session_ends_when_the_remote_command_does_though_stdin_stays_open(
         sshd: Sshd) -> None:  # noqa: F811
     """As ssh: COMMAND exits, its output is written, and we exit with its

@@ -13,17 +13,20 @@ connection, network down).
 
 A line that is a record of the far COMMAND's STDERR (:mod:`.commandstderr`)
 is not ssh's: its bytes are written as they are, and never held back.
+Everything goes to our STDERR through :mod:`.stderrwriter` (a thread):
+while it holds as much as it may, ssh's STDERR is not read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
-import select
 import time
 
 from .commandstderr import decode
+from .stderrwriter import stderr_writer
 
 QUIET_FOR = 10.0  # seconds before the same line of ssh is shown again
 KEPT = 20  # last lines kept for the exit's diagnosis
@@ -53,14 +56,38 @@ class SshStderr:
         self._loop = loop
         self._fd: int | None = read_fd
         self._partial = b""
+        self._room = True  # (the writer's answer to our last line)
         self.lines: collections.deque[str] = collections.deque(maxlen=KEPT)
+        self._paused = False
         os.set_blocking(read_fd, False)
-        loop.add_reader(read_fd, self.drain)
+        loop.add_reader(read_fd, self._readable)
         _open.add(self)
 
-    def drain(self) -> None:
-        """Pass on what ssh wrote so far (all of it, once ssh has exited)."""
+    def _readable(self) -> None:
+        self.drain(bounded=True)
+
+    def _room_again(self) -> None:
+        """(From the writer's thread.)"""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to read any more
+            self._loop.call_soon_threadsafe(self._resume)
+
+    def _resume(self) -> None:
+        if self._paused and self._fd is not None:
+            self._paused = False
+            self._loop.add_reader(self._fd, self._readable)
+            self.drain(bounded=True)
+
+    def drain(self, bounded: bool = False) -> None:
+        """Pass on what ssh wrote so far (all of it, once ssh has exited).
+        ``bounded``: stop, and read again later, while our STDERR's writer
+        has as much as it may hold (ssh then waits)."""
         while self._fd is not None:
+            if bounded and not self._room:
+                self._room = True
+                self._paused = True
+                self._loop.remove_reader(self._fd)
+                stderr_writer.when_room(self._room_again)
+                return
             try:
                 chunk = os.read(self._fd, 65536)
             except (BlockingIOError, InterruptedError):
@@ -82,7 +109,7 @@ class SshStderr:
     def _line(self, line: bytes) -> None:
         record = decode(line)
         if record is not None:  # the far COMMAND's STDERR: as it was, every time
-            write_stderr(record)
+            self._room = stderr_writer.write(record)
             return
         self.lines.append(line.decode(errors="replace").rstrip("\r\n"))
         now = time.monotonic()
@@ -94,7 +121,7 @@ class SshStderr:
         _said[key] = now
         if not line.endswith(b"\n"):
             line += b"\n"
-        write_stderr(line)
+        self._room = stderr_writer.write(line)
 
     def refused_for_good(self) -> str | None:
         """The line of ssh that says re-opening cannot help, if it said one."""
@@ -105,27 +132,17 @@ class SshStderr:
 
     def close(self) -> None:
         if self._fd is not None:
-            self._loop.remove_reader(self._fd)
+            if not self._paused:
+                self._loop.remove_reader(self._fd)
             os.close(self._fd)
             self._fd = None
             _open.discard(self)
 
 
 def drain_all() -> None:
-    """Pass on what every ssh still open wrote so far (the session is over:
-    its ssh processes have exited, or have been ended)."""
+    """Pass on what every ssh still open wrote so far, and wait until it is
+    written (the session is over: its ssh processes have exited, or have
+    been ended)."""
     for messages in list(_open):
         messages.drain()
-
-
-def write_stderr(data: bytes) -> None:
-    """All of ``data`` to our STDERR (waiting for it if it is non-blocking and
-    full; given up if it is gone)."""
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(2, view):]
-        except (BlockingIOError, InterruptedError):
-            select.select([], [2], [], 1.0)
-        except OSError:
-            return
+    stderr_writer.flush()
