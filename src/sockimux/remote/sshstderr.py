@@ -121,7 +121,10 @@ class SshStderr:
         _said[key] = now
         if not line.endswith(b"\n"):
             line += b"\n"
-        self._room = stderr_writer.write(line)
+        stderr_writer.write(line)
+        # Written before we go on: our own log lines (not queued) that follow
+        # may speak of it ("see its message above").
+        stderr_writer.flush()
 
     def refused_for_good(self) -> str | None:
         """The line of ssh that says re-opening cannot help, if it said one."""
