@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import os
-import select
 import threading
 from collections.abc import Callable
+
+from ..runtime.sink import write_all
 
 LIMIT = 1 << 20  # bytes queued before the callers are asked to wait
 
@@ -68,7 +68,11 @@ class StderrWriter:
                     self._cond.wait()
                 data = self._queue.popleft()
                 self._busy = True
-            ok = _write_all(self._fd, data)
+            try:
+                write_all(self._fd, [data])
+                ok = True
+            except OSError:  # closed, or its reader gone
+                ok = False
             with self._cond:
                 self._busy = False
                 self._size -= len(data)
@@ -83,20 +87,6 @@ class StderrWriter:
             for callback in callbacks:
                 with contextlib.suppress(Exception):  # (a thread of ours prints no traceback)
                     callback()
-
-
-def _write_all(fd: int, data: bytes) -> bool:
-    """All of ``data`` to ``fd`` (waiting when it is non-blocking and full);
-    False if it cannot be written at all (closed, a reader gone)."""
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view):]
-        except (BlockingIOError, InterruptedError):
-            select.select([], [fd], [], 1.0)
-        except OSError:
-            return False
-    return True
 
 
 stderr_writer = StderrWriter()
