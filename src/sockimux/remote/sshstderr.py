@@ -56,7 +56,6 @@ class SshStderr:
         self._loop = loop
         self._fd: int | None = read_fd
         self._partial = b""
-        self._room = True  # (the writer's answer to our last line)
         self.lines: collections.deque[str] = collections.deque(maxlen=KEPT)
         self._paused = False
         os.set_blocking(read_fd, False)
@@ -82,8 +81,7 @@ class SshStderr:
         ``bounded``: stop, and read again later, while our STDERR's writer
         has as much as it may hold (ssh then waits)."""
         while self._fd is not None:
-            if bounded and not self._room:
-                self._room = True
+            if bounded and stderr_writer.full:
                 self._paused = True
                 self._loop.remove_reader(self._fd)
                 stderr_writer.when_room(self._room_again)
@@ -109,7 +107,7 @@ class SshStderr:
     def _line(self, line: bytes) -> None:
         record = decode(line)
         if record is not None:  # the far COMMAND's STDERR: as it was, every time
-            self._room = stderr_writer.write(record)
+            stderr_writer.write(record)
             return
         self.lines.append(line.decode(errors="replace").rstrip("\r\n"))
         now = time.monotonic()

@@ -46,6 +46,12 @@ class StderrWriter:
             self._cond.notify_all()
             return self._size < LIMIT
 
+    @property
+    def full(self) -> bool:
+        """LIMIT bytes or more wait: a caller should stop until when_room()."""
+        with self._cond:
+            return self._size >= LIMIT and not self._gone
+
     def when_room(self, callback: Callable[[], None]) -> None:
         """``callback()`` once fewer than LIMIT bytes wait (from the thread,
         or at once if that is so already)."""
