@@ -45,6 +45,7 @@ from .runtime.progress import Progress
 from .runtime.runner import Attached, Runner
 from .runtime.sink import OutputWriter
 from .runtime.stream_address import OpenedStream, open_stream
+from .stderrwriter import queued_stderr
 from .usage import DESCRIPTION, EPILOG
 
 
@@ -291,6 +292,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.connect = [ssh]
     elif args.socket is None and not args.listen and not args.connect:
         parser.error("give a SOCKET to listen on, or --listen or --connect addresses")
+    with queued_stderr():  # from here on, STDERR never holds up the loop
+        return _session(args, ssh, closed)
+
+
+def _session(args: argparse.Namespace, ssh: SshSubflows | None, closed: frozenset[int]) -> int:
     _setup_logging(args.verbose, args.quiet)
     log = logging.getLogger("sockimux")
     if isinstance(args.stream, Stdio):

@@ -13,8 +13,9 @@ connection, network down).
 
 A line that is a record of the far COMMAND's STDERR (:mod:`.commandstderr`)
 is not ssh's: its bytes are written as they are, and never held back.
-Everything goes to our STDERR through :mod:`.stderrwriter` (a thread):
-while it holds as much as it may, ssh's STDERR is not read.
+Everything goes to our STDERR through :mod:`..stderrwriter` (a thread),
+in one queue with our own lines: while it holds as much as it may, ssh's
+STDERR is not read.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ import contextlib
 import os
 import time
 
+from ..stderrwriter import stderr_writer
 from .commandstderr import decode
-from .stderrwriter import stderr_writer
 
 QUIET_FOR = 10.0  # seconds before the same line of ssh is shown again
 KEPT = 20  # last lines kept for the exit's diagnosis
@@ -119,10 +120,7 @@ class SshStderr:
         _said[key] = now
         if not line.endswith(b"\n"):
             line += b"\n"
-        stderr_writer.write(line)
-        # Written before we go on: our own log lines (not queued) that follow
-        # may speak of it ("see its message above").
-        stderr_writer.flush()
+        stderr_writer.write(line)  # (before our own lines that follow: one queue)
 
     def refused_for_good(self) -> str | None:
         """The line of ssh that says re-opening cannot help, if it said one."""
