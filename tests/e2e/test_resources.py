@@ -96,13 +96,15 @@ def test_a_spawn_short_of_descriptors_prints_no_traceback() -> None:
     assert failed, "no room tried made the spawn fail: the case is not the one meant"
 
 
-@pytest.mark.parametrize("limit", [16, 23])
+@pytest.mark.parametrize("limit", [12, 16, 23])
 def test_an_open_file_limit_too_low_for_any_subflow_is_refused_at_start(tmp_path: Path,
                                                                        limit: int) -> None:
     """At 16 descriptors, all of them were taken before any subflow (STDIO
     and its copies, the event loop's): each side waited forever, A retrying
     a connect that failed with EMFILE, B's accepts failing unseen.  Now
-    either side says so in one line and exits 3 at once."""
+    either side says so in one line and exits 3 at once.  At 12 the
+    launcher's own shell (its read of /proc for the ^C guard) printed a
+    line of its own before ours; 11 is as low as the shell can run it."""
     import subprocess
 
     from .harness import SOCKIMUX
