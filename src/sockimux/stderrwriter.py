@@ -37,8 +37,7 @@ class StderrWriter:
     def __init__(self, fd: int = 2) -> None:
         self._fd = fd
         self._queue: collections.deque[bytes] = collections.deque()
-        self._size = 0
-        self._busy = False  # the thread holds a piece it is writing
+        self._size = 0  # bytes queued or being written: until written, a piece counts
         self._gone = False  # STDERR cannot be written: everything is dropped
         self._written_at = 0.0  # when the thread last finished a write
         self._cond = threading.Condition()
@@ -50,17 +49,13 @@ class StderrWriter:
         with self._cond:
             if self._gone or not data:
                 return True
-            if self._thread is None and not self._start():
-                direct = True  # no thread to be had (a process limit): written here
-            else:
-                direct = False
+            if self._thread is not None or self._start():
                 self._queue.append(data)
                 self._size += len(data)
                 self._cond.notify_all()
                 return self._size < LIMIT
-        if direct:
-            with contextlib.suppress(OSError):
-                write_all(self._fd, [data])
+        with contextlib.suppress(OSError):  # no thread to be had (a process limit): written here
+            write_all(self._fd, [data])
         return True
 
     def _start(self) -> bool:
@@ -93,7 +88,7 @@ class StderrWriter:
         for ``patience`` seconds (then the rest is dropped, and so is
         everything written after)."""
         with self._cond:
-            while (self._queue or self._busy) and not self._gone:
+            while self._size > 0 and not self._gone:
                 idle = time.monotonic() - self._written_at
                 if idle >= patience:
                     self._gone = True
@@ -108,14 +103,12 @@ class StderrWriter:
                 while not self._queue:
                     self._cond.wait()
                 data = self._queue.popleft()
-                self._busy = True
             try:
                 write_all(self._fd, [data])
                 ok = True
             except OSError:  # closed, or its reader gone
                 ok = False
             with self._cond:
-                self._busy = False
                 self._written_at = time.monotonic()
                 self._size -= len(data)
                 if not ok:
